@@ -1,0 +1,164 @@
+/* CPU-style fused attention, with no barrier at all. K is first staged transposed
+ * (clattn_stage_kt: [batch, heads_kv, HEAD_DIM, kt_stride], keys contiguous and zero-padded
+ * to a multiple of BLOCK_N), so 16 keys load as one float16. Each work-item then keeps
+ * ROWS query rows and their output accumulators in registers and walks the keys BLOCK_N at
+ * a time: scores as outer products (one K vector times ROWS broadcast query values), an
+ * online softmax per row, and P·V in vectors of PV_VEC along the head dim.
+ *
+ * Build macros: HEAD_DIM, ROWS (query rows per work-item), BLOCK_N (keys per step, a
+ * multiple of 16), PV_VEC (16, 8, 4, 2 or 1: a divisor of HEAD_DIM). */
+
+#define KEY_VECS (BLOCK_N / 16)
+
+#if PV_VEC == 16
+typedef float16 pv_t;
+#define PV_LOAD(i, p) vload16((i), (p))
+#define PV_STORE(x, i, p) vstore16((x), (i), (p))
+#elif PV_VEC == 8
+typedef float8 pv_t;
+#define PV_LOAD(i, p) vload8((i), (p))
+#define PV_STORE(x, i, p) vstore8((x), (i), (p))
+#elif PV_VEC == 4
+typedef float4 pv_t;
+#define PV_LOAD(i, p) vload4((i), (p))
+#define PV_STORE(x, i, p) vstore4((x), (i), (p))
+#elif PV_VEC == 2
+typedef float2 pv_t;
+#define PV_LOAD(i, p) vload2((i), (p))
+#define PV_STORE(x, i, p) vstore2((x), (i), (p))
+#else
+typedef float pv_t;
+#define PV_LOAD(i, p) ((p)[(i)])
+#define PV_STORE(x, i, p) ((p)[(i)] = (x))
+#endif
+
+#define PV_VECS (HEAD_DIM / PV_VEC)
+
+/* One work-item per (key, dim, batch * heads_kv): kt[bh][d][j] = K[b][hk][j][d], zero for
+ * j >= seq_kv. */
+__kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb,
+                              uint k_sh, uint k_sn, uint heads_kv, uint seq_kv,
+                              __global float* restrict kt, uint kt_stride) {
+  const uint j = get_global_id(0);
+  const uint d = get_global_id(1);
+  const uint bh = get_global_id(2);
+  const uint b = bh / heads_kv;
+  const uint hk = bh % heads_kv;
+  float x = 0.0f;
+  if (j < seq_kv) x = k[k_off + b * k_sb + hk * k_sh + j * k_sn + d];
+  kt[(bh * HEAD_DIM + d) * kt_stride + j] = x;
+}
+
+inline float hmax16(float16 x) {
+  float8 a = fmax(x.lo, x.hi);
+  float4 b = fmax(a.lo, a.hi);
+  float2 c = fmax(b.lo, b.hi);
+  return fmax(c.x, c.y);
+}
+
+inline float hsum16(float16 x) {
+  float8 a = x.lo + x.hi;
+  float4 b = a.lo + a.hi;
+  float2 c = b.lo + b.hi;
+  return c.x + c.y;
+}
+
+__kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const float* restrict kt,
+                                        uint kt_stride) {
+  const int row0 = (int)(get_global_id(0) * ROWS);
+  const uint h = get_global_id(1);
+  const uint b = get_global_id(2);
+  const uint hk = h / group;
+  const uint heads_kv = heads_q / group;
+
+  const int kv_len = clattn_kv_len(kv_lengths, has_lengths, b, seq_kv);
+  /* Rows are consecutive, so the first row has the smallest limit and the last real row the
+   * largest: keys below min_limit need no mask, keys from max_limit on are never read. */
+  const int min_limit = clattn_row_limit(row0, seq_q, seq_kv, kv_len, causal);
+  const int max_limit =
+      clattn_row_limit(min(row0 + ROWS, (int)seq_q) - 1, seq_q, seq_kv, kv_len, causal);
+
+  __global const float* ktb = kt + (b * heads_kv + hk) * HEAD_DIM * kt_stride;
+  __global const float* vb = v + v_off + b * v_sb + hk * v_sh;
+
+  float qr[ROWS][HEAD_DIM];
+  pv_t acc[ROWS][PV_VECS];
+  float m[ROWS], l[ROWS];
+  int limit[ROWS];
+  for (int r = 0; r < ROWS; ++r) {
+    const int row = row0 + r;
+    limit[r] = clattn_row_limit(row, seq_q, seq_kv, kv_len, causal);
+    m[r] = CLATTN_MASKED;
+    l[r] = 0.0f;
+    for (int i = 0; i < PV_VECS; ++i) acc[r][i] = (pv_t)(0.0f);
+    if (row < (int)seq_q) {
+      __global const float* qrow = q + q_off + b * q_sb + h * q_sh + (uint)row * q_sn;
+      for (int d = 0; d < HEAD_DIM; ++d) qr[r][d] = qrow[d] * scale_log2;
+    } else {
+      for (int d = 0; d < HEAD_DIM; ++d) qr[r][d] = 0.0f;
+    }
+  }
+
+  const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  float p[ROWS][BLOCK_N];
+
+  for (int j0 = 0; j0 < max_limit; j0 += BLOCK_N) {
+    float16 s[ROWS][KEY_VECS];
+    for (int r = 0; r < ROWS; ++r)
+      for (int c = 0; c < KEY_VECS; ++c) s[r][c] = (float16)(0.0f);
+
+    /* S = Q Kᵀ as HEAD_DIM outer products of ROWS query values and BLOCK_N keys. */
+    for (int d = 0; d < HEAD_DIM; ++d) {
+      __global const float* kd = ktb + (uint)d * kt_stride + (uint)j0;
+      float16 kv[KEY_VECS];
+      for (int c = 0; c < KEY_VECS; ++c) kv[c] = vload16(c, kd);
+      for (int r = 0; r < ROWS; ++r) {
+        const float16 qd = (float16)(qr[r][d]);
+        for (int c = 0; c < KEY_VECS; ++c) s[r][c] = fma(qd, kv[c], s[r][c]);
+      }
+    }
+
+    /* Online softmax per row; masked lanes get a finite score and a weight of exactly 0. */
+    const int masked = j0 + BLOCK_N > min_limit;
+    for (int r = 0; r < ROWS; ++r) {
+      int16 hidden[KEY_VECS];
+      float tile_max = CLATTN_MASKED;
+      for (int c = 0; c < KEY_VECS; ++c) {
+        hidden[c] = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);
+        if (masked) s[r][c] = select(s[r][c], (float16)(CLATTN_MASKED), hidden[c]);
+        tile_max = fmax(tile_max, hmax16(s[r][c]));
+      }
+      const float m_new = fmax(m[r], tile_max);
+      const float corr = exp2(m[r] - m_new);
+      float sum = 0.0f;
+      for (int c = 0; c < KEY_VECS; ++c) {
+        float16 e = exp2(s[r][c] - (float16)(m_new));
+        if (masked) e = select(e, (float16)(0.0f), hidden[c]);
+        sum += hsum16(e);
+        vstore16(e, c, p[r]);
+      }
+      l[r] = l[r] * corr + sum;
+      m[r] = m_new;
+      for (int i = 0; i < PV_VECS; ++i) acc[r][i] *= corr;
+    }
+
+    /* O += P V, reading only keys some row can see. */
+    const int n = min(BLOCK_N, max_limit - j0);
+    for (int jj = 0; jj < n; ++jj) {
+      __global const float* vrow = vb + (uint)(j0 + jj) * v_sn;
+      for (int i = 0; i < PV_VECS; ++i) {
+        const pv_t vv = PV_LOAD(i, vrow);
+        for (int r = 0; r < ROWS; ++r) acc[r][i] = fma((pv_t)(p[r][jj]), vv, acc[r][i]);
+      }
+    }
+  }
+
+  for (int r = 0; r < ROWS; ++r) {
+    const int row = row0 + r;
+    if (row >= (int)seq_q) break;
+    const float inv = clattn_inv_sum(l[r]);
+    __global float* orow = o + o_off + b * o_sb + h * o_sh + (uint)row * o_sn;
+    for (int i = 0; i < PV_VECS; ++i) PV_STORE(acc[r][i] * inv, i, orow);
+    if (has_lse) lse[lse_off + (b * heads_q + h) * seq_q + (uint)row] = clattn_lse(m[r], l[r]);
+  }
+}

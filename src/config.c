@@ -1,0 +1,228 @@
+/* Kernel configs: defaults from the device, checks against its limits, fallbacks. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Local memory left for the tiles: some compilers reserve a little for themselves. */
+#define LOCAL_MEM_RESERVE 1024
+#define TILED_MAX_BLOCK_M 64
+#define TILED_MAX_BLOCK_N 64
+#define REGBLOCK_ROWS 8
+#define REGBLOCK_BLOCK_N 32
+
+static int is_pow2(unsigned x) { return x && !(x & (x - 1)); }
+
+static size_t tiled_local_bytes(size_t head_dim, unsigned block_n) {
+  return 2 * (size_t)block_n * head_dim * sizeof(float);
+}
+
+static size_t local_budget(const clattn_context* ctx) {
+  cl_ulong lm = ctx->info.local_mem_size;
+  return lm > LOCAL_MEM_RESERVE ? (size_t)(lm - LOCAL_MEM_RESERVE) : 0;
+}
+
+static size_t max_group(const clattn_context* ctx) {
+  size_t n = ctx->info.max_work_group_size;
+  if (ctx->info.max_work_item_sizes[0] && ctx->info.max_work_item_sizes[0] < n) {
+    n = ctx->info.max_work_item_sizes[0];
+  }
+  return n;
+}
+
+/* The built-in default for the fields left 0. */
+static void fill_defaults(const clattn_context* ctx, const clattn__attention_shape* shape,
+                          clattn_attention_config* c) {
+  if (c->variant == CLATTN_VARIANT_AUTO) {
+    c->variant =
+        ctx->info.type == CLATTN_DEVICE_TYPE_CPU || ctx->info.type == CLATTN_DEVICE_TYPE_OTHER
+            ? CLATTN_VARIANT_REGISTER_BLOCKED
+            : CLATTN_VARIANT_TILED_LOCAL;
+  }
+  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
+    if (!c->block_m) {
+      unsigned m = TILED_MAX_BLOCK_M;
+      while (m > 1 && m > max_group(ctx)) m /= 2;
+      c->block_m = m;
+    }
+    if (!c->block_n) {
+      unsigned n = TILED_MAX_BLOCK_N;
+      while (n > 1 && tiled_local_bytes(shape->head_dim, n) > local_budget(ctx)) n /= 2;
+      c->block_n = n;
+    }
+    c->rows_per_item = 1;
+  } else {
+    if (!c->rows_per_item) c->rows_per_item = c->block_m ? c->block_m : REGBLOCK_ROWS;
+    if (!c->block_m) c->block_m = c->rows_per_item;
+    if (!c->block_n) c->block_n = REGBLOCK_BLOCK_N;
+  }
+}
+
+/* Checks a complete config against the shape-independent rules and the device's limits. */
+static clattn_status check_limits(const clattn_context* ctx, const clattn__attention_shape* shape,
+                                  const clattn_attention_config* c) {
+  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
+    if (c->block_m < 1 || c->block_m > max_group(ctx)) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "block_m %u is outside 1..%zu (the device's work-group limit)",
+                          c->block_m, max_group(ctx));
+    }
+    if (!is_pow2(c->block_n) || c->block_n > 256) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "block_n %u must be a power of two up to 256", c->block_n);
+    }
+    if (c->rows_per_item != 1) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "rows_per_item must be 1 for the tiled variant");
+    }
+    size_t need = tiled_local_bytes(shape->head_dim, c->block_n);
+    if (need > local_budget(ctx)) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "block_n %u with head_dim %zu needs %zu bytes of local memory; the "
+                          "device has %llu",
+                          c->block_n, shape->head_dim, need,
+                          (unsigned long long)ctx->info.local_mem_size);
+    }
+  } else if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
+    if (c->rows_per_item < 1 || c->rows_per_item > 16 || c->block_m != c->rows_per_item) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "rows_per_item %u must be 1..16 and block_m equal to it (got %u)",
+                          c->rows_per_item, c->block_m);
+    }
+    if (c->block_n < 16 || c->block_n > 256 || c->block_n % 16) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "block_n %u must be a multiple of 16 from 16 to 256", c->block_n);
+    }
+  } else {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "unknown kernel variant %d",
+                        (int)c->variant);
+  }
+  return CLATTN_SUCCESS;
+}
+
+const char* clattn__config_source_name(const clattn_attention_config* config) {
+  return config->variant == CLATTN_VARIANT_TILED_LOCAL ? "attention_tiled" : "attention_regblock";
+}
+
+static const char* kernel_name(const clattn_attention_config* config) {
+  return config->variant == CLATTN_VARIANT_TILED_LOCAL ? "clattn_attention_tiled"
+                                                       : "clattn_attention_regblock";
+}
+
+static unsigned pv_vec(size_t head_dim) {
+  for (unsigned w = 16; w > 1; w /= 2) {
+    if (head_dim % w == 0) return w;
+  }
+  return 1;
+}
+
+void clattn__config_options(const clattn__attention_shape* shape, const clattn_attention_config* c,
+                            char* options, size_t size) {
+  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
+    snprintf(options, size, "-DHEAD_DIM=%zu -DBLOCK_M=%u -DBLOCK_N=%u", shape->head_dim, c->block_m,
+             c->block_n);
+  } else {
+    snprintf(options, size, "-DHEAD_DIM=%zu -DROWS=%u -DBLOCK_N=%u -DPV_VEC=%u", shape->head_dim,
+             c->rows_per_item, c->block_n, pv_vec(shape->head_dim));
+  }
+}
+
+size_t clattn__kt_stride(const clattn__attention_shape* shape,
+                         const clattn_attention_config* config) {
+  size_t n = config->block_n;
+  return (shape->seq_kv + n - 1) / n * n;
+}
+
+/* Builds the config's kernel and checks it against what the build reports. */
+static clattn_status build_and_check(clattn_context* ctx, const clattn__attention_shape* shape,
+                                     const clattn_attention_config* c, cl_kernel* out) {
+  char options[256];
+  clattn__config_options(shape, c, options, sizeof options);
+  cl_kernel kernel = NULL;
+  clattn_status status =
+      clattn__kernel_create(ctx, clattn__config_source_name(c), options, kernel_name(c), &kernel);
+  if (status != CLATTN_SUCCESS) return status;
+  size_t wg = 0;
+  cl_ulong local = 0;
+  CLATTN__CL_CHECK(ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                                 sizeof wg, &wg, NULL));
+  CLATTN__CL_CHECK(ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE,
+                                                 sizeof local, &local, NULL));
+  size_t group = c->variant == CLATTN_VARIANT_TILED_LOCAL ? c->block_m : 1;
+  if (wg < group || local > ctx->info.local_mem_size) {
+    status = clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "kernel %s (%s) allows %zu work-items per group and needs %llu bytes "
+                          "of local memory; the config needs %zu work-items and the device has "
+                          "%llu bytes",
+                          kernel_name(c), options, wg, (unsigned long long)local, group,
+                          (unsigned long long)ctx->info.local_mem_size);
+    goto cleanup;
+  }
+  if (out) {
+    *out = kernel;
+    kernel = NULL;
+  }
+cleanup:
+  if (kernel) clReleaseKernel(kernel);
+  return status;
+}
+
+/* A smaller default after `c` did not fit; 0 when there is none. */
+static int shrink(clattn_attention_config* c) {
+  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
+    if (c->block_m > 1) {
+      c->block_m /= 2;
+      return 1;
+    }
+    if (c->block_n > 1) {
+      c->block_n /= 2;
+      return 1;
+    }
+  } else if (c->rows_per_item > 1) {
+    c->rows_per_item /= 2;
+    c->block_m = c->rows_per_item;
+    return 1;
+  }
+  return 0;
+}
+
+clattn_status clattn__config_resolve(clattn_context* ctx, const clattn__attention_shape* shape,
+                                     const clattn_attention_config* requested,
+                                     clattn_attention_config* used, cl_kernel* kernel) {
+  clattn_attention_config c;
+  memset(&c, 0, sizeof c);
+  c.struct_size = sizeof c;
+  if (requested) {
+    if (requested->struct_size != sizeof(clattn_attention_config)) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                          "clattn_attention_config.struct_size is %zu, expected %zu",
+                          requested->struct_size, sizeof(clattn_attention_config));
+    }
+    if ((unsigned)requested->variant > CLATTN_VARIANT_REGISTER_BLOCKED) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "unknown kernel variant %d",
+                          (int)requested->variant);
+    }
+    c.variant = requested->variant;
+    c.block_m = requested->block_m;
+    c.block_n = requested->block_n;
+    c.rows_per_item = requested->rows_per_item;
+  }
+  /* A config given field by field is the caller's to keep; only an all-default one may
+   * be shrunk to fit. */
+  int user = requested && (c.block_m || c.block_n || c.rows_per_item);
+  c.source = user || c.variant != CLATTN_VARIANT_AUTO ? CLATTN_CONFIG_SOURCE_USER
+                                                      : CLATTN_CONFIG_SOURCE_HEURISTIC;
+  fill_defaults(ctx, shape, &c);
+
+  clattn_status status;
+  for (;;) {
+    status = check_limits(ctx, shape, &c);
+    if (status == CLATTN_SUCCESS) status = build_and_check(ctx, shape, &c, kernel);
+    if (status != CLATTN_ERROR_INVALID_CONFIG || user || !shrink(&c)) break;
+    clattn__log("config did not fit; falling back to block_m %u block_n %u rows %u", c.block_m,
+                c.block_n, c.rows_per_item);
+    c.source = CLATTN_CONFIG_SOURCE_FALLBACK;
+  }
+  if (status == CLATTN_SUCCESS) *used = c;
+  return status;
+}

@@ -1,0 +1,171 @@
+/* Contexts: on a device clattn picks, or on the caller's own OpenCL objects. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static clattn_status options_check(const clattn_context_options* options) {
+  if (options && options->struct_size != sizeof(clattn_context_options)) {
+    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "clattn_context_options.struct_size is %zu, expected %zu",
+                        options->struct_size, sizeof(clattn_context_options));
+  }
+  return CLATTN_SUCCESS;
+}
+
+/* Allocates a context with its lock, program cache and kernel directory, holding no
+ * OpenCL object yet. */
+static clattn_status context_alloc(const clattn_context_options* options, clattn_context** out) {
+  clattn_context* ctx = calloc(1, sizeof *ctx);
+  if (!ctx) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  if (pthread_mutex_init(&ctx->error_lock, NULL) != 0) {
+    free(ctx);
+    return clattn__fail(NULL, CLATTN_ERROR_INTERNAL, "pthread_mutex_init failed");
+  }
+  clattn_status status = clattn__program_cache_create(&ctx->programs);
+  if (status != CLATTN_SUCCESS) {
+    pthread_mutex_destroy(&ctx->error_lock);
+    free(ctx);
+    return status;
+  }
+  const char* dir =
+      options && options->kernel_dir ? options->kernel_dir : getenv("CLATTN_KERNEL_DIR");
+  if (dir && *dir) {
+    if (strlen(dir) >= sizeof ctx->kernel_dir) {
+      clattn_context_destroy(ctx);
+      return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT, "kernel directory path too long");
+    }
+    strcpy(ctx->kernel_dir, dir);
+  }
+  *out = ctx;
+  return CLATTN_SUCCESS;
+}
+
+/* Records the device's capabilities; the OpenCL objects are set. */
+static clattn_status context_finish(clattn_context* ctx) {
+  ctx->info.struct_size = sizeof ctx->info;
+  clattn_status status = clattn_device_query(ctx->device, &ctx->info);
+  if (status != CLATTN_SUCCESS) {
+    return clattn__fail(ctx, status, "could not query the device's capabilities");
+  }
+  clattn__log("context on \"%s\" (%s, driver %s)", ctx->info.name, ctx->info.platform_name,
+              ctx->info.driver_version);
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_context_create(const clattn_context_options* options, clattn_context** out) {
+  if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
+  *out = NULL;
+  clattn_status status = options_check(options);
+  if (status != CLATTN_SUCCESS) return status;
+
+  cl_platform_id platform = NULL;
+  cl_device_id device = NULL;
+  status = clattn__device_select(options ? options->device : NULL, &platform, &device, NULL, NULL);
+  if (status != CLATTN_SUCCESS) return status;
+
+  clattn_context* ctx = NULL;
+  status = context_alloc(options, &ctx);
+  if (status != CLATTN_SUCCESS) return status;
+
+  cl_int err = CL_SUCCESS;
+  cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)platform, 0};
+  ctx->cl_ctx = clCreateContext(props, 1, &device, NULL, NULL, &err);
+  CLATTN__CL_CHECK(ctx, err);
+  CLATTN__CL_CHECK(ctx, clRetainDevice(device));
+  ctx->device = device;
+  ctx->queue = clCreateCommandQueue(ctx->cl_ctx, device, CL_QUEUE_PROFILING_ENABLE, &err);
+  CLATTN__CL_CHECK(ctx, err);
+  CLATTN__CHECK(context_finish(ctx));
+  *out = ctx;
+  ctx = NULL;
+cleanup:
+  clattn_context_destroy(ctx);
+  return status;
+}
+
+clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue queue) {
+  cl_context qctx = NULL;
+  cl_device_id qdev = NULL;
+  cl_command_queue_properties props = 0;
+  if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL) != CL_SUCCESS ||
+      clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL) != CL_SUCCESS ||
+      clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) != CL_SUCCESS) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE, "not a valid command queue");
+  }
+  if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE,
+                        "the command queue is out-of-order; clattn needs an in-order queue");
+  }
+  if (qctx != ctx->cl_ctx || qdev != ctx->device) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE,
+                        "the command queue belongs to another cl_context or device");
+  }
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
+                                            cl_command_queue queue,
+                                            const clattn_context_options* options,
+                                            clattn_context** out) {
+  if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
+  *out = NULL;
+  if (!cl_ctx || !device || !queue) {
+    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "cl_context, device and queue must not be NULL");
+  }
+  clattn_status status = options_check(options);
+  if (status != CLATTN_SUCCESS) return status;
+
+  clattn_context* ctx = NULL;
+  status = context_alloc(options, &ctx);
+  if (status != CLATTN_SUCCESS) return status;
+  /* Validate before retaining, so a failed call leaves the caller's counts untouched. */
+  ctx->cl_ctx = cl_ctx;
+  ctx->device = device;
+  status = clattn__queue_check(ctx, queue);
+  ctx->cl_ctx = NULL;
+  ctx->device = NULL;
+  if (status != CLATTN_SUCCESS) goto cleanup;
+  CLATTN__CL_CHECK(ctx, clRetainContext(cl_ctx));
+  ctx->cl_ctx = cl_ctx;
+  CLATTN__CL_CHECK(ctx, clRetainDevice(device));
+  ctx->device = device;
+  CLATTN__CL_CHECK(ctx, clRetainCommandQueue(queue));
+  ctx->queue = queue;
+  CLATTN__CHECK(context_finish(ctx));
+  *out = ctx;
+  ctx = NULL;
+cleanup:
+  clattn_context_destroy(ctx);
+  return status;
+}
+
+clattn_status clattn_context_destroy(clattn_context* ctx) {
+  if (!ctx) return CLATTN_SUCCESS;
+  clattn__program_cache_destroy(ctx->programs);
+  if (ctx->queue) clReleaseCommandQueue(ctx->queue);
+  if (ctx->device) clReleaseDevice(ctx->device);
+  if (ctx->cl_ctx) clReleaseContext(ctx->cl_ctx);
+  free(ctx->build_log);
+  pthread_mutex_destroy(&ctx->error_lock);
+  free(ctx);
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_context_get_cl(const clattn_context* ctx, cl_context* cl_ctx,
+                                    cl_device_id* device, cl_command_queue* queue) {
+  if (!ctx) return CLATTN_ERROR_INVALID_ARGUMENT;
+  if (cl_ctx) *cl_ctx = ctx->cl_ctx;
+  if (device) *device = ctx->device;
+  if (queue) *queue = ctx->queue;
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_context_get_device_info(const clattn_context* ctx, clattn_device_info* info) {
+  if (!ctx || !info || info->struct_size != sizeof(clattn_device_info)) {
+    return CLATTN_ERROR_INVALID_ARGUMENT;
+  }
+  *info = ctx->info;
+  return CLATTN_SUCCESS;
+}

@@ -1,0 +1,204 @@
+/* Device choice (CLATTN_DEVICE selectors) and device capability queries. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#ifndef CL_PLATFORM_NOT_FOUND_KHR
+#define CL_PLATFORM_NOT_FOUND_KHR -1001 /* cl_khr_icd: the loader found no platform */
+#endif
+
+#define MAX_PLATFORMS 32
+#define MAX_DEVICES 64
+
+static int contains_nocase(const char* haystack, const char* needle) {
+  size_t n = strlen(needle);
+  if (n == 0) return 0;
+  for (const char* h = haystack; *h; ++h) {
+    size_t i = 0;
+    while (i < n && h[i] && tolower((unsigned char)h[i]) == tolower((unsigned char)needle[i])) ++i;
+    if (i == n) return 1;
+  }
+  return 0;
+}
+
+static void get_string(cl_device_id device, cl_device_info param, char* out, size_t size) {
+  out[0] = '\0';
+  size_t got = 0;
+  if (clGetDeviceInfo(device, param, size, out, &got) != CL_SUCCESS) {
+    /* Too long for the field: read it whole, then truncate. */
+    if (clGetDeviceInfo(device, param, 0, NULL, &got) == CL_SUCCESS && got > 0) {
+      char* tmp = malloc(got);
+      if (tmp && clGetDeviceInfo(device, param, got, tmp, NULL) == CL_SUCCESS) {
+        strncpy(out, tmp, size - 1);
+      }
+      free(tmp);
+    }
+  }
+  out[size - 1] = '\0';
+}
+
+clattn_status clattn_device_query(cl_device_id device, clattn_device_info* info) {
+  if (!device || !info || info->struct_size != sizeof(clattn_device_info)) {
+    return CLATTN_ERROR_INVALID_ARGUMENT;
+  }
+  clattn_device_info d;
+  memset(&d, 0, sizeof d);
+  d.struct_size = sizeof d;
+  cl_device_type type = 0;
+  cl_int err = clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+  if (err != CL_SUCCESS) return CLATTN_ERROR_INVALID_ARGUMENT;
+  d.type = (type & CL_DEVICE_TYPE_GPU)           ? CLATTN_DEVICE_TYPE_GPU
+           : (type & CL_DEVICE_TYPE_ACCELERATOR) ? CLATTN_DEVICE_TYPE_ACCELERATOR
+           : (type & CL_DEVICE_TYPE_CPU)         ? CLATTN_DEVICE_TYPE_CPU
+                                                 : CLATTN_DEVICE_TYPE_OTHER;
+  get_string(device, CL_DEVICE_NAME, d.name, sizeof d.name);
+  get_string(device, CL_DEVICE_VENDOR, d.vendor, sizeof d.vendor);
+  get_string(device, CL_DRIVER_VERSION, d.driver_version, sizeof d.driver_version);
+  get_string(device, CL_DEVICE_VERSION, d.device_version, sizeof d.device_version);
+  get_string(device, CL_DEVICE_OPENCL_C_VERSION, d.opencl_c_version, sizeof d.opencl_c_version);
+  get_string(device, CL_DEVICE_EXTENSIONS, d.extensions, sizeof d.extensions);
+  cl_platform_id platform = NULL;
+  if (clGetDeviceInfo(device, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL) == CL_SUCCESS) {
+    clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof d.platform_name, d.platform_name, NULL);
+    d.platform_name[sizeof d.platform_name - 1] = '\0';
+  }
+  cl_device_local_mem_type lmt = CL_LOCAL;
+  clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof d.compute_units, &d.compute_units,
+                  NULL);
+  clGetDeviceInfo(device, CL_DEVICE_MAX_CLOCK_FREQUENCY, sizeof d.max_clock_mhz, &d.max_clock_mhz,
+                  NULL);
+  clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof d.global_mem_size, &d.global_mem_size,
+                  NULL);
+  clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d.max_mem_alloc_size,
+                  &d.max_mem_alloc_size, NULL);
+  clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof d.local_mem_size, &d.local_mem_size,
+                  NULL);
+  clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_TYPE, sizeof lmt, &lmt, NULL);
+  d.local_mem_is_global = lmt == CL_GLOBAL;
+  clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof d.max_work_group_size,
+                  &d.max_work_group_size, NULL);
+  clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof d.max_work_item_sizes,
+                  d.max_work_item_sizes, NULL);
+  d.has_fp16 = strstr(d.extensions, "cl_khr_fp16") != NULL;
+  d.has_fp64 = strstr(d.extensions, "cl_khr_fp64") != NULL;
+  *info = d;
+  return CLATTN_SUCCESS;
+}
+
+/* Parses "P:D"; returns 1 if spec has that form (digits, colon, digits), -1 if it starts
+ * like it but is malformed ("1:x"), 0 if it is a name. */
+static int parse_indices(const char* spec, unsigned long* p, unsigned long* d) {
+  if (!isdigit((unsigned char)spec[0])) return 0;
+  char* end = NULL;
+  *p = strtoul(spec, &end, 10);
+  if (*end != ':') return strchr(spec, ':') ? -1 : 0;
+  const char* ds = end + 1;
+  if (!isdigit((unsigned char)ds[0])) return -1;
+  *d = strtoul(ds, &end, 10);
+  return *end == '\0' ? 1 : -1;
+}
+
+static int type_rank(cl_device_type t) {
+  if (t & CL_DEVICE_TYPE_GPU) return 0;
+  if (t & CL_DEVICE_TYPE_ACCELERATOR) return 1;
+  if (t & CL_DEVICE_TYPE_CPU) return 2;
+  return 3;
+}
+
+static int matches_name(cl_platform_id platform, cl_device_id device, const char* spec) {
+  char buf[1024];
+  if (clGetDeviceInfo(device, CL_DEVICE_NAME, sizeof buf, buf, NULL) == CL_SUCCESS) {
+    buf[sizeof buf - 1] = '\0';
+    if (contains_nocase(buf, spec)) return 1;
+  }
+  if (clGetDeviceInfo(device, CL_DEVICE_VENDOR, sizeof buf, buf, NULL) == CL_SUCCESS) {
+    buf[sizeof buf - 1] = '\0';
+    if (contains_nocase(buf, spec)) return 1;
+  }
+  if (clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof buf, buf, NULL) == CL_SUCCESS) {
+    buf[sizeof buf - 1] = '\0';
+    if (contains_nocase(buf, spec)) return 1;
+  }
+  return 0;
+}
+
+clattn_status clattn__device_select(const char* spec, cl_platform_id* out_platform,
+                                    cl_device_id* out_device, cl_uint* out_pi, cl_uint* out_di) {
+  if (!spec) spec = getenv("CLATTN_DEVICE");
+  if (spec && spec[0] == '\0') spec = NULL;
+
+  cl_platform_id platforms[MAX_PLATFORMS];
+  cl_uint np = 0;
+  cl_int err = clGetPlatformIDs(MAX_PLATFORMS, platforms, &np);
+  if (err == CL_PLATFORM_NOT_FOUND_KHR || (err == CL_SUCCESS && np == 0)) {
+    return clattn__fail(NULL, CLATTN_ERROR_NO_DEVICE, "no OpenCL platform found");
+  }
+  if (err != CL_SUCCESS) return clattn__fail_cl(NULL, err, "clGetPlatformIDs", __FILE__, __LINE__);
+  if (np > MAX_PLATFORMS) np = MAX_PLATFORMS;
+
+  unsigned long want_p = 0, want_d = 0;
+  int form = spec ? parse_indices(spec, &want_p, &want_d) : 0;
+  if (form < 0) {
+    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "malformed device selector \"%s\" (expected P:D or a name)", spec);
+  }
+
+  int best_rank = 99, any = 0;
+  cl_platform_id best_p = NULL;
+  cl_device_id best_d = NULL;
+  cl_uint best_pi = 0, best_di = 0;
+  for (cl_uint pi = 0; pi < np; ++pi) {
+    cl_device_id devices[MAX_DEVICES];
+    cl_uint nd = 0;
+    if (clGetDeviceIDs(platforms[pi], CL_DEVICE_TYPE_ALL, MAX_DEVICES, devices, &nd) !=
+        CL_SUCCESS) {
+      continue;
+    }
+    if (nd > MAX_DEVICES) nd = MAX_DEVICES;
+    for (cl_uint di = 0; di < nd; ++di) {
+      any = 1;
+      int chosen = 0;
+      if (form == 1) {
+        chosen = pi == want_p && di == want_d;
+      } else if (spec) {
+        chosen = matches_name(platforms[pi], devices[di], spec);
+      } else {
+        cl_device_type t = 0;
+        clGetDeviceInfo(devices[di], CL_DEVICE_TYPE, sizeof t, &t, NULL);
+        int rank = type_rank(t);
+        if (rank < best_rank) {
+          best_rank = rank;
+          best_p = platforms[pi];
+          best_d = devices[di];
+          best_pi = pi;
+          best_di = di;
+        }
+      }
+      if (chosen) {
+        best_p = platforms[pi];
+        best_d = devices[di];
+        best_pi = pi;
+        best_di = di;
+        goto found;
+      }
+    }
+  }
+  if (!any) return clattn__fail(NULL, CLATTN_ERROR_NO_DEVICE, "no OpenCL device found");
+  if (spec) {
+    return clattn__fail(NULL, CLATTN_ERROR_DEVICE_NOT_FOUND, "no OpenCL device matches \"%s\"",
+                        spec);
+  }
+found:
+  if (out_platform) *out_platform = best_p;
+  if (out_device) *out_device = best_d;
+  if (out_pi) *out_pi = best_pi;
+  if (out_di) *out_di = best_di;
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_device_select(const char* spec, cl_uint* platform_index,
+                                   cl_uint* device_index) {
+  return clattn__device_select(spec, NULL, NULL, platform_index, device_index);
+}

@@ -1,0 +1,135 @@
+/* What the library's source files share. Nothing here is public. */
+#ifndef CLATTN_SRC_INTERNAL_H
+#define CLATTN_SRC_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "clattn/clattn.h"
+
+#define CLATTN__MAX_HEAD_DIM 256
+
+/* ------------------------------------------------------------ errors and logging */
+
+/* Records a formatted message as the context's last error (ctx may be NULL) and logs it when
+ * CLATTN_LOG is set. Returns status, so callers can write `return clattn__fail(...)`. */
+clattn_status clattn__fail(const clattn_context* ctx, clattn_status status, const char* fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Maps an OpenCL error code to a status and records "<call> failed: <code name> (<code>)
+ * at file:line". */
+clattn_status clattn__fail_cl(const clattn_context* ctx, cl_int err, const char* call,
+                              const char* file, int line);
+
+/* Logs when CLATTN_LOG is set (to stderr). */
+void clattn__log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Name of an OpenCL error code ("CL_OUT_OF_RESOURCES"). */
+const char* clattn__cl_error_name(cl_int err);
+
+/* Checks an OpenCL call; on failure records it, sets `status` and jumps to cleanup. */
+#define CLATTN__CL_CHECK(ctx, call)                                            \
+  do {                                                                         \
+    cl_int clattn__err = (call);                                               \
+    if (clattn__err != CL_SUCCESS) {                                           \
+      status = clattn__fail_cl((ctx), clattn__err, #call, __FILE__, __LINE__); \
+      goto cleanup;                                                            \
+    }                                                                          \
+  } while (0)
+
+/* Sets status and jumps to cleanup when a clattn call fails. */
+#define CLATTN__CHECK(call)         \
+  do {                              \
+    status = (call);                \
+    if (status != CLATTN_SUCCESS) { \
+      goto cleanup;                 \
+    }                               \
+  } while (0)
+
+/* Copies a string into a caller's buffer with clattn's getter conventions. */
+clattn_status clattn__copy_out(const char* text, char* buf, size_t buf_size, size_t* needed);
+
+/* ------------------------------------------------------------ devices */
+
+/* Resolves a selector (see clattn_context_options.device) to a device. */
+clattn_status clattn__device_select(const char* spec, cl_platform_id* platform,
+                                    cl_device_id* device, cl_uint* platform_index,
+                                    cl_uint* device_index);
+
+/* ------------------------------------------------------------ programs */
+
+typedef struct clattn__program_cache clattn__program_cache;
+
+clattn_status clattn__program_cache_create(clattn__program_cache** out);
+void clattn__program_cache_destroy(clattn__program_cache* cache);
+
+/* Returns the program built from common.cl + <source_name>.cl with `options`, building it on
+ * first use (once per context, under a lock). The program stays owned by the cache. */
+clattn_status clattn__program_get(clattn_context* ctx, const char* source_name, const char* options,
+                                  cl_program* program);
+
+/* Creates a kernel from a cached program (the caller releases it). */
+clattn_status clattn__kernel_create(clattn_context* ctx, const char* source_name,
+                                    const char* options, const char* kernel_name,
+                                    cl_kernel* kernel);
+
+/* ------------------------------------------------------------ context */
+
+struct clattn_context {
+  cl_context cl_ctx;
+  cl_device_id device;
+  cl_command_queue queue;
+  clattn_device_info info;
+  char kernel_dir[4096]; /* empty: embedded sources */
+  clattn__program_cache* programs;
+
+  pthread_mutex_t error_lock; /* guards last_error and build_log */
+  char last_error[2048];
+  char* build_log; /* malloc'd, NULL when none */
+};
+
+/* Records a build log in the context (copied). */
+void clattn__set_build_log(const clattn_context* ctx, const char* log);
+
+/* Checks that a queue is in-order and belongs to the context's cl_context and device. */
+clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue queue);
+
+/* ------------------------------------------------------------ attention */
+
+/* A fully resolved attention descriptor: defaults applied, strides explicit. */
+typedef struct clattn__attention_shape {
+  size_t batch, heads_q, heads_kv, seq_q, seq_kv, head_dim;
+  float scale;
+  int causal;
+  clattn_strides q, k, v, o;
+} clattn__attention_shape;
+
+/* Validates a descriptor and fills the resolved shape. */
+clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
+                                              const clattn_attention_desc* desc,
+                                              clattn__attention_shape* shape);
+
+/* Elements spanned by a tensor (max index + 1) of a resolved shape; which as in
+ * clattn_attention_tensor_size. */
+size_t clattn__tensor_span(const clattn__attention_shape* shape, char which);
+
+/* Resolves a config: defaults for the fields left 0, checks against the device's limits,
+ * builds the program and checks the kernel's work-group size, falling back to smaller
+ * defaults where a default does not fit. Fills *used, and *kernel (may be NULL) with a new
+ * main kernel the caller releases. */
+clattn_status clattn__config_resolve(clattn_context* ctx, const clattn__attention_shape* shape,
+                                     const clattn_attention_config* requested,
+                                     clattn_attention_config* used, cl_kernel* kernel);
+
+/* The kernel file and build options of a resolved config. */
+const char* clattn__config_source_name(const clattn_attention_config* config);
+void clattn__config_options(const clattn__attention_shape* shape,
+                            const clattn_attention_config* config, char* options,
+                            size_t options_size);
+
+/* The pitch, in floats, of one head-dim row of the transposed K that the register-blocked
+ * variant stages: seq_kv rounded up to block_n. */
+size_t clattn__kt_stride(const clattn__attention_shape* shape,
+                         const clattn_attention_config* config);
+
+#endif
