@@ -36,9 +36,9 @@ typedef float pv_t;
 
 /* One work-item per (key, dim, batch * heads_kv): kt[bh][d][j] = K[b][hk][j][d], zero for
  * j >= seq_kv. */
-__kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb,
-                              uint k_sh, uint k_sn, uint heads_kv, uint seq_kv,
-                              __global float* restrict kt, uint kt_stride) {
+__kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb, uint k_sh,
+                              uint k_sn, uint heads_kv, uint seq_kv, __global float* restrict kt,
+                              uint kt_stride) {
   const uint j = get_global_id(0);
   const uint d = get_global_id(1);
   const uint bh = get_global_id(2);
@@ -49,11 +49,12 @@ __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint
   kt[(bh * HEAD_DIM + d) * kt_stride + j] = x;
 }
 
+/* max, not fmax: NaN handling is not needed here (a NaN score makes the row NaN anyway). */
 inline float hmax16(float16 x) {
-  float8 a = fmax(x.lo, x.hi);
-  float4 b = fmax(a.lo, a.hi);
-  float2 c = fmax(b.lo, b.hi);
-  return fmax(c.x, c.y);
+  float8 a = max(x.lo, x.hi);
+  float4 b = max(a.lo, a.hi);
+  float2 c = max(b.lo, b.hi);
+  return max(c.x, c.y);
 }
 
 inline float hsum16(float16 x) {
@@ -101,36 +102,46 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
 
   const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   float p[ROWS][BLOCK_N];
+  float scale_by[ROWS];
 
   for (int j0 = 0; j0 < max_limit; j0 += BLOCK_N) {
+    /* The loops over rows and key vectors are unrolled so that s stays in registers. */
     float16 s[ROWS][KEY_VECS];
+#pragma unroll
     for (int r = 0; r < ROWS; ++r)
+#pragma unroll
       for (int c = 0; c < KEY_VECS; ++c) s[r][c] = (float16)(0.0f);
 
     /* S = Q Kᵀ as HEAD_DIM outer products of ROWS query values and BLOCK_N keys. */
     for (int d = 0; d < HEAD_DIM; ++d) {
       __global const float* kd = ktb + (uint)d * kt_stride + (uint)j0;
       float16 kv[KEY_VECS];
+#pragma unroll
       for (int c = 0; c < KEY_VECS; ++c) kv[c] = vload16(c, kd);
+#pragma unroll
       for (int r = 0; r < ROWS; ++r) {
         const float16 qd = (float16)(qr[r][d]);
+#pragma unroll
         for (int c = 0; c < KEY_VECS; ++c) s[r][c] = fma(qd, kv[c], s[r][c]);
       }
     }
 
     /* Online softmax per row; masked lanes get a finite score and a weight of exactly 0. */
     const int masked = j0 + BLOCK_N > min_limit;
+#pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       int16 hidden[KEY_VECS];
       float tile_max = CLATTN_MASKED;
+#pragma unroll
       for (int c = 0; c < KEY_VECS; ++c) {
         hidden[c] = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);
         if (masked) s[r][c] = select(s[r][c], (float16)(CLATTN_MASKED), hidden[c]);
-        tile_max = fmax(tile_max, hmax16(s[r][c]));
+        tile_max = max(tile_max, hmax16(s[r][c]));
       }
       const float m_new = fmax(m[r], tile_max);
       const float corr = exp2(m[r] - m_new);
       float sum = 0.0f;
+#pragma unroll
       for (int c = 0; c < KEY_VECS; ++c) {
         float16 e = exp2(s[r][c] - (float16)(m_new));
         if (masked) e = select(e, (float16)(0.0f), hidden[c]);
@@ -139,17 +150,24 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
       }
       l[r] = l[r] * corr + sum;
       m[r] = m_new;
-      for (int i = 0; i < PV_VECS; ++i) acc[r][i] *= corr;
+      scale_by[r] = corr;
     }
 
-    /* O += P V, reading only keys some row can see. */
+    /* O += P V over the keys some row can see, one PV_VEC slice of the head dim at a time
+     * so that the ROWS accumulators of the slice stay in registers. */
     const int n = min(BLOCK_N, max_limit - j0);
-    for (int jj = 0; jj < n; ++jj) {
-      __global const float* vrow = vb + (uint)(j0 + jj) * v_sn;
-      for (int i = 0; i < PV_VECS; ++i) {
-        const pv_t vv = PV_LOAD(i, vrow);
-        for (int r = 0; r < ROWS; ++r) acc[r][i] = fma((pv_t)(p[r][jj]), vv, acc[r][i]);
+    for (int i = 0; i < PV_VECS; ++i) {
+      pv_t a[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) a[r] = acc[r][i] * scale_by[r];
+      __global const float* vcol = vb + (uint)j0 * v_sn;
+      for (int jj = 0; jj < n; ++jj) {
+        const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) a[r] = fma((pv_t)(p[r][jj]), vv, a[r]);
       }
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) acc[r][i] = a[r];
     }
   }
 

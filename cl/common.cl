@@ -7,13 +7,13 @@
 /* The arguments every attention variant takes first, in this order (src/attention.c sets
  * them). Offsets and strides are in elements; the head_dim stride is 1. lse and kv_lengths
  * may be NULL, with has_lse / has_lengths 0. */
-#define CLATTN_ATTENTION_ARGS                                                               \
-  __global const float *restrict q, uint q_off, uint q_sb, uint q_sh, uint q_sn,           \
-      __global const float *restrict k, uint k_off, uint k_sb, uint k_sh, uint k_sn,       \
-      __global const float *restrict v, uint v_off, uint v_sb, uint v_sh, uint v_sn,       \
-      __global float *restrict o, uint o_off, uint o_sb, uint o_sh, uint o_sn,             \
-      __global float *restrict lse, uint lse_off, int has_lse,                             \
-      __global const int *restrict kv_lengths, int has_lengths, uint heads_q, uint group,  \
+#define CLATTN_ATTENTION_ARGS                                                             \
+  __global const float *restrict q, uint q_off, uint q_sb, uint q_sh, uint q_sn,          \
+      __global const float *restrict k, uint k_off, uint k_sb, uint k_sh, uint k_sn,      \
+      __global const float *restrict v, uint v_off, uint v_sb, uint v_sh, uint v_sn,      \
+      __global float *restrict o, uint o_off, uint o_sb, uint o_sh, uint o_sn,            \
+      __global float *restrict lse, uint lse_off, int has_lse,                            \
+      __global const int *restrict kv_lengths, int has_lengths, uint heads_q, uint group, \
       uint seq_q, uint seq_kv, float scale_log2, int causal
 
 /* Number of keys of (batch b) visible at all: seq_kv, or the clamped key length. */
@@ -36,6 +36,4 @@ inline int clattn_row_limit(int row, uint seq_q, uint seq_kv, int kv_len, int ca
  * m the running maximum in log2 units. A row that saw no key (l == 0) writes 0 and -inf. */
 inline float clattn_inv_sum(float l) { return l > 0.0f ? 1.0f / l : 0.0f; }
 
-inline float clattn_lse(float m, float l) {
-  return l > 0.0f ? (m + log2(l)) * M_LN2_F : -INFINITY;
-}
+inline float clattn_lse(float m, float l) { return l > 0.0f ? (m + log2(l)) * M_LN2_F : -INFINITY; }
