@@ -80,6 +80,7 @@ clattn_status clattn_context_create(const clattn_context_options* options, clatt
   *out = ctx;
   ctx = NULL;
 cleanup:
+  if (ctx) clattn__error_to_thread(ctx);
   clattn_context_destroy(ctx);
   return status;
 }
@@ -137,6 +138,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
   *out = ctx;
   ctx = NULL;
 cleanup:
+  if (ctx) clattn__error_to_thread(ctx);
   clattn_context_destroy(ctx);
   return status;
 }

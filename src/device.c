@@ -107,19 +107,44 @@ static int type_rank(cl_device_type t) {
   return 3;
 }
 
+/* A selector that names a device type: "gpu", "cpu" or "accelerator". */
+static cl_device_type selector_type(const char* spec) {
+  static const struct {
+    const char* name;
+    cl_device_type type;
+  } types[] = {{"gpu", CL_DEVICE_TYPE_GPU},
+               {"cpu", CL_DEVICE_TYPE_CPU},
+               {"accelerator", CL_DEVICE_TYPE_ACCELERATOR}};
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; ++i) {
+    const char* a = spec;
+    const char* b = types[i].name;
+    while (*a && *b && tolower((unsigned char)*a) == *b) ++a, ++b;
+    if (!*a && !*b) return types[i].type;
+  }
+  return 0;
+}
+
 static int matches_name(cl_platform_id platform, cl_device_id device, const char* spec) {
+  cl_device_type want = selector_type(spec);
+  if (want) {
+    cl_device_type t = 0;
+    clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof t, &t, NULL);
+    return (t & want) != 0;
+  }
   char buf[1024];
-  if (clGetDeviceInfo(device, CL_DEVICE_NAME, sizeof buf, buf, NULL) == CL_SUCCESS) {
-    buf[sizeof buf - 1] = '\0';
-    if (contains_nocase(buf, spec)) return 1;
+  const cl_device_info device_fields[] = {CL_DEVICE_NAME, CL_DEVICE_VENDOR};
+  for (size_t i = 0; i < 2; ++i) {
+    if (clGetDeviceInfo(device, device_fields[i], sizeof buf, buf, NULL) == CL_SUCCESS) {
+      buf[sizeof buf - 1] = '\0';
+      if (contains_nocase(buf, spec)) return 1;
+    }
   }
-  if (clGetDeviceInfo(device, CL_DEVICE_VENDOR, sizeof buf, buf, NULL) == CL_SUCCESS) {
-    buf[sizeof buf - 1] = '\0';
-    if (contains_nocase(buf, spec)) return 1;
-  }
-  if (clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof buf, buf, NULL) == CL_SUCCESS) {
-    buf[sizeof buf - 1] = '\0';
-    if (contains_nocase(buf, spec)) return 1;
+  const cl_platform_info platform_fields[] = {CL_PLATFORM_NAME, CL_PLATFORM_VENDOR};
+  for (size_t i = 0; i < 2; ++i) {
+    if (clGetPlatformInfo(platform, platform_fields[i], sizeof buf, buf, NULL) == CL_SUCCESS) {
+      buf[sizeof buf - 1] = '\0';
+      if (contains_nocase(buf, spec)) return 1;
+    }
   }
   return 0;
 }

@@ -24,6 +24,10 @@ void clattn__log(const char* fmt, ...) {
 /* The context is logically const for callers; its error record is mutable state. */
 static clattn_context* mutable_ctx(const clattn_context* ctx) { return (clattn_context*)ctx; }
 
+/* Messages of calls that have no context to keep them in (context creation, device
+ * selection), per thread. */
+static _Thread_local char thread_last_error[sizeof(((clattn_context*)0)->last_error)];
+
 static clattn_status record(const clattn_context* cctx, clattn_status status, const char* fmt,
                             va_list ap) {
   char msg[sizeof(((clattn_context*)0)->last_error)];
@@ -34,6 +38,8 @@ static clattn_status record(const clattn_context* cctx, clattn_status status, co
     pthread_mutex_lock(&ctx->error_lock);
     memcpy(ctx->last_error, msg, sizeof msg);
     pthread_mutex_unlock(&ctx->error_lock);
+  } else {
+    memcpy(thread_last_error, msg, sizeof msg);
   }
   return status;
 }
@@ -76,6 +82,13 @@ clattn_status clattn__fail_cl(const clattn_context* ctx, cl_int err, const char*
                       (int)err, base ? base + 1 : file, line);
 }
 
+void clattn__error_to_thread(const clattn_context* cctx) {
+  clattn_context* ctx = mutable_ctx(cctx);
+  pthread_mutex_lock(&ctx->error_lock);
+  memcpy(thread_last_error, ctx->last_error, sizeof thread_last_error);
+  pthread_mutex_unlock(&ctx->error_lock);
+}
+
 void clattn__set_build_log(const clattn_context* cctx, const char* log) {
   clattn_context* ctx = mutable_ctx(cctx);
   char* copy = log ? strdup(log) : NULL;
@@ -98,7 +111,8 @@ clattn_status clattn__copy_out(const char* text, char* buf, size_t buf_size, siz
 
 clattn_status clattn_context_get_last_error(const clattn_context* ctx, char* buf, size_t buf_size,
                                             size_t* needed) {
-  if (!ctx || (!buf && buf_size > 0)) return CLATTN_ERROR_INVALID_ARGUMENT;
+  if (!buf && buf_size > 0) return CLATTN_ERROR_INVALID_ARGUMENT;
+  if (!ctx) return clattn__copy_out(thread_last_error, buf, buf_size, needed);
   clattn_context* m = mutable_ctx(ctx);
   pthread_mutex_lock(&m->error_lock);
   clattn_status status = clattn__copy_out(m->last_error, buf, buf_size, needed);

@@ -21,6 +21,10 @@ clattn_status clattn__fail(const clattn_context* ctx, clattn_status status, cons
 clattn_status clattn__fail_cl(const clattn_context* ctx, cl_int err, const char* call,
                               const char* file, int line);
 
+/* Copies a context's last error to the calling thread's context-less message, for a
+ * context that is about to be destroyed because its creation failed. */
+void clattn__error_to_thread(const clattn_context* ctx);
+
 /* Logs when CLATTN_LOG is set (to stderr). */
 void clattn__log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

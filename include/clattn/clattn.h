@@ -75,8 +75,9 @@ typedef struct clattn_context_options {
   /* Device selector, used by clattn_context_create only. NULL: the environment variable
    * CLATTN_DEVICE, and if that is unset the default (first GPU, else first accelerator,
    * else first CPU, platforms in ICD order). Forms: "P:D" (platform and device indices,
-   * as clattn-info lists them) or a case-insensitive substring of the device name,
-   * platform name or vendor. */
+   * as clattn-info lists them); "gpu", "cpu" or "accelerator" (the first device of that
+   * type); or a case-insensitive substring of the device name or vendor, or of the
+   * platform name or vendor (the first device that matches). */
   const char* device;
   /* Directory whose <name>.cl files replace the embedded kernel sources. NULL: the
    * environment variable CLATTN_KERNEL_DIR, and if that is unset the embedded sources. */
@@ -162,7 +163,10 @@ CLATTN_API clattn_status clattn_device_select(const char* spec, cl_uint* platfor
 /* Copies the context's last error message (which names the OpenCL call, its error code and
  * where it failed) into buf, NUL-terminated and truncated to buf_size. *needed (may be NULL)
  * gets the full length plus one. buf may be NULL when buf_size is 0. An empty string when
- * no error has happened. The message is per context, shared by the threads using it. */
+ * no error has happened. The message is per context, shared by the threads using it.
+ * ctx NULL: the calling thread's last message from a call that had no context to record it
+ * in (clattn_context_create and clattn_context_create_from_cl failing, clattn_device_select,
+ * clattn_attention_tensor_size). */
 CLATTN_API clattn_status clattn_context_get_last_error(const clattn_context* ctx, char* buf,
                                                        size_t buf_size, size_t* needed);
 
@@ -248,7 +252,9 @@ typedef enum clattn_config_source {
   CLATTN_CONFIG_SOURCE_FALLBACK = 2   /* the default did not fit; a smaller one was used */
 } clattn_config_source;
 
-/* Kernel config. 0 in any field: the default for the device and shape. */
+/* Kernel config. 0 in any field: the default for the device and shape. A config whose
+ * block fields are all 0 may be shrunk to fit the device (source FALLBACK); one with any
+ * block field set is used as given or rejected with CLATTN_ERROR_INVALID_CONFIG. */
 typedef struct clattn_attention_config {
   size_t struct_size; /* sizeof(clattn_attention_config) */
   clattn_variant variant;
