@@ -20,9 +20,9 @@ int clattn_ref_attention(const clattn_attention_desc* desc, const float* q, cons
 
 /* Per-row error bound for comparing a float32 result with the reference: see the comment in
  * reference.c for its derivation. Computed for query row i of (batch b, head h). */
-double clattn_ref_row_tolerance(const clattn_attention_desc* desc, const float* q,
-                                const float* k, const float* v, const int32_t* kv_lengths,
-                                size_t b, size_t h, size_t i);
+double clattn_ref_row_tolerance(const clattn_attention_desc* desc, const float* q, const float* k,
+                                const float* v, const int32_t* kv_lengths, size_t b, size_t h,
+                                size_t i);
 
 /* Fills n floats with uniform values in [lo, hi) from a fixed-seed generator (xorshift). */
 void clattn_ref_fill_uniform(float* x, size_t n, float lo, float hi, uint64_t* state);

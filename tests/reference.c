@@ -1,0 +1,232 @@
+/* CPU reference for the attention core, in double precision (see reference.h).
+ *
+ * Deliberately independent of the library: shapes, default strides and masks are derived
+ * here from the descriptor alone, so a bug shared by the library's validation and its
+ * kernels cannot hide in the comparison. */
+#include "reference.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Unit roundoff of float32 (round to nearest). */
+#define REF_U (1.0 / 16777216.0)
+
+/* Everything a row computation needs, resolved from a descriptor. */
+typedef struct ref_geometry {
+  size_t batch, heads_q, heads_kv, seq_q, seq_kv, head_dim;
+  size_t group; /* heads_q / heads_kv */
+  double scale;
+  int causal;
+  clattn_strides q, k, v, o;
+} ref_geometry;
+
+/* The header's strides rule: all three 0 means derived from the layout. */
+static clattn_strides ref_strides(clattn_strides given, clattn_layout layout, size_t heads,
+                                  size_t seq, size_t head_dim) {
+  if (given.batch != 0 || given.head != 0 || given.seq != 0) return given;
+  clattn_strides s;
+  if (layout == CLATTN_LAYOUT_BHND) {
+    s.seq = head_dim;
+    s.head = seq * head_dim;
+    s.batch = heads * seq * head_dim;
+  } else {
+    s.head = head_dim;
+    s.seq = heads * head_dim;
+    s.batch = seq * heads * head_dim;
+  }
+  return s;
+}
+
+static int ref_geometry_init(const clattn_attention_desc* desc, ref_geometry* g) {
+  if (desc == NULL) return -1;
+  if (desc->struct_size < offsetof(clattn_attention_desc, o_strides) + sizeof(clattn_strides)) {
+    return -1;
+  }
+  if (desc->dtype != CLATTN_DTYPE_F32) return -1;
+  if (desc->layout != CLATTN_LAYOUT_BHND && desc->layout != CLATTN_LAYOUT_BNHD) return -1;
+  g->batch = desc->batch;
+  g->heads_q = desc->heads_q;
+  g->heads_kv = desc->heads_kv == 0 ? desc->heads_q : desc->heads_kv;
+  g->seq_q = desc->seq_q;
+  g->seq_kv = desc->seq_kv;
+  g->head_dim = desc->head_dim;
+  if (g->batch == 0 || g->heads_q == 0 || g->seq_q == 0 || g->seq_kv == 0 || g->head_dim == 0 ||
+      g->head_dim > 256 || g->heads_q % g->heads_kv != 0) {
+    return -1;
+  }
+  if (!isfinite(desc->scale)) return -1;
+  g->group = g->heads_q / g->heads_kv;
+  g->scale = desc->scale == 0.0f ? 1.0 / sqrt((double)g->head_dim) : (double)desc->scale;
+  g->causal = desc->causal != 0;
+  g->q = ref_strides(desc->q_strides, desc->layout, g->heads_q, g->seq_q, g->head_dim);
+  g->k = ref_strides(desc->k_strides, desc->layout, g->heads_kv, g->seq_kv, g->head_dim);
+  g->v = ref_strides(desc->v_strides, desc->layout, g->heads_kv, g->seq_kv, g->head_dim);
+  g->o = ref_strides(desc->o_strides, desc->layout, g->heads_q, g->seq_q, g->head_dim);
+  return 0;
+}
+
+/* Key length of batch b: kv_lengths[b] clamped to [0, seq_kv], or seq_kv without lengths. */
+static size_t ref_key_length(const ref_geometry* g, const int32_t* kv_lengths, size_t b) {
+  if (kv_lengths == NULL) return g->seq_kv;
+  int32_t len = kv_lengths[b];
+  if (len < 0) return 0;
+  if ((size_t)len > g->seq_kv) return g->seq_kv;
+  return (size_t)len;
+}
+
+/* Number of visible keys of row i: keys 0 .. n-1, where n is the smaller of the key length
+ * and the causal limit. Causal: j <= i + (seq_kv - seq_q), in signed arithmetic, so with
+ * seq_q > seq_kv the first seq_q - seq_kv rows see nothing. */
+static size_t ref_visible_keys(const ref_geometry* g, const int32_t* kv_lengths, size_t b,
+                               size_t i) {
+  size_t n = ref_key_length(g, kv_lengths, b);
+  if (g->causal) {
+    int64_t last = (int64_t)i + (int64_t)g->seq_kv - (int64_t)g->seq_q; /* last visible j */
+    if (last < 0) return 0;
+    if ((uint64_t)last + 1 < (uint64_t)n) n = (size_t)last + 1;
+  }
+  return n;
+}
+
+static double ref_dot(const float* a, const float* b, size_t n) {
+  double s = 0.0;
+  for (size_t d = 0; d < n; ++d) s += (double)a[d] * (double)b[d];
+  return s;
+}
+
+int clattn_ref_attention(const clattn_attention_desc* desc, const float* q, const float* k,
+                         const float* v, const int32_t* kv_lengths, double* o, double* lse,
+                         size_t rows_step) {
+  ref_geometry g;
+  if (ref_geometry_init(desc, &g) != 0) return -1;
+  if (q == NULL || k == NULL || v == NULL || o == NULL) return -1;
+  if (rows_step == 0) rows_step = 1;
+  const size_t dim = g.head_dim;
+
+  double* score = malloc(g.seq_kv * sizeof(double));
+  if (score == NULL) return -1;
+  double acc[256];
+
+  for (size_t b = 0; b < g.batch; ++b) {
+    for (size_t h = 0; h < g.heads_q; ++h) {
+      const size_t hk = h / g.group;
+      const float* kbase = k + b * g.k.batch + hk * g.k.head;
+      const float* vbase = v + b * g.v.batch + hk * g.v.head;
+      for (size_t i = 0; i < g.seq_q; i += rows_step) {
+        const float* qrow = q + b * g.q.batch + h * g.q.head + i * g.q.seq;
+        double* orow = o + b * g.o.batch + h * g.o.head + i * g.o.seq;
+        const size_t n = ref_visible_keys(&g, kv_lengths, b, i);
+        double row_lse = -INFINITY;
+        for (size_t d = 0; d < dim; ++d) acc[d] = 0.0;
+        if (n > 0) {
+          double m = -INFINITY;
+          for (size_t j = 0; j < n; ++j) {
+            score[j] = g.scale * ref_dot(qrow, kbase + j * g.k.seq, dim);
+            if (score[j] > m) m = score[j];
+          }
+          double l = 0.0;
+          for (size_t j = 0; j < n; ++j) {
+            const double p = exp(score[j] - m);
+            const float* vrow = vbase + j * g.v.seq;
+            l += p;
+            for (size_t d = 0; d < dim; ++d) acc[d] += p * (double)vrow[d];
+          }
+          for (size_t d = 0; d < dim; ++d) acc[d] /= l;
+          row_lse = m + log(l);
+        }
+        for (size_t d = 0; d < dim; ++d) orow[d] = acc[d];
+        if (lse != NULL) lse[(b * g.heads_q + h) * g.seq_q + i] = row_lse;
+      }
+    }
+  }
+  free(score);
+  return 0;
+}
+
+/* Error bound for one output row of a float32 kernel against this reference.
+ *
+ * First order in u = 2^-24 (float32 unit roundoff). For the row, let V be its visible keys,
+ * n = |V|, S = max_{j in V} |scale| * sum_d |q_d k_jd| (the size of the score's terms) and
+ * Vmax = max_{j in V, d} |v_jd|. The exact output is o = sum_j p_j v_j / sum_j p_j with
+ * p_j = exp(s_j - m) for any shift m.
+ *
+ * 1. Scores. A D-term dot product, the scale multiply and a possible log2(e) prescale
+ *    (exp2 form) give |t_j - s_j| <= (D + 2) u S (Higham's gamma_{D+2}, any summation
+ *    order, FMA or not).
+ * 2. Weights. The kernel forms exp(t_j - m) with its own running max m. The shift cancels in
+ *    the ratio as long as numerator and denominator use the same m, which online softmax
+ *    guarantees (rescales by exp(m_old - m_new) multiply both accumulators by the same
+ *    rounded factor, so only the multiplications round; counted in 3). What remains per
+ *    weight is a relative error eta <= (D + 2) u S from the score, 2 roundings of an argument
+ *    |t_j - m| <= 2S (subtraction, log2(e) multiply: 4 u S) and the exp itself, which we
+ *    allow 16 ulps (OpenCL's exp/exp2 allow 3-4; native and relaxed-math forms more):
+ *        eta = (D + 6) u S + 16 u.
+ *    Perturbing each weight by (1 + eta_j), |eta_j| <= eta, moves a weighted mean by
+ *    sum_j w_j eta_j (v_j - o) / (1 + ...), and |v_j - o| <= 2 Vmax, so by <= 2 eta Vmax.
+ * 3. Accumulation. Numerator and denominator are float sums of n nonnegative-weight terms,
+ *    with one rounding per product and at most ceil(n / 16) rescales (block_n >= 16). Each
+ *    then carries a relative error <= (n + ceil(n/16) + 2) u against sum_j p_j |v_j| <=
+ *    Vmax * sum_j p_j and sum_j p_j respectively; the quotient's error is at most the sum
+ *    of both, times Vmax, plus u |o| for the division:
+ *        a = 2 (n + ceil(n/16) + 2) u + u.
+ * Total, with a safety factor of 2 for second-order terms and the kernel's free choice of
+ * summation order, plus an absolute floor of 1e-6 Vmax for exp implementations looser
+ * than the 16 ulps above:
+ *        tol = 2 Vmax (2 eta + a) + 1e-6 Vmax.
+ * A row with no visible key (or all-zero values) gets 0: the kernel must then produce
+ * exactly 0.
+ *
+ * Why it still catches broken kernels: with inputs in [-1, 1], S is about sqrt(D)/4 and
+ * the bound comes to 1e-5..2e-4 for n <= 300 and D <= 128, and 6e-4 at n = 1000, D = 256,
+ * while a correct float kernel stays around 1e-7 (about 1% of the bound). A wrong scale, head,
+ * batch, layout or mask moves outputs by O(0.1). A single missed key, the subtlest bug, moves
+ * a row by about |v_j - o| / n: measured on uniform inputs it exceeds this bound at least
+ * 2.7 times for every D <= 256 and n <= 1000 (hundreds of times for n <= 64), and the LSE
+ * check in the tests, with its own bound, at least 8 times. */
+double clattn_ref_row_tolerance(const clattn_attention_desc* desc, const float* q, const float* k,
+                                const float* v, const int32_t* kv_lengths, size_t b, size_t h,
+                                size_t i) {
+  ref_geometry g;
+  if (ref_geometry_init(desc, &g) != 0 || q == NULL || k == NULL || v == NULL) return NAN;
+  if (b >= g.batch || h >= g.heads_q || i >= g.seq_q) return NAN;
+  const size_t dim = g.head_dim;
+  const size_t hk = h / g.group;
+  const float* qrow = q + b * g.q.batch + h * g.q.head + i * g.q.seq;
+  const size_t n = ref_visible_keys(&g, kv_lengths, b, i);
+  double s_max = 0.0, v_max = 0.0;
+  for (size_t j = 0; j < n; ++j) {
+    const float* krow = k + b * g.k.batch + hk * g.k.head + j * g.k.seq;
+    const float* vrow = v + b * g.v.batch + hk * g.v.head + j * g.v.seq;
+    double s = 0.0;
+    for (size_t d = 0; d < dim; ++d) {
+      s += fabs((double)qrow[d] * (double)krow[d]);
+      if (fabs((double)vrow[d]) > v_max) v_max = fabs((double)vrow[d]);
+    }
+    s *= fabs(g.scale);
+    if (s > s_max) s_max = s;
+  }
+  const double u = REF_U;
+  const double nd = (double)n;
+  const double eta = ((double)dim + 6.0) * u * s_max + 16.0 * u;
+  const double a = 2.0 * (nd + ceil(nd / 16.0) + 2.0) * u + u;
+  return 2.0 * v_max * (2.0 * eta + a) + 1e-6 * v_max;
+}
+
+/* xorshift64* (Vigna): fixed seeds give the same data on every platform. */
+void clattn_ref_fill_uniform(float* x, size_t n, float lo, float hi, uint64_t* state) {
+  uint64_t s = *state != 0 ? *state : 0x9E3779B97F4A7C15ull; /* zero is a fixed point */
+  const double width = (double)hi - (double)lo;
+  for (size_t i = 0; i < n; ++i) {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    const uint64_t r = s * 0x2545F4914F6CDD1Dull;
+    const double unit = (double)(r >> 11) * (1.0 / 9007199254740992.0); /* [0, 1) */
+    float value = (float)((double)lo + width * unit);
+    if (value >= hi && hi > lo) value = nextafterf(hi, lo); /* rounding may reach hi */
+    x[i] = value;
+  }
+  *state = s;
+}
