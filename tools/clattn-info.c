@@ -1,0 +1,462 @@
+/* clattn-info: lists the OpenCL platforms and devices clattn can see, with the capabilities
+ * clattn records for each, and marks the device clattn would pick.
+ *
+ * Exit status: 0 when a device is selected, 1 when there is no OpenCL platform or device
+ * (or an OpenCL call fails), 2 when the selector (CLATTN_DEVICE or --device) matches none
+ * or is malformed. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clattn/clattn.h"
+
+#define MAX_PLATFORMS 64
+#define MAX_DEVICES 64
+#define WRAP_COLUMN 100
+
+typedef struct device_entry {
+  cl_device_id id;
+  clattn_status status; /* of clattn_device_query */
+  clattn_device_info info;
+} device_entry;
+
+typedef struct platform_entry {
+  char name[256];
+  char vendor[256];
+  char version[256];
+  cl_uint num_devices;
+  device_entry* devices;
+} platform_entry;
+
+/* What clattn_device_select said, and why. */
+typedef struct selection {
+  clattn_status status;
+  cl_uint platform;
+  cl_uint device;
+  const char* spec;   /* the selector given, NULL for the default rule */
+  const char* source; /* "--device", "CLATTN_DEVICE" or "default" */
+} selection;
+
+static const char kDefaultRule[] = "first GPU, else first accelerator, else first CPU";
+
+static void print_usage(FILE* f) {
+  fprintf(f,
+          "usage: clattn-info [--json] [--device SPEC]\n"
+          "\n"
+          "Lists every OpenCL platform and device with the capabilities clattn records, and\n"
+          "marks with '*' the device clattn would pick.\n"
+          "\n"
+          "  --json         print one JSON object instead of text\n"
+          "  --device SPEC  show what SPEC would select instead of CLATTN_DEVICE\n"
+          "  --help         print this help\n"
+          "\n"
+          "Device selectors: \"P:D\" (platform and device index as listed) or a\n"
+          "case-insensitive substring of the device name, platform name or vendor.\n"
+          "Without one, CLATTN_DEVICE is used, else the default rule (%s).\n"
+          "\n"
+          "Exit status: 0 ok, 1 no OpenCL platform or device, 2 selector matches nothing.\n",
+          kDefaultRule);
+}
+
+static const char* device_type_name(clattn_device_type type) {
+  switch (type) {
+    case CLATTN_DEVICE_TYPE_CPU:
+      return "CPU";
+    case CLATTN_DEVICE_TYPE_GPU:
+      return "GPU";
+    case CLATTN_DEVICE_TYPE_ACCELERATOR:
+      return "ACCELERATOR";
+    default:
+      return "OTHER";
+  }
+}
+
+/* "15.6 GiB" style, in buf. */
+static const char* format_bytes(char* buf, size_t size, cl_ulong bytes) {
+  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = (double)bytes;
+  size_t unit = 0;
+  while (value >= 1024.0 && unit + 1 < sizeof(kUnits) / sizeof(kUnits[0])) {
+    value /= 1024.0;
+    ++unit;
+  }
+  if (unit == 0) {
+    snprintf(buf, size, "%llu B", (unsigned long long)bytes);
+  } else {
+    snprintf(buf, size, "%.1f %s", value, kUnits[unit]);
+  }
+  return buf;
+}
+
+/* Writes s as a JSON string literal (quotes included). Bytes >= 0x80 pass through, so
+ * UTF-8 input stays UTF-8. */
+static void json_string(FILE* f, const char* s) {
+  fputc('"', f);
+  for (const unsigned char* p = (const unsigned char*)(s ? s : ""); *p; ++p) {
+    switch (*p) {
+      case '"':
+        fputs("\\\"", f);
+        break;
+      case '\\':
+        fputs("\\\\", f);
+        break;
+      case '\n':
+        fputs("\\n", f);
+        break;
+      case '\r':
+        fputs("\\r", f);
+        break;
+      case '\t':
+        fputs("\\t", f);
+        break;
+      default:
+        if (*p < 0x20 || *p == 0x7f) {
+          fprintf(f, "\\u%04x", (unsigned)*p);
+        } else {
+          fputc(*p, f);
+        }
+    }
+  }
+  fputc('"', f);
+}
+
+/* Trims trailing blanks that some drivers leave in their strings. */
+static void trim_right(char* s) {
+  size_t n = strlen(s);
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t')) s[--n] = '\0';
+}
+
+static void platform_string(cl_platform_id platform, cl_platform_info param, char* buf,
+                            size_t size) {
+  buf[0] = '\0';
+  if (clGetPlatformInfo(platform, param, size, buf, NULL) != CL_SUCCESS) {
+    snprintf(buf, size, "(unknown)");
+  }
+  buf[size - 1] = '\0';
+  trim_right(buf);
+}
+
+/* Prints the space-separated extension list, wrapped under a hanging indent. */
+static void print_wrapped_words(const char* label, const char* words, int indent) {
+  int column = printf("%*s%-19s", indent, "", label);
+  int line_start = column;
+  int first_on_line = 1;
+  const char* p = words;
+  while (*p) {
+    while (*p == ' ') ++p;
+    if (!*p) break;
+    const char* end = p;
+    while (*end && *end != ' ') ++end;
+    int len = (int)(end - p);
+    if (!first_on_line && column + 1 + len > WRAP_COLUMN) {
+      printf("\n%*s", line_start, "");
+      column = line_start;
+      first_on_line = 1;
+    }
+    if (!first_on_line) {
+      putchar(' ');
+      ++column;
+    }
+    printf("%.*s", len, p);
+    column += len;
+    first_on_line = 0;
+    p = end;
+  }
+  if (first_on_line && column == line_start) printf("(none)");
+  putchar('\n');
+}
+
+static void print_device_text(const platform_entry* pl, cl_uint p, cl_uint d, int selected) {
+  const device_entry* dev = &pl->devices[d];
+  const clattn_device_info* in = &dev->info;
+  char b1[64], b2[64];
+  printf("%c Device %u:%u  %s\n", selected ? '*' : ' ', p, d,
+         dev->status == CLATTN_SUCCESS ? in->name : "(query failed)");
+  if (dev->status != CLATTN_SUCCESS) {
+    printf("    clattn_device_query: %s (%s)\n", clattn_status_name(dev->status),
+           clattn_status_string(dev->status));
+    return;
+  }
+  printf("    %-19s%s\n", "type", device_type_name(in->type));
+  printf("    %-19s%s\n", "vendor", in->vendor);
+  printf("    %-19s%s\n", "driver version", in->driver_version);
+  printf("    %-19s%s\n", "device version", in->device_version);
+  printf("    %-19s%s\n", "OpenCL C version", in->opencl_c_version);
+  printf("    %-19s%u\n", "compute units", in->compute_units);
+  if (in->max_clock_mhz > 0) {
+    printf("    %-19s%u MHz\n", "max clock", in->max_clock_mhz);
+  } else {
+    printf("    %-19s%s\n", "max clock", "(not reported)");
+  }
+  printf("    %-19s%s\n", "global memory", format_bytes(b1, sizeof b1, in->global_mem_size));
+  printf("    %-19s%s%s\n", "local memory", format_bytes(b2, sizeof b2, in->local_mem_size),
+         in->local_mem_is_global ? " (emulated in global memory)" : "");
+  printf("    %-19s%s\n", "max alloc", format_bytes(b1, sizeof b1, in->max_mem_alloc_size));
+  printf("    %-19s%zu (item sizes %zu x %zu x %zu)\n", "max work-group", in->max_work_group_size,
+         in->max_work_item_sizes[0], in->max_work_item_sizes[1], in->max_work_item_sizes[2]);
+  printf("    %-19s%s / %s\n", "fp16 / fp64", in->has_fp16 ? "yes" : "no",
+         in->has_fp64 ? "yes" : "no");
+  print_wrapped_words("extensions", in->extensions, 4);
+}
+
+static void print_selection_text(const selection* sel, int have_devices) {
+  if (sel->status == CLATTN_SUCCESS) {
+    if (sel->spec) {
+      printf("* = the device clattn picks (%s%s\"%s\")\n", sel->source,
+             strcmp(sel->source, "--device") == 0 ? " " : "=", sel->spec);
+    } else {
+      printf("* = the device clattn picks (default rule: %s; CLATTN_DEVICE is unset)\n",
+             kDefaultRule);
+    }
+  } else if (sel->status == CLATTN_ERROR_NO_DEVICE || !have_devices) {
+    printf("No OpenCL device found on any platform: clattn has nothing to run on.\n");
+  } else if (sel->status == CLATTN_ERROR_INVALID_ARGUMENT) {
+    printf(
+        "No device selected: malformed device selector %s=\"%s\" (expected P:D or a name) [%s]\n",
+        sel->source, sel->spec ? sel->spec : "", clattn_status_name(sel->status));
+  } else {
+    printf("No device selected: %s", clattn_status_string(sel->status));
+    if (sel->spec) printf(" (%s=\"%s\")", sel->source, sel->spec);
+    printf(" [%s]\n", clattn_status_name(sel->status));
+  }
+}
+
+static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int selected) {
+  const device_entry* dev = &pl->devices[d];
+  const clattn_device_info* in = &dev->info;
+  printf("{\"index\":\"%u:%u\",\"platform_index\":%u,\"device_index\":%u,\"selected\":%s", p, d, p,
+         d, selected ? "true" : "false");
+  if (dev->status != CLATTN_SUCCESS) {
+    printf(",\"query_status\":");
+    json_string(stdout, clattn_status_name(dev->status));
+    printf("}");
+    return;
+  }
+  printf(",\"name\":");
+  json_string(stdout, in->name);
+  printf(",\"type\":");
+  json_string(stdout, device_type_name(in->type));
+  printf(",\"vendor\":");
+  json_string(stdout, in->vendor);
+  printf(",\"driver_version\":");
+  json_string(stdout, in->driver_version);
+  printf(",\"device_version\":");
+  json_string(stdout, in->device_version);
+  printf(",\"opencl_c_version\":");
+  json_string(stdout, in->opencl_c_version);
+  printf(",\"compute_units\":%u,\"max_clock_mhz\":%u", in->compute_units, in->max_clock_mhz);
+  printf(",\"global_mem_size\":%llu,\"local_mem_size\":%llu,\"local_mem_is_global\":%s",
+         (unsigned long long)in->global_mem_size, (unsigned long long)in->local_mem_size,
+         in->local_mem_is_global ? "true" : "false");
+  printf(",\"max_mem_alloc_size\":%llu,\"max_work_group_size\":%zu",
+         (unsigned long long)in->max_mem_alloc_size, in->max_work_group_size);
+  printf(",\"max_work_item_sizes\":[%zu,%zu,%zu]", in->max_work_item_sizes[0],
+         in->max_work_item_sizes[1], in->max_work_item_sizes[2]);
+  printf(",\"fp16\":%s,\"fp64\":%s", in->has_fp16 ? "true" : "false",
+         in->has_fp64 ? "true" : "false");
+  printf(",\"extensions\":[");
+  int first = 1;
+  const char* s = in->extensions;
+  while (*s) {
+    while (*s == ' ') ++s;
+    if (!*s) break;
+    const char* end = s;
+    while (*end && *end != ' ') ++end;
+    char word[256];
+    size_t len = (size_t)(end - s);
+    if (len >= sizeof word) len = sizeof word - 1;
+    memcpy(word, s, len);
+    word[len] = '\0';
+    if (!first) putchar(',');
+    json_string(stdout, word);
+    first = 0;
+    s = end;
+  }
+  printf("]}");
+}
+
+static void print_json(const platform_entry* platforms, cl_uint num_platforms, const selection* sel,
+                       const char* error) {
+  int major = 0, minor = 0, patch = 0;
+  clattn_version(&major, &minor, &patch);
+  printf("{\"clattn_version\":\"%d.%d.%d\",\"platforms\":[", major, minor, patch);
+  for (cl_uint p = 0; p < num_platforms; ++p) {
+    const platform_entry* pl = &platforms[p];
+    if (p) putchar(',');
+    printf("{\"index\":%u,\"name\":", p);
+    json_string(stdout, pl->name);
+    printf(",\"vendor\":");
+    json_string(stdout, pl->vendor);
+    printf(",\"version\":");
+    json_string(stdout, pl->version);
+    printf(",\"devices\":[");
+    for (cl_uint d = 0; d < pl->num_devices; ++d) {
+      if (d) putchar(',');
+      json_device(pl, p, d,
+                  sel->status == CLATTN_SUCCESS && sel->platform == p && sel->device == d);
+    }
+    printf("]}");
+  }
+  printf("],\"selection\":{\"status\":");
+  json_string(stdout, clattn_status_name(sel->status));
+  printf(",\"message\":");
+  json_string(stdout, sel->status == CLATTN_ERROR_INVALID_ARGUMENT
+                          ? "malformed device selector (expected P:D or a name)"
+                          : clattn_status_string(sel->status));
+  printf(",\"source\":");
+  json_string(stdout, sel->source);
+  printf(",\"spec\":");
+  if (sel->spec) {
+    json_string(stdout, sel->spec);
+  } else {
+    printf("null");
+  }
+  if (sel->status == CLATTN_SUCCESS) {
+    printf(",\"platform_index\":%u,\"device_index\":%u,\"index\":\"%u:%u\"", sel->platform,
+           sel->device, sel->platform, sel->device);
+  }
+  printf(",\"reason\":");
+  if (sel->status != CLATTN_SUCCESS) {
+    printf("null");
+  } else if (sel->spec) {
+    char reason[512];
+    snprintf(reason, sizeof reason, "%s=%s", sel->source, sel->spec);
+    json_string(stdout, reason);
+  } else {
+    char reason[256];
+    snprintf(reason, sizeof reason, "default rule (%s)", kDefaultRule);
+    json_string(stdout, reason);
+  }
+  printf("}");
+  if (error) {
+    printf(",\"error\":");
+    json_string(stdout, error);
+  }
+  printf("}\n");
+}
+
+int main(int argc, char** argv) {
+  int json = 0;
+  const char* device_arg = NULL;
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+      device_arg = argv[++i];
+    } else if (strncmp(argv[i], "--device=", 9) == 0) {
+      device_arg = argv[i] + 9;
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      print_usage(stdout);
+      return 0;
+    } else {
+      fprintf(stderr, "clattn-info: unknown argument '%s'\n\n", argv[i]);
+      print_usage(stderr);
+      return 2;
+    }
+  }
+
+  int exit_code = 0;
+  cl_platform_id ids[MAX_PLATFORMS];
+  platform_entry platforms[MAX_PLATFORMS];
+  cl_uint num_platforms = 0;
+  memset(platforms, 0, sizeof platforms);
+
+  selection sel = {CLATTN_SUCCESS, 0, 0, NULL, "default"};
+  const char* env = getenv("CLATTN_DEVICE");
+  if (device_arg) {
+    sel.spec = device_arg;
+    sel.source = "--device";
+  } else if (env && env[0]) {
+    sel.spec = env;
+    sel.source = "CLATTN_DEVICE";
+  }
+
+  cl_int err = clGetPlatformIDs(MAX_PLATFORMS, ids, &num_platforms);
+  if (err != CL_SUCCESS || num_platforms == 0) {
+    /* The ICD loader answers CL_PLATFORM_NOT_FOUND_KHR (-1001) when no driver is installed. */
+    char message[256];
+    snprintf(message, sizeof message,
+             "no OpenCL platform found (clGetPlatformIDs returned %d); install an OpenCL "
+             "driver (for CPUs: pocl-opencl-icd) and check /etc/OpenCL/vendors/",
+             (int)err);
+    sel.status = CLATTN_ERROR_NO_DEVICE;
+    if (json) {
+      print_json(platforms, 0, &sel, message);
+    } else {
+      printf("clattn-info: %s\n", message);
+    }
+    return 1;
+  }
+  if (num_platforms > MAX_PLATFORMS) num_platforms = MAX_PLATFORMS;
+
+  cl_uint total_devices = 0;
+  for (cl_uint p = 0; p < num_platforms; ++p) {
+    platform_entry* pl = &platforms[p];
+    platform_string(ids[p], CL_PLATFORM_NAME, pl->name, sizeof pl->name);
+    platform_string(ids[p], CL_PLATFORM_VENDOR, pl->vendor, sizeof pl->vendor);
+    platform_string(ids[p], CL_PLATFORM_VERSION, pl->version, sizeof pl->version);
+    cl_device_id dev_ids[MAX_DEVICES];
+    cl_uint n = 0;
+    /* CL_DEVICE_NOT_FOUND just means an empty platform. */
+    if (clGetDeviceIDs(ids[p], CL_DEVICE_TYPE_ALL, MAX_DEVICES, dev_ids, &n) != CL_SUCCESS) n = 0;
+    if (n > MAX_DEVICES) n = MAX_DEVICES;
+    if (n == 0) continue;
+    pl->devices = calloc(n, sizeof *pl->devices);
+    if (!pl->devices) {
+      fprintf(stderr, "clattn-info: out of memory\n");
+      exit_code = 1;
+      goto cleanup;
+    }
+    pl->num_devices = n;
+    for (cl_uint d = 0; d < n; ++d) {
+      device_entry* dev = &pl->devices[d];
+      dev->id = dev_ids[d];
+      dev->info.struct_size = sizeof dev->info;
+      dev->status = clattn_device_query(dev_ids[d], &dev->info);
+      trim_right(dev->info.name);
+      trim_right(dev->info.driver_version);
+      trim_right(dev->info.opencl_c_version);
+    }
+    total_devices += n;
+  }
+
+  sel.status = clattn_device_select(sel.spec, &sel.platform, &sel.device);
+  if (sel.status == CLATTN_SUCCESS) {
+    exit_code = 0;
+  } else if (sel.status == CLATTN_ERROR_NO_DEVICE || total_devices == 0) {
+    exit_code = 1;
+  } else {
+    exit_code = 2; /* DEVICE_NOT_FOUND or a malformed selector */
+  }
+
+  if (json) {
+    print_json(platforms, num_platforms, &sel,
+               total_devices == 0 ? "no OpenCL device on any platform" : NULL);
+    goto cleanup;
+  }
+
+  int major = 0, minor = 0, patch = 0;
+  clattn_version(&major, &minor, &patch);
+  printf("clattn %d.%d.%d: %u OpenCL platform%s, %u device%s\n", major, minor, patch, num_platforms,
+         num_platforms == 1 ? "" : "s", total_devices, total_devices == 1 ? "" : "s");
+  for (cl_uint p = 0; p < num_platforms; ++p) {
+    const platform_entry* pl = &platforms[p];
+    printf("\nPlatform %u: %s\n", p, pl->name);
+    printf("    %-19s%s\n", "vendor", pl->vendor);
+    printf("    %-19s%s\n", "version", pl->version);
+    if (pl->num_devices == 0) printf("    (no devices)\n");
+    for (cl_uint d = 0; d < pl->num_devices; ++d) {
+      putchar('\n');
+      print_device_text(pl, p, d,
+                        sel.status == CLATTN_SUCCESS && sel.platform == p && sel.device == d);
+    }
+  }
+  putchar('\n');
+  print_selection_text(&sel, total_devices > 0);
+
+cleanup:
+  for (cl_uint p = 0; p < num_platforms; ++p) free(platforms[p].devices);
+  return exit_code;
+}

@@ -1,0 +1,729 @@
+/* clattn-run: runs the fused attention once on random inputs, times it and checks it against
+ * the double-precision reference.
+ *
+ * Exit status: 0 when the result is within tolerance, 3 when it is not, 1 on a clattn or
+ * OpenCL error, 2 on a bad command line. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clattn/clattn.h"
+#include "reference.h"
+
+/* Above this many multiply-adds per product (B*Hq*Nq*Nkv*D) the reference checks only every
+ * rows_step-th query row, so the check stays a few seconds long. */
+#define FULL_CHECK_LIMIT 2e9
+
+typedef struct options {
+  const char* device; /* NULL: CLATTN_DEVICE, else the default rule */
+  size_t batch, heads, kv_heads, seq, seq_kv, head_dim;
+  int causal;
+  clattn_variant variant;
+  unsigned block_m, block_n, rows_per_item;
+  long reps, warmup;
+  clattn_layout layout;
+  uint64_t seed;
+  int json;
+  int check;
+} options;
+
+typedef struct results {
+  char device_name[256];
+  char platform_name[256];
+  const char* device_type;
+  clattn_attention_config config;
+  double first_ms; /* get_config (builds the kernel) + the first clattn_attention + clFinish */
+  double get_config_ms, first_attention_ms;
+  double wall_median_ms, wall_min_ms;
+  int have_kernel_time; /* the returned event: the last (main) kernel only */
+  double kernel_median_ms, kernel_min_ms;
+  /* From the end of a marker enqueued just before the call to the end of the returned event:
+   * every command of the call (REGISTER_BLOCKED also stages Kᵀ first). */
+  int have_span_time;
+  double span_median_ms, span_min_ms;
+  double flops;
+  int checked;
+  size_t rows_step, rows_checked;
+  size_t nan_count; /* output elements that are NaN where the reference is not */
+  double max_abs_err, max_err_over_tol;
+  int pass;
+} results;
+
+static void print_usage(FILE* f) {
+  fprintf(f,
+          "usage: clattn-run [options]\n"
+          "\n"
+          "Runs fused attention on random inputs in [-1, 1], times the cl_mem entry point\n"
+          "(clattn_attention + clFinish) and checks the output against the double-precision\n"
+          "reference.\n"
+          "\n"
+          "  --device SPEC         \"P:D\" or a name substring (default: CLATTN_DEVICE, else\n"
+          "                        first GPU, accelerator, CPU)\n"
+          "  --batch N             batch size (1)\n"
+          "  --heads N             query heads (8)\n"
+          "  --kv-heads N          key/value heads, divides --heads (= heads)\n"
+          "  --seq N               query length (1024)\n"
+          "  --seq-kv N            key/value length (= seq)\n"
+          "  --head-dim N          head dimension, 1..256 (64)\n"
+          "  --causal              causal mask, bottom-right aligned\n"
+          "  --layout bhnd|bnhd    tensor layout (bhnd)\n"
+          "  --variant auto|tiled|regblock   kernel variant (auto: from the device type)\n"
+          "  --block-m N, --block-n N, --rows-per-item N   kernel config (0: default)\n"
+          "  --reps N              timed repetitions (10)\n"
+          "  --warmup N            untimed repetitions after the first call (2)\n"
+          "  --seed N              input generator seed (1)\n"
+          "  --no-check            skip the comparison with the reference\n"
+          "  --json                print one JSON object\n"
+          "  --help                print this help\n"
+          "\n"
+          "Exit status: 0 within tolerance, 3 outside it, 1 clattn or OpenCL error, 2 usage.\n");
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int compare_double(const void* a, const void* b) {
+  double x = *(const double*)a, y = *(const double*)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of n values (sorts them in place). */
+static double median(double* v, size_t n) {
+  if (n == 0) return (double)NAN;
+  qsort(v, n, sizeof *v, compare_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double min_of(const double* v, size_t n) {
+  double m = (double)INFINITY;
+  for (size_t i = 0; i < n; ++i) m = v[i] < m ? v[i] : m;
+  return n ? m : (double)NAN;
+}
+
+/* Parses a non-negative integer; returns 0 on success. */
+static int parse_size(const char* flag, const char* text, size_t* out) {
+  char* end = NULL;
+  errno = 0;
+  if (!text || text[0] == '-' || text[0] == '\0') goto bad;
+  unsigned long long v = strtoull(text, &end, 10);
+  if (errno || *end != '\0' || v > SIZE_MAX) goto bad;
+  *out = (size_t)v;
+  return 0;
+bad:
+  fprintf(stderr, "clattn-run: %s needs a non-negative integer, got '%s'\n", flag,
+          text ? text : "");
+  return -1;
+}
+
+static int parse_options(int argc, char** argv, options* o) {
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    const char* val = i + 1 < argc ? argv[i + 1] : NULL;
+    size_t n = 0;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      print_usage(stdout);
+      exit(0);
+    } else if (strcmp(a, "--causal") == 0) {
+      o->causal = 1;
+    } else if (strcmp(a, "--json") == 0) {
+      o->json = 1;
+    } else if (strcmp(a, "--no-check") == 0) {
+      o->check = 0;
+    } else if (!val) {
+      fprintf(stderr, "clattn-run: unknown argument or missing value: '%s'\n", a);
+      return -1;
+    } else {
+      ++i; /* every remaining flag takes a value */
+      if (strcmp(a, "--device") == 0) {
+        o->device = val;
+      } else if (strcmp(a, "--variant") == 0) {
+        if (strcmp(val, "auto") == 0) {
+          o->variant = CLATTN_VARIANT_AUTO;
+        } else if (strcmp(val, "tiled") == 0) {
+          o->variant = CLATTN_VARIANT_TILED_LOCAL;
+        } else if (strcmp(val, "regblock") == 0) {
+          o->variant = CLATTN_VARIANT_REGISTER_BLOCKED;
+        } else {
+          fprintf(stderr, "clattn-run: --variant takes auto, tiled or regblock\n");
+          return -1;
+        }
+      } else if (strcmp(a, "--layout") == 0) {
+        if (strcmp(val, "bhnd") == 0) {
+          o->layout = CLATTN_LAYOUT_BHND;
+        } else if (strcmp(val, "bnhd") == 0) {
+          o->layout = CLATTN_LAYOUT_BNHD;
+        } else {
+          fprintf(stderr, "clattn-run: --layout takes bhnd or bnhd\n");
+          return -1;
+        }
+      } else if (parse_size(a, val, &n) != 0) {
+        return -1;
+      } else if (strcmp(a, "--batch") == 0) {
+        o->batch = n;
+      } else if (strcmp(a, "--heads") == 0) {
+        o->heads = n;
+      } else if (strcmp(a, "--kv-heads") == 0) {
+        o->kv_heads = n;
+      } else if (strcmp(a, "--seq") == 0) {
+        o->seq = n;
+      } else if (strcmp(a, "--seq-kv") == 0) {
+        o->seq_kv = n;
+      } else if (strcmp(a, "--head-dim") == 0) {
+        o->head_dim = n;
+      } else if (strcmp(a, "--block-m") == 0) {
+        o->block_m = (unsigned)n;
+      } else if (strcmp(a, "--block-n") == 0) {
+        o->block_n = (unsigned)n;
+      } else if (strcmp(a, "--rows-per-item") == 0) {
+        o->rows_per_item = (unsigned)n;
+      } else if (strcmp(a, "--reps") == 0) {
+        o->reps = (long)n;
+      } else if (strcmp(a, "--warmup") == 0) {
+        o->warmup = (long)n;
+      } else if (strcmp(a, "--seed") == 0) {
+        o->seed = (uint64_t)n;
+      } else {
+        fprintf(stderr, "clattn-run: unknown argument '%s'\n", a);
+        return -1;
+      }
+    }
+  }
+  if (o->reps < 1) o->reps = 1;
+  return 0;
+}
+
+/* Writes s as a JSON string literal. */
+static void json_string(FILE* f, const char* s) {
+  fputc('"', f);
+  for (const unsigned char* p = (const unsigned char*)(s ? s : ""); *p; ++p) {
+    if (*p == '"' || *p == '\\') {
+      fputc('\\', f);
+      fputc(*p, f);
+    } else if (*p == '\n') {
+      fputs("\\n", f);
+    } else if (*p == '\t') {
+      fputs("\\t", f);
+    } else if (*p < 0x20 || *p == 0x7f) {
+      fprintf(f, "\\u%04x", (unsigned)*p);
+    } else {
+      fputc(*p, f);
+    }
+  }
+  fputc('"', f);
+}
+
+/* A JSON number, or null for NaN and infinities (JSON has neither). */
+static void json_number(FILE* f, double v) {
+  if (isfinite(v)) {
+    fprintf(f, "%.6g", v);
+  } else {
+    fputs("null", f);
+  }
+}
+
+static const char* variant_name(clattn_variant v) {
+  switch (v) {
+    case CLATTN_VARIANT_TILED_LOCAL:
+      return "TILED_LOCAL";
+    case CLATTN_VARIANT_REGISTER_BLOCKED:
+      return "REGISTER_BLOCKED";
+    default:
+      return "AUTO";
+  }
+}
+
+static const char* source_name(clattn_config_source s) {
+  switch (s) {
+    case CLATTN_CONFIG_SOURCE_USER:
+      return "user";
+    case CLATTN_CONFIG_SOURCE_HEURISTIC:
+      return "heuristic";
+    case CLATTN_CONFIG_SOURCE_FALLBACK:
+      return "fallback";
+    default:
+      return "unknown";
+  }
+}
+
+static const char* device_type_name(clattn_device_type t) {
+  switch (t) {
+    case CLATTN_DEVICE_TYPE_CPU:
+      return "CPU";
+    case CLATTN_DEVICE_TYPE_GPU:
+      return "GPU";
+    case CLATTN_DEVICE_TYPE_ACCELERATOR:
+      return "ACCELERATOR";
+    default:
+      return "OTHER";
+  }
+}
+
+/* Query-key pairs the mask leaves visible in one (batch, head): all Nq*Nkv, or for causal
+ * masks sum over i of clamp(i + Nkv - Nq + 1, 0, Nkv) (bottom-right alignment). */
+static double visible_pairs(size_t seq_q, size_t seq_kv, int causal) {
+  if (!causal) return (double)seq_q * (double)seq_kv;
+  double pairs = 0.0;
+  long long nq = (long long)seq_q, nkv = (long long)seq_kv;
+  for (long long i = 0; i < nq; ++i) {
+    long long seen = i + nkv - nq + 1;
+    if (seen < 0) seen = 0;
+    if (seen > nkv) seen = nkv;
+    pairs += (double)seen;
+  }
+  return pairs;
+}
+
+/* Element offset of (b, h, i, 0) of a Q/O-shaped tensor with default strides. */
+static size_t row_offset(const clattn_attention_desc* d, size_t b, size_t h, size_t i) {
+  if (d->layout == CLATTN_LAYOUT_BNHD) {
+    return ((b * d->seq_q + i) * d->heads_q + h) * d->head_dim;
+  }
+  return ((b * d->heads_q + h) * d->seq_q + i) * d->head_dim;
+}
+
+/* Prints a failed clattn call with everything the library says about it. */
+static void report_clattn_error(const options* o, clattn_context* ctx, const char* what,
+                                clattn_status st) {
+  char detail[4096] = "";
+  char log[4096] = "";
+  if (ctx) {
+    clattn_context_get_last_error(ctx, detail, sizeof detail, NULL);
+    if (st == CLATTN_ERROR_BUILD_FAILED) {
+      clattn_context_get_build_log(ctx, log, sizeof log, NULL);
+    }
+  }
+  if (o->json) {
+    printf("{\"ok\":false,\"error\":{\"call\":");
+    json_string(stdout, what);
+    printf(",\"status\":");
+    json_string(stdout, clattn_status_name(st));
+    printf(",\"message\":");
+    json_string(stdout, clattn_status_string(st));
+    printf(",\"detail\":");
+    json_string(stdout, detail);
+    printf(",\"build_log\":");
+    json_string(stdout, log);
+    printf("}}\n");
+  } else {
+    fprintf(stderr, "clattn-run: %s failed: %s (%s)\n", what, clattn_status_name(st),
+            clattn_status_string(st));
+    if (detail[0]) fprintf(stderr, "  last error: %s\n", detail);
+    /* The last error often quotes the build log already. */
+    if (log[0] && !strstr(detail, log)) fprintf(stderr, "  build log:\n%s\n", log);
+  }
+}
+
+static void report_cl_error(const options* o, const char* what, cl_int err) {
+  if (o->json) {
+    printf("{\"ok\":false,\"error\":{\"call\":");
+    json_string(stdout, what);
+    printf(",\"status\":\"CLATTN_ERROR_OPENCL\",\"cl_error\":%d}}\n", (int)err);
+  } else {
+    fprintf(stderr, "clattn-run: %s failed with OpenCL error %d\n", what, (int)err);
+  }
+}
+
+/* Kernel time of a finished event in ms, or -1 when profiling info is unavailable. */
+static double event_ms(cl_event ev) {
+  cl_ulong start = 0, end = 0;
+  if (!ev) return -1.0;
+  if (clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof start, &start, NULL) !=
+          CL_SUCCESS ||
+      clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) != CL_SUCCESS ||
+      end < start || start == 0) {
+    return -1.0;
+  }
+  return (double)(end - start) * 1e-6;
+}
+
+/* From the end of `marker` to the end of `last` in ms, or -1 when either lacks profiling info
+ * or the order is implausible. */
+static double span_ms(cl_event marker, cl_event last) {
+  cl_ulong begin = 0, end = 0;
+  if (!marker || !last) return -1.0;
+  if (clGetEventProfilingInfo(marker, CL_PROFILING_COMMAND_END, sizeof begin, &begin, NULL) !=
+          CL_SUCCESS ||
+      clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) !=
+          CL_SUCCESS ||
+      begin == 0 || end <= begin) {
+    return -1.0;
+  }
+  return (double)(end - begin) * 1e-6;
+}
+
+static void print_text(const options* o, const clattn_attention_desc* d, const results* r) {
+  printf("device     %s (%s, %s)\n", r->device_name, r->device_type, r->platform_name);
+  printf("shape      B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu %s%s, fp32\n", d->batch, d->heads_q,
+         d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
+         d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd", d->causal ? ", causal" : "");
+  printf("config     %s block_m=%u block_n=%u rows_per_item=%u (source: %s)\n",
+         variant_name(r->config.variant), r->config.block_m, r->config.block_n,
+         r->config.rows_per_item, source_name(r->config.source));
+  printf("first call %.3f ms = get_config %.3f ms (builds the kernel) + first run %.3f ms\n",
+         r->first_ms, r->get_config_ms, r->first_attention_ms);
+  printf("wall       median %.3f ms, min %.3f ms over %ld reps (enqueue + clFinish)\n",
+         r->wall_median_ms, r->wall_min_ms, o->reps);
+  if (r->have_kernel_time) {
+    printf("kernel     median %.3f ms, min %.3f ms (main kernel, from the returned event)\n",
+           r->kernel_median_ms, r->kernel_min_ms);
+  } else {
+    printf("kernel     (no profiling info from the event)\n");
+  }
+  if (r->have_span_time) {
+    printf("device     median %.3f ms, min %.3f ms (all commands of the call, profiled)\n",
+           r->span_median_ms, r->span_min_ms);
+  }
+  printf("GFLOP/s    %.2f (wall median)", r->flops / (r->wall_median_ms * 1e6));
+  if (r->have_span_time) printf(", %.2f (device median)", r->flops / (r->span_median_ms * 1e6));
+  if (r->have_kernel_time) printf(", %.2f (kernel median)", r->flops / (r->kernel_median_ms * 1e6));
+  printf(" for %.4g GFLOP\n", r->flops * 1e-9);
+  if (r->checked) {
+    printf("check      max abs err %.3g, max err/tol %.3g over %zu rows (every %zu%s)",
+           r->max_abs_err, r->max_err_over_tol, r->rows_checked, r->rows_step,
+           r->rows_step == 1 ? "" : ", sampled");
+    if (r->nan_count) printf(", %zu NaN", r->nan_count);
+    printf(" -> %s\n", r->pass ? "PASS" : "FAIL");
+  } else {
+    printf("check      skipped\n");
+  }
+}
+
+static void print_json(const options* o, const clattn_attention_desc* d, const results* r) {
+  printf("{\"ok\":true,\"device\":");
+  json_string(stdout, r->device_name);
+  printf(",\"device_type\":");
+  json_string(stdout, r->device_type);
+  printf(",\"platform\":");
+  json_string(stdout, r->platform_name);
+  printf(
+      ",\"shape\":{\"batch\":%zu,\"heads_q\":%zu,\"heads_kv\":%zu,\"seq_q\":%zu,\"seq_kv\":%zu,"
+      "\"head_dim\":%zu,\"causal\":%s,\"layout\":\"%s\",\"dtype\":\"f32\"}",
+      d->batch, d->heads_q, d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
+      d->causal ? "true" : "false", d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd");
+  printf(
+      ",\"config\":{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
+      "\"source\":\"%s\"}",
+      variant_name(r->config.variant), r->config.block_m, r->config.block_n,
+      r->config.rows_per_item, source_name(r->config.source));
+  printf(",\"reps\":%ld,\"warmup\":%ld,\"first_call_ms\":", o->reps, o->warmup);
+  json_number(stdout, r->first_ms);
+  printf(",\"get_config_ms\":");
+  json_number(stdout, r->get_config_ms);
+  printf(",\"first_run_ms\":");
+  json_number(stdout, r->first_attention_ms);
+  printf(",\"wall_ms\":{\"median\":");
+  json_number(stdout, r->wall_median_ms);
+  printf(",\"min\":");
+  json_number(stdout, r->wall_min_ms);
+  printf("},\"kernel_ms\":");
+  if (r->have_kernel_time) {
+    printf("{\"median\":");
+    json_number(stdout, r->kernel_median_ms);
+    printf(",\"min\":");
+    json_number(stdout, r->kernel_min_ms);
+    printf("}");
+  } else {
+    printf("null");
+  }
+  printf(",\"device_ms\":");
+  if (r->have_span_time) {
+    printf("{\"median\":");
+    json_number(stdout, r->span_median_ms);
+    printf(",\"min\":");
+    json_number(stdout, r->span_min_ms);
+    printf("}");
+  } else {
+    printf("null");
+  }
+  printf(",\"flops\":%.17g,\"gflops\":{\"wall_median\":", r->flops);
+  json_number(stdout, r->flops / (r->wall_median_ms * 1e6));
+  printf(",\"device_median\":");
+  if (r->have_span_time) {
+    json_number(stdout, r->flops / (r->span_median_ms * 1e6));
+  } else {
+    printf("null");
+  }
+  printf(",\"kernel_median\":");
+  if (r->have_kernel_time) {
+    json_number(stdout, r->flops / (r->kernel_median_ms * 1e6));
+  } else {
+    printf("null");
+  }
+  printf("},\"check\":");
+  if (r->checked) {
+    printf("{\"rows_step\":%zu,\"rows_checked\":%zu,\"max_abs_err\":", r->rows_step,
+           r->rows_checked);
+    json_number(stdout, r->max_abs_err);
+    printf(",\"max_err_over_tol\":");
+    json_number(stdout, r->max_err_over_tol);
+    printf(",\"nan_count\":%zu,\"pass\":%s}", r->nan_count, r->pass ? "true" : "false");
+  } else {
+    printf("null");
+  }
+  printf("}\n");
+}
+
+int main(int argc, char** argv) {
+  options o = {.device = NULL,
+               .batch = 1,
+               .heads = 8,
+               .kv_heads = 0,
+               .seq = 1024,
+               .seq_kv = 0,
+               .head_dim = 64,
+               .causal = 0,
+               .variant = CLATTN_VARIANT_AUTO,
+               .reps = 10,
+               .warmup = 2,
+               .layout = CLATTN_LAYOUT_BHND,
+               .seed = 1,
+               .json = 0,
+               .check = 1};
+  if (parse_options(argc, argv, &o) != 0) {
+    fprintf(stderr, "(clattn-run --help lists the options)\n");
+    return 2;
+  }
+
+  int exit_code = 1;
+  clattn_status st = CLATTN_SUCCESS;
+  clattn_context* ctx = NULL;
+  cl_context cl_ctx = NULL;
+  cl_command_queue queue = NULL;
+  cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL;
+  float *q = NULL, *k = NULL, *v = NULL, *out = NULL;
+  double* ref = NULL;
+  double *wall = NULL, *kern = NULL, *span = NULL;
+  cl_event ev = NULL, marker = NULL;
+  results r;
+  memset(&r, 0, sizeof r);
+
+  clattn_context_options copt = CLATTN_CONTEXT_OPTIONS_INIT;
+  copt.device = o.device;
+  st = clattn_context_create(&copt, &ctx);
+  if (st != CLATTN_SUCCESS) {
+    report_clattn_error(&o, ctx, "clattn_context_create", st);
+    goto cleanup;
+  }
+  clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
+  st = clattn_context_get_device_info(ctx, &info);
+  if (st != CLATTN_SUCCESS) {
+    report_clattn_error(&o, ctx, "clattn_context_get_device_info", st);
+    goto cleanup;
+  }
+  snprintf(r.device_name, sizeof r.device_name, "%s", info.name);
+  snprintf(r.platform_name, sizeof r.platform_name, "%s", info.platform_name);
+  r.device_type = device_type_name(info.type);
+  clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue);
+
+  clattn_attention_desc desc = CLATTN_ATTENTION_DESC_INIT;
+  desc.dtype = CLATTN_DTYPE_F32;
+  desc.batch = o.batch;
+  desc.heads_q = o.heads;
+  desc.heads_kv = o.kv_heads ? o.kv_heads : o.heads;
+  desc.seq_q = o.seq;
+  desc.seq_kv = o.seq_kv ? o.seq_kv : o.seq;
+  desc.head_dim = o.head_dim;
+  desc.causal = o.causal;
+  desc.layout = o.layout;
+
+  clattn_attention_config requested = CLATTN_ATTENTION_CONFIG_INIT;
+  requested.variant = o.variant;
+  requested.block_m = o.block_m;
+  requested.block_n = o.block_n;
+  requested.rows_per_item = o.rows_per_item;
+  r.config.struct_size = sizeof r.config;
+
+  /* Validates the shape with a detailed message, and builds the kernel (timed as part of the
+   * first call). */
+  double t0 = now_ms();
+  st = clattn_attention_get_config(ctx, &desc, &requested, &r.config);
+  if (st != CLATTN_SUCCESS) {
+    report_clattn_error(&o, ctx, "clattn_attention_get_config", st);
+    goto cleanup;
+  }
+  r.get_config_ms = now_ms() - t0;
+
+  size_t nq = 0, nk = 0, nv = 0, no = 0;
+  if ((st = clattn_attention_tensor_size(&desc, 'q', &nq)) != CLATTN_SUCCESS ||
+      (st = clattn_attention_tensor_size(&desc, 'k', &nk)) != CLATTN_SUCCESS ||
+      (st = clattn_attention_tensor_size(&desc, 'v', &nv)) != CLATTN_SUCCESS ||
+      (st = clattn_attention_tensor_size(&desc, 'o', &no)) != CLATTN_SUCCESS) {
+    report_clattn_error(&o, ctx, "clattn_attention_tensor_size", st);
+    goto cleanup;
+  }
+
+  q = malloc(nq * sizeof *q);
+  k = malloc(nk * sizeof *k);
+  v = malloc(nv * sizeof *v);
+  out = malloc(no * sizeof *out);
+  wall = malloc((size_t)o.reps * sizeof *wall);
+  kern = malloc((size_t)o.reps * sizeof *kern);
+  span = malloc((size_t)o.reps * sizeof *span);
+  if (!q || !k || !v || !out || !wall || !kern || !span) {
+    st = CLATTN_ERROR_OUT_OF_MEMORY;
+    report_clattn_error(&o, ctx, "malloc (host inputs)", st);
+    goto cleanup;
+  }
+  /* xorshift needs a nonzero state. */
+  uint64_t state = o.seed ? o.seed : 0x9e3779b97f4a7c15ull;
+  clattn_ref_fill_uniform(q, nq, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(k, nk, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(v, nv, -1.0f, 1.0f, &state);
+
+  cl_int err = CL_SUCCESS;
+  bq = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * sizeof *q, q, &err);
+  if (err == CL_SUCCESS) {
+    bk = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * sizeof *k, k, &err);
+  }
+  if (err == CL_SUCCESS) {
+    bv = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nv * sizeof *v, v, &err);
+  }
+  if (err == CL_SUCCESS) {
+    bo = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, no * sizeof *out, NULL, &err);
+  }
+  if (err != CL_SUCCESS) {
+    report_cl_error(&o, "clCreateBuffer", err);
+    goto cleanup;
+  }
+
+  clattn_attention_buffers bufs = CLATTN_ATTENTION_BUFFERS_INIT;
+  bufs.q = bq;
+  bufs.k = bk;
+  bufs.v = bv;
+  bufs.o = bo;
+
+  /* The first call pays for what get_config did not (argument set-up, first launch). */
+  double t1 = now_ms();
+  st = clattn_attention(ctx, &desc, &bufs, &requested, NULL, 0, NULL, NULL);
+  if (st == CLATTN_SUCCESS && (err = clFinish(queue)) != CL_SUCCESS) {
+    report_cl_error(&o, "clFinish", err);
+    goto cleanup;
+  }
+  r.first_attention_ms = now_ms() - t1;
+  r.first_ms = r.get_config_ms + r.first_attention_ms;
+  if (st != CLATTN_SUCCESS) {
+    report_clattn_error(&o, ctx, "clattn_attention", st);
+    goto cleanup;
+  }
+
+  r.have_kernel_time = 1;
+  r.have_span_time = 1;
+  for (long rep = -o.warmup; rep < o.reps; ++rep) {
+    /* The queue is in-order: the marker completes before the call's first command starts. */
+    if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) != CL_SUCCESS) marker = NULL;
+    double t = now_ms();
+    st = clattn_attention(ctx, &desc, &bufs, &requested, NULL, 0, NULL, &ev);
+    if (st != CLATTN_SUCCESS) {
+      report_clattn_error(&o, ctx, "clattn_attention", st);
+      goto cleanup;
+    }
+    if ((err = clFinish(queue)) != CL_SUCCESS) {
+      report_cl_error(&o, "clFinish", err);
+      goto cleanup;
+    }
+    double elapsed = now_ms() - t;
+    if (rep >= 0) {
+      wall[rep] = elapsed;
+      kern[rep] = event_ms(ev);
+      if (kern[rep] < 0) r.have_kernel_time = 0;
+      span[rep] = span_ms(marker, ev);
+      if (span[rep] < 0) r.have_span_time = 0;
+    }
+    if (ev) clReleaseEvent(ev);
+    if (marker) clReleaseEvent(marker);
+    ev = marker = NULL;
+  }
+  r.wall_min_ms = min_of(wall, (size_t)o.reps);
+  r.wall_median_ms = median(wall, (size_t)o.reps);
+  if (r.have_kernel_time) {
+    r.kernel_min_ms = min_of(kern, (size_t)o.reps);
+    r.kernel_median_ms = median(kern, (size_t)o.reps);
+  }
+  if (r.have_span_time) {
+    r.span_min_ms = min_of(span, (size_t)o.reps);
+    r.span_median_ms = median(span, (size_t)o.reps);
+  }
+  r.flops = 4.0 * (double)desc.batch * (double)desc.heads_q * (double)desc.head_dim *
+            visible_pairs(desc.seq_q, desc.seq_kv, desc.causal);
+
+  exit_code = 0;
+  if (o.check) {
+    err = clEnqueueReadBuffer(queue, bo, CL_TRUE, 0, no * sizeof *out, out, 0, NULL, NULL);
+    if (err != CL_SUCCESS) {
+      report_cl_error(&o, "clEnqueueReadBuffer", err);
+      exit_code = 1;
+      goto cleanup;
+    }
+    ref = malloc(no * sizeof *ref);
+    if (!ref) {
+      report_clattn_error(&o, ctx, "malloc (reference)", CLATTN_ERROR_OUT_OF_MEMORY);
+      exit_code = 1;
+      goto cleanup;
+    }
+    double work = (double)desc.batch * (double)desc.heads_q * (double)desc.seq_q *
+                  (double)desc.seq_kv * (double)desc.head_dim;
+    r.rows_step = work > FULL_CHECK_LIMIT ? (size_t)ceil(work / FULL_CHECK_LIMIT) : 1;
+    if (clattn_ref_attention(&desc, q, k, v, NULL, ref, NULL, r.rows_step) != 0) {
+      report_clattn_error(&o, ctx, "clattn_ref_attention", CLATTN_ERROR_INVALID_SHAPE);
+      exit_code = 1;
+      goto cleanup;
+    }
+    r.checked = 1;
+    r.pass = 1;
+    for (size_t b = 0; b < desc.batch; ++b) {
+      for (size_t h = 0; h < desc.heads_q; ++h) {
+        for (size_t i = 0; i < desc.seq_q; i += r.rows_step) {
+          double tol = clattn_ref_row_tolerance(&desc, q, k, v, NULL, b, h, i);
+          size_t base = row_offset(&desc, b, h, i);
+          for (size_t c = 0; c < desc.head_dim; ++c) {
+            double e = fabs((double)out[base + c] - ref[base + c]);
+            if (isnan(e)) {
+              ++r.nan_count;
+              r.pass = 0;
+              continue;
+            }
+            if (e > tol) r.pass = 0;
+            if (e > r.max_abs_err) r.max_abs_err = e;
+            double ratio = tol > 0 ? e / tol : (e > 0 ? (double)INFINITY : 0.0);
+            if (ratio > r.max_err_over_tol) r.max_err_over_tol = ratio;
+          }
+          ++r.rows_checked;
+        }
+      }
+    }
+    if (!r.pass) exit_code = 3;
+  }
+
+  if (o.json) {
+    print_json(&o, &desc, &r);
+  } else {
+    print_text(&o, &desc, &r);
+  }
+
+cleanup:
+  if (ev) clReleaseEvent(ev);
+  if (marker) clReleaseEvent(marker);
+  if (bq) clReleaseMemObject(bq);
+  if (bk) clReleaseMemObject(bk);
+  if (bv) clReleaseMemObject(bv);
+  if (bo) clReleaseMemObject(bo);
+  clattn_context_destroy(ctx);
+  free(q);
+  free(k);
+  free(v);
+  free(out);
+  free(ref);
+  free(wall);
+  free(kern);
+  free(span);
+  return exit_code;
+}
