@@ -328,6 +328,15 @@ main() {
     step "clattn-run N=4096 D=128" 60 run_clattn "${common[@]}" --seq 4096 --head-dim 128
     step "clattn-run N=4096 D=128 causal" 60 run_clattn "${common[@]}" --seq 4096 \
       --head-dim 128 --causal
+    # Tile sizes of the GPU-style variant, to choose defaults for this device.
+    local bm bn
+    for bm in 32 64 128; do
+      for bn in 16 32 64; do
+        step "clattn-run N=4096 D=64 tiled block_m=$bm block_n=$bn" 30 run_clattn --batch 1 \
+          --heads 8 --reps 5 --warmup 1 --seq 4096 --head-dim 64 --variant tiled \
+          --block-m $bm --block-n $bn
+      done
+    done
     # The CPU-style variant on the GPU, for comparison (work-groups of one item: slow there).
     step "clattn-run N=1024 D=64 regblock" 60 run_clattn --batch 1 --heads 8 --reps 5 \
       --warmup 1 --seq 1024 --head-dim 64 --variant regblock
