@@ -13,8 +13,14 @@
 
 static int is_pow2(unsigned x) { return x && !(x & (x - 1)); }
 
-static size_t tiled_local_bytes(size_t head_dim, unsigned block_n) {
-  return 2 * (size_t)block_n * head_dim * sizeof(float);
+/* Local memory of the tiled kernel: K and V tiles with rows padded to a multiple of
+ * threads_per_row, and the partial dot products when rows are shared (cl/attention_tiled.cl). */
+static size_t tiled_local_bytes(size_t head_dim, const clattn_attention_config* c) {
+  size_t tpr = c->threads_per_row;
+  size_t dpad = (head_dim + tpr - 1) / tpr * tpr;
+  size_t bytes = 2 * (size_t)c->block_n * dpad;
+  if (tpr > 1) bytes += (size_t)c->block_m * (c->block_n * tpr + tpr);
+  return bytes * sizeof(float);
 }
 
 static size_t local_budget(const clattn_context* ctx) {
@@ -40,21 +46,28 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
             : CLATTN_VARIANT_TILED_LOCAL;
   }
   if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
+    /* Several work-items per row keep the registers per work-item bounded for large head
+     * dims and give the device more work-items. */
+    if (!c->threads_per_row) {
+      c->threads_per_row = shape->head_dim >= 128 ? 4 : shape->head_dim >= 48 ? 2 : 1;
+    }
     if (!c->block_m) {
       unsigned m = TILED_MAX_BLOCK_M;
-      while (m > 1 && m > max_group(ctx)) m /= 2;
+      while (m > 1 && (size_t)m * c->threads_per_row > max_group(ctx)) m /= 2;
       c->block_m = m;
     }
     if (!c->block_n) {
-      unsigned n = TILED_MAX_BLOCK_N;
-      while (n > 1 && tiled_local_bytes(shape->head_dim, n) > local_budget(ctx)) n /= 2;
-      c->block_n = n;
+      c->block_n = TILED_MAX_BLOCK_N;
+      while (c->block_n > 1 && tiled_local_bytes(shape->head_dim, c) > local_budget(ctx)) {
+        c->block_n /= 2;
+      }
     }
     c->rows_per_item = 1;
   } else {
     if (!c->rows_per_item) c->rows_per_item = c->block_m ? c->block_m : REGBLOCK_ROWS;
     if (!c->block_m) c->block_m = c->rows_per_item;
     if (!c->block_n) c->block_n = REGBLOCK_BLOCK_N;
+    if (!c->threads_per_row) c->threads_per_row = 1;
   }
 }
 
@@ -62,10 +75,15 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
 static clattn_status check_limits(const clattn_context* ctx, const clattn__attention_shape* shape,
                                   const clattn_attention_config* c) {
   if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
-    if (c->block_m < 1 || c->block_m > max_group(ctx)) {
+    if (!is_pow2(c->threads_per_row) || c->threads_per_row > 32) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
-                          "block_m %u is outside 1..%zu (the device's work-group limit)",
-                          c->block_m, max_group(ctx));
+                          "threads_per_row %u must be a power of two up to 32", c->threads_per_row);
+    }
+    if (c->block_m < 1 || (size_t)c->block_m * c->threads_per_row > max_group(ctx)) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "block_m %u x threads_per_row %u is outside 1..%zu (the device's "
+                          "work-group limit)",
+                          c->block_m, c->threads_per_row, max_group(ctx));
     }
     if (!is_pow2(c->block_n) || c->block_n > 256) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
@@ -75,7 +93,7 @@ static clattn_status check_limits(const clattn_context* ctx, const clattn__atten
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "rows_per_item must be 1 for the tiled variant");
     }
-    size_t need = tiled_local_bytes(shape->head_dim, c->block_n);
+    size_t need = tiled_local_bytes(shape->head_dim, c);
     if (need > local_budget(ctx)) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "block_n %u with head_dim %zu needs %zu bytes of local memory; the "
@@ -88,6 +106,10 @@ static clattn_status check_limits(const clattn_context* ctx, const clattn__atten
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "rows_per_item %u must be 1..16 and block_m equal to it (got %u)",
                           c->rows_per_item, c->block_m);
+    }
+    if (c->threads_per_row != 1) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                          "threads_per_row must be 1 for the register-blocked variant");
     }
     if (c->block_n < 16 || c->block_n > 256 || c->block_n % 16) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
@@ -119,8 +141,8 @@ static unsigned pv_vec(size_t head_dim) {
 void clattn__config_options(const clattn__attention_shape* shape, const clattn_attention_config* c,
                             char* options, size_t size) {
   if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
-    snprintf(options, size, "-DHEAD_DIM=%zu -DBLOCK_M=%u -DBLOCK_N=%u", shape->head_dim, c->block_m,
-             c->block_n);
+    snprintf(options, size, "-DHEAD_DIM=%zu -DBLOCK_M=%u -DBLOCK_N=%u -DTPR=%u", shape->head_dim,
+             c->block_m, c->block_n, c->threads_per_row);
   } else {
     snprintf(options, size, "-DHEAD_DIM=%zu -DROWS=%u -DBLOCK_N=%u -DPV_VEC=%u", shape->head_dim,
              c->rows_per_item, c->block_n, pv_vec(shape->head_dim));
@@ -148,7 +170,8 @@ static clattn_status build_and_check(clattn_context* ctx, const clattn__attentio
                                                  sizeof wg, &wg, NULL));
   CLATTN__CL_CHECK(ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE,
                                                  sizeof local, &local, NULL));
-  size_t group = c->variant == CLATTN_VARIANT_TILED_LOCAL ? c->block_m : 1;
+  size_t group =
+      c->variant == CLATTN_VARIANT_TILED_LOCAL ? (size_t)c->block_m * c->threads_per_row : 1;
   if (wg < group || local > ctx->info.local_mem_size) {
     status = clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "kernel %s (%s) allows %zu work-items per group and needs %llu bytes "
@@ -172,6 +195,10 @@ static int shrink(clattn_attention_config* c) {
   if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
     if (c->block_m > 1) {
       c->block_m /= 2;
+      return 1;
+    }
+    if (c->threads_per_row > 1) {
+      c->threads_per_row /= 2;
       return 1;
     }
     if (c->block_n > 1) {
@@ -206,10 +233,11 @@ clattn_status clattn__config_resolve(clattn_context* ctx, const clattn__attentio
     c.block_m = requested->block_m;
     c.block_n = requested->block_n;
     c.rows_per_item = requested->rows_per_item;
+    c.threads_per_row = requested->threads_per_row;
   }
   /* A config given field by field is the caller's to keep; only an all-default one may
    * be shrunk to fit. */
-  int user = requested && (c.block_m || c.block_n || c.rows_per_item);
+  int user = requested && (c.block_m || c.block_n || c.rows_per_item || c.threads_per_row);
   c.source = user || c.variant != CLATTN_VARIANT_AUTO ? CLATTN_CONFIG_SOURCE_USER
                                                       : CLATTN_CONFIG_SOURCE_HEURISTIC;
   fill_defaults(ctx, shape, &c);

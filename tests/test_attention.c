@@ -484,13 +484,66 @@ Test(attention, config_defaults) {
 /* Explicit tile sizes are honoured and give correct results on tail shapes. */
 Test(attention, explicit_configs, .timeout = 300.0) {
   static const clattn_attention_config configs[] = {
-      {sizeof(clattn_attention_config), CLATTN_VARIANT_TILED_LOCAL, 16, 16, 0, 0},
-      {sizeof(clattn_attention_config), CLATTN_VARIANT_TILED_LOCAL, 64, 64, 0, 0},
-      {sizeof(clattn_attention_config), CLATTN_VARIANT_TILED_LOCAL, 32, 128, 0, 0},
-      {sizeof(clattn_attention_config), CLATTN_VARIANT_REGISTER_BLOCKED, 0, 16, 1, 0},
-      {sizeof(clattn_attention_config), CLATTN_VARIANT_REGISTER_BLOCKED, 0, 32, 3, 0},
-      {sizeof(clattn_attention_config), CLATTN_VARIANT_REGISTER_BLOCKED, 0, 64, 16, 0},
-      {sizeof(clattn_attention_config), CLATTN_VARIANT_REGISTER_BLOCKED, 0, 128, 4, 0},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_TILED_LOCAL,
+       .block_m = 16,
+       .block_n = 16,
+       .rows_per_item = 0,
+       .threads_per_row = 0},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_TILED_LOCAL,
+       .block_m = 64,
+       .block_n = 64,
+       .rows_per_item = 0,
+       .threads_per_row = 0},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_TILED_LOCAL,
+       .block_m = 32,
+       .block_n = 128,
+       .rows_per_item = 0,
+       .threads_per_row = 0},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_TILED_LOCAL,
+       .block_m = 16,
+       .block_n = 16,
+       .rows_per_item = 0,
+       .threads_per_row = 2},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_TILED_LOCAL,
+       .block_m = 8,
+       .block_n = 32,
+       .rows_per_item = 0,
+       .threads_per_row = 8},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_TILED_LOCAL,
+       .block_m = 32,
+       .block_n = 16,
+       .rows_per_item = 0,
+       .threads_per_row = 32},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_REGISTER_BLOCKED,
+       .block_m = 0,
+       .block_n = 16,
+       .rows_per_item = 1,
+       .threads_per_row = 0},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_REGISTER_BLOCKED,
+       .block_m = 0,
+       .block_n = 32,
+       .rows_per_item = 3,
+       .threads_per_row = 0},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_REGISTER_BLOCKED,
+       .block_m = 0,
+       .block_n = 64,
+       .rows_per_item = 16,
+       .threads_per_row = 0},
+      {.struct_size = sizeof(clattn_attention_config),
+       .variant = CLATTN_VARIANT_REGISTER_BLOCKED,
+       .block_m = 0,
+       .block_n = 128,
+       .rows_per_item = 4,
+       .threads_per_row = 0},
   };
   clattn_context* ctx = test_context(NULL);
   for (size_t c = 0; c < sizeof configs / sizeof configs[0]; ++c) {
@@ -511,6 +564,11 @@ Test(attention, explicit_configs, .timeout = 300.0) {
       if (req->variant == CLATTN_VARIANT_TILED_LOCAL) {
         cr_assert_eq(used.block_m, req->block_m, "%s: block_m %u used, %u asked", label,
                      used.block_m, req->block_m);
+        if (req->threads_per_row) {
+          cr_assert_eq(used.threads_per_row, req->threads_per_row,
+                       "%s: threads_per_row %u used, %u asked", label, used.threads_per_row,
+                       req->threads_per_row);
+        }
       } else {
         cr_assert_eq(used.rows_per_item, req->rows_per_item, "%s: rows %u used, %u asked", label,
                      used.rows_per_item, req->rows_per_item);
@@ -521,8 +579,8 @@ Test(attention, explicit_configs, .timeout = 300.0) {
       cr_assert_eq(st, CLATTN_SUCCESS, "%s: %s (%s)", label, clattn_status_name(st),
                    test_last_error(ctx));
       char full[400];
-      snprintf(full, sizeof full, "%s block_m=%u block_n=%u rows=%u", label, req->block_m,
-               req->block_n, req->rows_per_item);
+      snprintf(full, sizeof full, "%s block_m=%u block_n=%u rows=%u threads_per_row=%u", label,
+               req->block_m, req->block_n, req->rows_per_item, used.threads_per_row);
       test_check(&desc, p.q, p.k, p.v, NULL, p.o, p.lse, full);
       test_problem_free(&p);
     }

@@ -516,18 +516,26 @@ Test(errors, invalid_config) {
   clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;
   static const struct {
     clattn_variant variant;
-    unsigned block_m, block_n, rows_per_item;
+    unsigned block_m, block_n, rows_per_item, threads_per_row;
   } bad[] = {
-      {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 3, 0},   {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 0, 100},
-      {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 3, 100}, {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 0, 17},
-      {CLATTN_VARIANT_TILED_LOCAL, 0, 3, 0},        {CLATTN_VARIANT_TILED_LOCAL, 0, 512, 0},
-      {CLATTN_VARIANT_TILED_LOCAL, 0, 48, 0},       {CLATTN_VARIANT_TILED_LOCAL, 1u << 20, 0, 0},
+      {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 3, 0, 0},
+      {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 0, 100, 0},
+      {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 3, 100, 0},
+      {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 0, 17, 0},
+      {CLATTN_VARIANT_TILED_LOCAL, 0, 3, 0, 0},
+      {CLATTN_VARIANT_TILED_LOCAL, 0, 512, 0, 0},
+      {CLATTN_VARIANT_TILED_LOCAL, 0, 48, 0, 0},
+      {CLATTN_VARIANT_TILED_LOCAL, 1u << 20, 0, 0, 0},
+      {CLATTN_VARIANT_TILED_LOCAL, 0, 0, 0, 3},
+      {CLATTN_VARIANT_TILED_LOCAL, 0, 0, 0, 64},
+      {CLATTN_VARIANT_REGISTER_BLOCKED, 0, 0, 0, 2},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
     clattn_attention_config c = test_config(bad[i].variant);
     c.block_m = bad[i].block_m;
     c.block_n = bad[i].block_n;
     c.rows_per_item = bad[i].rows_per_item;
+    c.threads_per_row = bad[i].threads_per_row;
     clattn_status st = clattn_attention_get_config(ctx, &desc, &c, &used);
     cr_assert_eq(st, CLATTN_ERROR_INVALID_CONFIG, "get_config %s block_m=%u block_n=%u rows=%u: %s",
                  test_variant_name(c.variant), c.block_m, c.block_n, c.rows_per_item,

@@ -25,7 +25,7 @@ typedef struct options {
   size_t batch, heads, kv_heads, seq, seq_kv, head_dim;
   int causal;
   clattn_variant variant;
-  unsigned block_m, block_n, rows_per_item;
+  unsigned block_m, block_n, rows_per_item, threads_per_row;
   long reps, warmup;
   clattn_layout layout;
   uint64_t seed;
@@ -74,7 +74,8 @@ static void print_usage(FILE* f) {
           "  --causal              causal mask, bottom-right aligned\n"
           "  --layout bhnd|bnhd    tensor layout (bhnd)\n"
           "  --variant auto|tiled|regblock   kernel variant (auto: from the device type)\n"
-          "  --block-m N, --block-n N, --rows-per-item N   kernel config (0: default)\n"
+          "  --block-m N, --block-n N, --rows-per-item N, --threads-per-row N\n"
+          "                                  kernel config (0: default)\n"
           "  --reps N              timed repetitions (10)\n"
           "  --warmup N            untimed repetitions after the first call (2)\n"
           "  --seed N              input generator seed (1)\n"
@@ -185,6 +186,8 @@ static int parse_options(int argc, char** argv, options* o) {
         o->block_n = (unsigned)n;
       } else if (strcmp(a, "--rows-per-item") == 0) {
         o->rows_per_item = (unsigned)n;
+      } else if (strcmp(a, "--threads-per-row") == 0) {
+        o->threads_per_row = (unsigned)n;
       } else if (strcmp(a, "--reps") == 0) {
         o->reps = (long)n;
       } else if (strcmp(a, "--warmup") == 0) {
@@ -365,9 +368,9 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
   printf("shape      B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu %s%s, fp32\n", d->batch, d->heads_q,
          d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
          d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd", d->causal ? ", causal" : "");
-  printf("config     %s block_m=%u block_n=%u rows_per_item=%u (source: %s)\n",
+  printf("config     %s block_m=%u block_n=%u rows_per_item=%u threads_per_row=%u (source: %s)\n",
          variant_name(r->config.variant), r->config.block_m, r->config.block_n,
-         r->config.rows_per_item, source_name(r->config.source));
+         r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf("first call %.3f ms = get_config %.3f ms (builds the kernel) + first run %.3f ms\n",
          r->first_ms, r->get_config_ms, r->first_attention_ms);
   printf("wall       median %.3f ms, min %.3f ms over %ld reps (enqueue + clFinish)\n",
@@ -411,9 +414,9 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
       d->causal ? "true" : "false", d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd");
   printf(
       ",\"config\":{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
-      "\"source\":\"%s\"}",
+      "\"threads_per_row\":%u,\"source\":\"%s\"}",
       variant_name(r->config.variant), r->config.block_m, r->config.block_n,
-      r->config.rows_per_item, source_name(r->config.source));
+      r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf(",\"reps\":%ld,\"warmup\":%ld,\"first_call_ms\":", o->reps, o->warmup);
   json_number(stdout, r->first_ms);
   printf(",\"get_config_ms\":");
@@ -540,6 +543,7 @@ int main(int argc, char** argv) {
   requested.block_m = o.block_m;
   requested.block_n = o.block_n;
   requested.rows_per_item = o.rows_per_item;
+  requested.threads_per_row = o.threads_per_row;
   r.config.struct_size = sizeof r.config;
 
   /* Validates the shape with a detailed message, and builds the kernel (timed as part of the

@@ -236,8 +236,9 @@ typedef struct clattn_attention_buffers {
 
 typedef enum clattn_variant {
   CLATTN_VARIANT_AUTO = 0, /* from the device type: GPU-style on GPUs, CPU-style otherwise */
-  /* GPU-style: a work-group of block_m work-items, one query row each, stages block_n keys
-   * and values at a time in local memory. */
+  /* GPU-style: a work-group owns block_m query rows, threads_per_row work-items per row
+   * (each with a slice of the head dim), and stages block_n keys and values at a time in
+   * local memory. */
   CLATTN_VARIANT_TILED_LOCAL = 1,
   /* CPU-style: K is first staged transposed (keys contiguous), then each work-item keeps
    * rows_per_item query rows in registers and walks keys block_n at a time in float
@@ -258,9 +259,14 @@ typedef enum clattn_config_source {
 typedef struct clattn_attention_config {
   size_t struct_size; /* sizeof(clattn_attention_config) */
   clattn_variant variant;
-  unsigned block_m;            /* query rows per work-group (TILED_LOCAL) */
-  unsigned block_n;            /* keys per tile: 16..256 power of two (REGISTER_BLOCKED: >= 16) */
-  unsigned rows_per_item;      /* query rows per work-item (REGISTER_BLOCKED), 1..16 */
+  /* Query rows per work-group. REGISTER_BLOCKED: equal to rows_per_item. */
+  unsigned block_m;
+  /* Keys per tile. TILED_LOCAL: a power of two up to 256; REGISTER_BLOCKED: a multiple of
+   * 16 up to 256. */
+  unsigned block_n;
+  unsigned rows_per_item;      /* query rows per work-item: REGISTER_BLOCKED 1..16, else 1 */
+  unsigned threads_per_row;    /* work-items per query row: TILED_LOCAL 1..32 (power of two),
+                                  else 1 */
   clattn_config_source source; /* output only */
 } clattn_attention_config;
 
