@@ -221,6 +221,36 @@ run_clattn() {
   return $rc
 }
 
+# Runs the tiled variant over block_m x threads_per_row x block_n at N=4096 (no check: the
+# default-config runs above check results) and prints one line per config.
+sweep_tiled() {
+  local d bm tpr bn out
+  printf '%-5s %-8s %-16s %-8s %10s %10s\n' D block_m threads_per_row block_n "ms" "GFLOP/s"
+  for d in 64 128; do
+    for tpr in 1 2 4 8; do
+      for bm in 16 32 64 128; do
+        ((bm * tpr > 1024)) && continue
+        for bn in 16 32 64; do
+          out=$("$CLATTN_RUN" --json --no-check --batch 1 --heads 8 --seq 4096 --head-dim "$d" \
+            --variant tiled --block-m "$bm" --threads-per-row "$tpr" --block-n "$bn" --reps 5 \
+            --warmup 1 2>/dev/null)
+          echo "$out" | python3 -c '
+import json, sys
+try:
+    r = json.loads(sys.stdin.read())
+    ms = (r.get("device_ms") or r.get("kernel_ms") or r["wall_ms"])["median"]
+    g = r["gflops"]
+    print("%-5s %-8s %-16s %-8s %10.3f %10.1f" % (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], ms,
+          g.get("device_median") or g.get("wall_median")))
+except Exception:
+    print("%-5s %-8s %-16s %-8s %10s" % (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], "n/a"))
+' "$d" "$bm" "$tpr" "$bn"
+        done
+      done
+    done
+  done
+}
+
 summary_table() {
   python3 - "$RESULTS/clattn-run.jsonl" "$RESULTS/sdpa.jsonl" <<'EOF'
 import json, sys
@@ -294,7 +324,7 @@ main() {
   info=$(find_tool clattn-info)
   CLATTN_RUN=$(find_tool clattn-run)
   export ROOT BUILD_DIR RESULTS CLATTN_RUN
-  export -f run_tests fix_ctest_paths run_clattn
+  export -f run_tests fix_ctest_paths run_clattn sweep_tiled
   if [[ -n "$info" ]]; then
     step "clattn-info" 60 "$info"
     timeout 30 "$info" --json >"$RESULTS/clattn-info.json" 2>/dev/null && device_ok=1
@@ -329,14 +359,7 @@ main() {
     step "clattn-run N=4096 D=128 causal" 60 run_clattn "${common[@]}" --seq 4096 \
       --head-dim 128 --causal
     # Tile sizes of the GPU-style variant, to choose defaults for this device.
-    local bm bn
-    for bm in 32 64 128; do
-      for bn in 16 32 64; do
-        step "clattn-run N=4096 D=64 tiled block_m=$bm block_n=$bn" 30 run_clattn --batch 1 \
-          --heads 8 --reps 5 --warmup 1 --seq 4096 --head-dim 64 --variant tiled \
-          --block-m $bm --block-n $bn
-      done
-    done
+    step "tiled config sweep" 150 sweep_tiled
     # The CPU-style variant on the GPU, for comparison (work-groups of one item: slow there).
     step "clattn-run N=1024 D=64 regblock" 60 run_clattn --batch 1 --heads 8 --reps 5 \
       --warmup 1 --seq 1024 --head-dim 64 --variant regblock
