@@ -6,8 +6,13 @@
 
 /* Local memory left for the tiles: some compilers reserve a little for themselves. */
 #define LOCAL_MEM_RESERVE 1024
-#define TILED_MAX_BLOCK_M 64
-#define TILED_MAX_BLOCK_N 64
+/* Tiled defaults, from a sweep on an H100/H200 (tools/gpu-check.sh): one work-item per row
+ * and 128 rows per group up to head_dim 64; beyond that the head dim is shared by 2 or 4
+ * work-items (fewer registers each) and groups have 64 rows. 32 keys per tile, or fewer
+ * where local memory is short. */
+#define TILED_BLOCK_M_ONE_ITEM 128
+#define TILED_BLOCK_M_SHARED 64
+#define TILED_MAX_BLOCK_N 32
 #define REGBLOCK_ROWS 8
 #define REGBLOCK_BLOCK_N 32
 
@@ -49,10 +54,10 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
     /* Several work-items per row keep the registers per work-item bounded for large head
      * dims and give the device more work-items. */
     if (!c->threads_per_row) {
-      c->threads_per_row = shape->head_dim >= 128 ? 4 : shape->head_dim >= 48 ? 2 : 1;
+      c->threads_per_row = shape->head_dim >= 128 ? 4 : shape->head_dim > 64 ? 2 : 1;
     }
     if (!c->block_m) {
-      unsigned m = TILED_MAX_BLOCK_M;
+      unsigned m = c->threads_per_row == 1 ? TILED_BLOCK_M_ONE_ITEM : TILED_BLOCK_M_SHARED;
       while (m > 1 && (size_t)m * c->threads_per_row > max_group(ctx)) m /= 2;
       c->block_m = m;
     }
