@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every kernel variant on tiny shapes (tails, causal, GQA, LSE, head dims 1 and 256)
+# under Oclgrind with data-race and bounds checking. Fails on any Oclgrind report, and on a
+# result outside the reference's tolerance.
+#   tests/oclgrind_check.sh OCLGRIND CLATTN_RUN
+set -u
+oclgrind=$1
+run=$2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+failed=0
+shapes=(
+  "--seq 37 --seq-kv 45 --head-dim 8 --heads 4 --kv-heads 2 --causal"
+  "--seq 45 --seq-kv 37 --head-dim 1 --heads 2 --kv-heads 1 --causal"
+  "--seq 20 --seq-kv 17 --head-dim 256 --heads 1"
+  "--seq 33 --seq-kv 33 --head-dim 80 --heads 2 --layout bnhd --causal"
+)
+configs=(
+  "--variant regblock"
+  "--variant regblock --rows-per-item 3 --block-n 16"
+  "--variant tiled"
+  "--variant tiled --block-m 8 --threads-per-row 4 --block-n 8"
+)
+for shape in "${shapes[@]}"; do
+  for config in "${configs[@]}"; do
+    # shellcheck disable=SC2086  # shape and config are argument lists
+    "$oclgrind" --data-races --check-api "$run" $shape $config --reps 1 --warmup 0 >"$log" 2>&1
+    rc=$?
+    if ((rc != 0)) || grep -qiE 'invalid (read|write)|data race|uninitiali|error' "$log"; then
+      echo "FAIL: $shape $config (exit $rc)"
+      sed -n '1,40p' "$log"
+      failed=1
+    else
+      echo "ok:   $shape $config"
+    fi
+  done
+done
+exit $failed
