@@ -1,5 +1,5 @@
 /* CPU-style fused attention, with no barrier at all. K is first staged transposed
- * (clattn_stage_kt: [batch, heads_kv, HEAD_DIM, kt_stride], keys contiguous and zero-padded
+ * (clattn_stage_kt: per (batch, kv head), tiles of HEAD_DIM x BLOCK_N, keys contiguous, zero-padded
  * to a multiple of BLOCK_N), so 16 keys load as one float16. Each work-item then keeps
  * ROWS query rows and their output accumulators in registers and walks the keys BLOCK_N at
  * a time: scores as outer products (one K vector times ROWS broadcast query values), an
@@ -34,8 +34,9 @@ typedef float pv_t;
 
 #define PV_VECS (HEAD_DIM / PV_VEC)
 
-/* One work-item per (key, dim, batch * heads_kv): kt[bh][d][j] = K[b][hk][j][d], zero for
- * j >= seq_kv. */
+/* One work-item per (key, dim, batch * heads_kv). Kᵀ is stored tile by tile, so that the
+ * BLOCK_N x HEAD_DIM block a step of the main kernel reads is contiguous:
+ * kt[bh][j / BLOCK_N][d][j % BLOCK_N] = K[b][hk][j][d], zero for j >= seq_kv. */
 __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb, uint k_sh,
                               uint k_sn, uint heads_kv, uint seq_kv, __global float* restrict kt,
                               uint kt_stride) {
@@ -46,7 +47,8 @@ __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint
   const uint hk = bh % heads_kv;
   float x = 0.0f;
   if (j < seq_kv) x = k[k_off + b * k_sb + hk * k_sh + j * k_sn + d];
-  kt[(bh * HEAD_DIM + d) * kt_stride + j] = x;
+  kt[bh * HEAD_DIM * kt_stride + (j / BLOCK_N) * (HEAD_DIM * BLOCK_N) + d * BLOCK_N + j % BLOCK_N] =
+      x;
 }
 
 /* max, not fmax: NaN handling is not needed here (a NaN score makes the row NaN anyway). */
@@ -114,7 +116,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
 
     /* S = Q Kᵀ as HEAD_DIM outer products of ROWS query values and BLOCK_N keys. */
     for (int d = 0; d < HEAD_DIM; ++d) {
-      __global const float* kd = ktb + (uint)d * kt_stride + (uint)j0;
+      __global const float* kd = ktb + (uint)j0 * HEAD_DIM + (uint)d * BLOCK_N;
       float16 kv[KEY_VECS];
 #pragma unroll
       for (int c = 0; c < KEY_VECS; ++c) kv[c] = vload16(c, kd);
@@ -131,24 +133,25 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       int16 hidden[KEY_VECS];
-      float tile_max = CLATTN_MASKED;
+      float16 vmax = (float16)(CLATTN_MASKED);
 #pragma unroll
       for (int c = 0; c < KEY_VECS; ++c) {
         hidden[c] = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);
         if (masked) s[r][c] = select(s[r][c], (float16)(CLATTN_MASKED), hidden[c]);
-        tile_max = max(tile_max, hmax16(s[r][c]));
+        vmax = max(vmax, s[r][c]);
       }
-      const float m_new = fmax(m[r], tile_max);
+      /* One horizontal reduction per row and tile: lanes first, then across the vector. */
+      const float m_new = max(m[r], hmax16(vmax));
       const float corr = exp2(m[r] - m_new);
-      float sum = 0.0f;
+      float16 vsum = (float16)(0.0f);
 #pragma unroll
       for (int c = 0; c < KEY_VECS; ++c) {
         float16 e = exp2(s[r][c] - (float16)(m_new));
         if (masked) e = select(e, (float16)(0.0f), hidden[c]);
-        sum += hsum16(e);
+        vsum += e;
         vstore16(e, c, p[r]);
       }
-      l[r] = l[r] * corr + sum;
+      l[r] = l[r] * corr + hsum16(vsum);
       m[r] = m_new;
       scale_by[r] = corr;
     }
