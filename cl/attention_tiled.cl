@@ -1,6 +1,7 @@
 /* GPU-style fused attention. One work-group owns BLOCK_M query rows of one (batch, head);
- * TPR work-items share each row, each keeping an interleaved slice of the head dim
- * (d = t + TPR * i) of the query and of the output accumulator in registers. The group
+ * TPR work-items share each row, each keeping an interleaved slice of the head dim in float4
+ * chunks (chunk t + TPR * i) of the query and of the output accumulator in registers. Tiles
+ * are read from local memory as float4, four multiply-adds per load. The group
  * walks the keys BLOCK_N at a time, staging the K and V tiles in local memory. Each
  * work-item computes partial dot products over its slice; with TPR > 1 they are summed
  * through local memory, so every work-item of a row holds the row's scores and runs the
@@ -9,8 +10,9 @@
  * Build macros: HEAD_DIM, BLOCK_M (rows per work-group), BLOCK_N (keys per tile),
  * TPR (work-items per row, a power of two). The work-group has BLOCK_M * TPR work-items. */
 
-#define SLICE ((HEAD_DIM + TPR - 1) / TPR) /* head-dim elements per work-item */
-#define DPAD (SLICE * TPR)                 /* tile row pitch, zero-padded past HEAD_DIM */
+#define SLICE ((HEAD_DIM + 4 * TPR - 1) / (4 * TPR)) /* float4 chunks per work-item */
+#define DPAD4 (SLICE * TPR)                          /* tile row pitch in float4 */
+#define DPAD (DPAD4 * 4)                             /* in floats, zero-padded past HEAD_DIM */
 #define GROUP (BLOCK_M * TPR)
 /* Partial sums of row r, key j, slice t at red[r * RED_PITCH + j * TPR + t]; the pitch's
  * extra TPR puts the rows of a warp in different banks. */
@@ -18,8 +20,10 @@
 
 __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attention_tiled(
     CLATTN_ATTENTION_ARGS) {
-  __local float ks[BLOCK_N * DPAD];
-  __local float vs[BLOCK_N * DPAD];
+  __local float4 ks4[BLOCK_N * DPAD4];
+  __local float4 vs4[BLOCK_N * DPAD4];
+  __local float* ks = (__local float*)ks4;
+  __local float* vs = (__local float*)vs4;
 #if TPR > 1
   __local float red[BLOCK_M * RED_PITCH];
 #endif
@@ -42,15 +46,20 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
   const uint kbase = k_off + b * k_sb + hk * k_sh;
   const uint vbase = v_off + b * v_sb + hk * v_sh;
 
-  float qr[SLICE];
-  float acc[SLICE];
+  float4 qr[SLICE];
+  float4 acc[SLICE];
+  __global const float* qrow = q + q_off + b * q_sb + h * q_sh + (uint)row * q_sn;
   for (int i = 0; i < SLICE; ++i) {
-    const int d = t + TPR * i;
-    qr[i] = 0.0f;
-    acc[i] = 0.0f;
-    if (row < (int)seq_q && d < HEAD_DIM) {
-      qr[i] = q[q_off + b * q_sb + h * q_sh + (uint)row * q_sn + (uint)d] * scale_log2;
+    const int d = 4 * (t + TPR * i);
+    float4 x = (float4)(0.0f);
+    if (row < (int)seq_q) {
+      if (d < HEAD_DIM) x.s0 = qrow[d];
+      if (d + 1 < HEAD_DIM) x.s1 = qrow[d + 1];
+      if (d + 2 < HEAD_DIM) x.s2 = qrow[d + 2];
+      if (d + 3 < HEAD_DIM) x.s3 = qrow[d + 3];
     }
+    qr[i] = x * scale_log2;
+    acc[i] = (float4)(0.0f);
   }
   float m = CLATTN_MASKED; /* running max, log2 units */
   float l = 0.0f;          /* running sum of exp2(score - m) */
@@ -72,9 +81,9 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
 
     float s[BLOCK_N];
     for (int jj = 0; jj < BLOCK_N; ++jj) {
-      float dot = 0.0f;
-      for (int i = 0; i < SLICE; ++i) dot = fma(qr[i], ks[jj * DPAD + t + TPR * i], dot);
-      s[jj] = dot;
+      float4 dot4 = (float4)(0.0f);
+      for (int i = 0; i < SLICE; ++i) dot4 = fma(qr[i], ks4[jj * DPAD4 + t + TPR * i], dot4);
+      s[jj] = (dot4.s0 + dot4.s1) + (dot4.s2 + dot4.s3);
     }
 #if TPR > 1
     for (int jj = 0; jj < BLOCK_N; ++jj) red[lrow * RED_PITCH + jj * TPR + t] = s[jj];
@@ -99,7 +108,8 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
     for (int jj = 0; jj < BLOCK_N; ++jj) {
       const float p = j0 + jj < row_limit ? exp2(s[jj] - m_new) : 0.0f;
       l += p;
-      for (int i = 0; i < SLICE; ++i) acc[i] = fma(p, vs[jj * DPAD + t + TPR * i], acc[i]);
+      for (int i = 0; i < SLICE; ++i)
+        acc[i] = fma((float4)(p), vs4[jj * DPAD4 + t + TPR * i], acc[i]);
     }
     m = m_new;
   }
@@ -108,8 +118,12 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
     const float inv = clattn_inv_sum(l);
     __global float* orow = o + o_off + b * o_sb + h * o_sh + (uint)row * o_sn;
     for (int i = 0; i < SLICE; ++i) {
-      const int d = t + TPR * i;
-      if (d < HEAD_DIM) orow[d] = acc[i] * inv;
+      const int d = 4 * (t + TPR * i);
+      const float4 x = acc[i] * inv;
+      if (d < HEAD_DIM) orow[d] = x.s0;
+      if (d + 1 < HEAD_DIM) orow[d + 1] = x.s1;
+      if (d + 2 < HEAD_DIM) orow[d + 2] = x.s2;
+      if (d + 3 < HEAD_DIM) orow[d + 3] = x.s3;
     }
     if (has_lse && t == 0) {
       lse[lse_off + (b * heads_q + h) * seq_q + (uint)row] = clattn_lse(m, l);

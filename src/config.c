@@ -19,10 +19,12 @@
 static int is_pow2(unsigned x) { return x && !(x & (x - 1)); }
 
 /* Local memory of the tiled kernel: K and V tiles with rows padded to a multiple of
- * threads_per_row, and the partial dot products when rows are shared (cl/attention_tiled.cl). */
+ * 4 * threads_per_row, and the partial dot products when rows are shared (cl/attention_tiled.cl).
+ */
 static size_t tiled_local_bytes(size_t head_dim, const clattn_attention_config* c) {
+  size_t chunk = 4 * (size_t)c->threads_per_row; /* float4 chunks per row, one each */
   size_t tpr = c->threads_per_row;
-  size_t dpad = (head_dim + tpr - 1) / tpr * tpr;
+  size_t dpad = (head_dim + chunk - 1) / chunk * chunk;
   size_t bytes = 2 * (size_t)c->block_n * dpad;
   if (tpr > 1) bytes += (size_t)c->block_m * (c->block_n * tpr + tpr);
   return bytes * sizeof(float);

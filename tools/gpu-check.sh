@@ -227,8 +227,8 @@ sweep_tiled() {
   local d bm tpr bn out
   printf '%-5s %-8s %-16s %-8s %10s %10s\n' D block_m threads_per_row block_n "ms" "GFLOP/s"
   for d in 64 128; do
-    for tpr in 1 2 4 8; do
-      for bm in 16 32 64 128; do
+    for tpr in 1 2 4; do
+      for bm in 32 64 128; do
         ((bm * tpr > 1024)) && continue
         for bn in 16 32 64; do
           out=$("$CLATTN_RUN" --json --no-check --batch 1 --heads 8 --seq 4096 --head-dim "$d" \
