@@ -6,13 +6,12 @@
 
 /* Local memory left for the tiles: some compilers reserve a little for themselves. */
 #define LOCAL_MEM_RESERVE 1024
-/* Tiled defaults, from a sweep on an H100/H200 (tools/gpu-check.sh): one work-item per row
- * and 128 rows per group up to head_dim 64; beyond that the head dim is shared by 2 or 4
- * work-items (fewer registers each) and groups have 64 rows. 32 keys per tile, or fewer
- * where local memory is short. */
-#define TILED_BLOCK_M_ONE_ITEM 128
-#define TILED_BLOCK_M_SHARED 64
-#define TILED_MAX_BLOCK_N 32
+/* Tiled defaults, from sweeps on an H100 and an H200 (tools/gpu-check.sh, N = 4096): the
+ * head dim is shared by 2 work-items from head_dim 33 on and by 4 from 192 on (fewer
+ * registers each), work-groups have 256 work-items (at most 128 rows), and tiles have 32
+ * keys with one work-item per row, else 16 (or fewer where local memory is short). */
+#define TILED_GROUP_ITEMS 256
+#define TILED_MAX_BLOCK_M 128
 #define REGBLOCK_ROWS 8
 #define REGBLOCK_BLOCK_N 32
 
@@ -56,15 +55,17 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
     /* Several work-items per row keep the registers per work-item bounded for large head
      * dims and give the device more work-items. */
     if (!c->threads_per_row) {
-      c->threads_per_row = shape->head_dim >= 128 ? 4 : shape->head_dim > 64 ? 2 : 1;
+      c->threads_per_row = shape->head_dim >= 192 ? 4 : shape->head_dim > 32 ? 2 : 1;
     }
     if (!c->block_m) {
-      unsigned m = c->threads_per_row == 1 ? TILED_BLOCK_M_ONE_ITEM : TILED_BLOCK_M_SHARED;
+      unsigned m = TILED_GROUP_ITEMS / c->threads_per_row;
+      if (m > TILED_MAX_BLOCK_M) m = TILED_MAX_BLOCK_M;
+      if (m == 0) m = 1;
       while (m > 1 && (size_t)m * c->threads_per_row > max_group(ctx)) m /= 2;
       c->block_m = m;
     }
     if (!c->block_n) {
-      c->block_n = TILED_MAX_BLOCK_N;
+      c->block_n = c->threads_per_row == 1 ? 32 : 16;
       while (c->block_n > 1 && tiled_local_bytes(shape->head_dim, c) > local_budget(ctx)) {
         c->block_n /= 2;
       }

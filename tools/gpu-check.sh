@@ -14,7 +14,7 @@
 #
 # Environment: BUILD_DIR, CLATTN_DEVICE (default NVIDIA), GPU_CHECK_BUDGET (seconds for the
 # whole run, default 340), GPU_CHECK_TEST_TIMEOUT (seconds for the tests, default 150),
-# GPU_CHECK_QUICK=1 (skip the tests).
+# GPU_CHECK_QUICK=1 (skip the tests), GPU_CHECK_SWEEP=0 (skip the tile-size sweep).
 #
 # `bash tools/gpu-check.sh prepare` (on the Debian build machine, not the GPU machine)
 # downloads those runtime .debs with apt-get and unpacks them into .gpu/.
@@ -359,7 +359,11 @@ main() {
     step "clattn-run N=4096 D=128 causal" 60 run_clattn "${common[@]}" --seq 4096 \
       --head-dim 128 --causal
     # Tile sizes of the GPU-style variant, to choose defaults for this device.
-    step "tiled config sweep" 150 sweep_tiled
+    if [[ "${GPU_CHECK_SWEEP:-1}" == 1 ]]; then
+      step "tiled config sweep" 150 sweep_tiled
+    else
+      skip "tiled config sweep" "GPU_CHECK_SWEEP=0"
+    fi
     # The CPU-style variant on the GPU, for comparison (work-groups of one item: slow there).
     step "clattn-run N=1024 D=64 regblock" 60 run_clattn --batch 1 --heads 8 --reps 5 \
       --warmup 1 --seq 1024 --head-dim 64 --variant regblock
