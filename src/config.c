@@ -57,7 +57,8 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
     if (!c->threads_per_row) {
       c->threads_per_row = shape->head_dim >= 192 ? 4 : shape->head_dim > 32 ? 2 : 1;
     }
-    if (!c->block_m) {
+    const int default_m = !c->block_m;
+    if (default_m) {
       unsigned m = TILED_GROUP_ITEMS / c->threads_per_row;
       if (m > TILED_MAX_BLOCK_M) m = TILED_MAX_BLOCK_M;
       if (m == 0) m = 1;
@@ -68,6 +69,11 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
       c->block_n = c->threads_per_row == 1 ? 32 : 16;
       while (c->block_n > 1 && tiled_local_bytes(shape->head_dim, c) > local_budget(ctx)) {
         c->block_n /= 2;
+      }
+    } else if (default_m) {
+      /* A given block_n: fewer rows per group where the tiles do not fit beside them. */
+      while (c->block_m > 1 && tiled_local_bytes(shape->head_dim, c) > local_budget(ctx)) {
+        c->block_m /= 2;
       }
     }
     c->rows_per_item = 1;
