@@ -39,6 +39,17 @@ static clattn_strides ref_strides(clattn_strides given, clattn_layout layout, si
   return s;
 }
 
+clattn_strides clattn_ref_strides(const clattn_attention_desc* desc, char which) {
+  const int is_q = which == 'q' || which == 'o';
+  const size_t heads = is_q ? desc->heads_q : (desc->heads_kv ? desc->heads_kv : desc->heads_q);
+  const size_t seq = is_q ? desc->seq_q : desc->seq_kv;
+  const clattn_strides given = which == 'q'   ? desc->q_strides
+                               : which == 'k' ? desc->k_strides
+                               : which == 'v' ? desc->v_strides
+                                              : desc->o_strides;
+  return ref_strides(given, desc->layout, heads, seq, desc->head_dim);
+}
+
 static int ref_geometry_init(const clattn_attention_desc* desc, ref_geometry* g) {
   if (desc == NULL) return -1;
   if (desc->struct_size < offsetof(clattn_attention_desc, o_strides) + sizeof(clattn_strides)) {

@@ -18,6 +18,10 @@ int clattn_ref_attention(const clattn_attention_desc* desc, const float* q, cons
                          const float* v, const int32_t* kv_lengths, double* o, double* lse,
                          size_t rows_step);
 
+/* Strides of tensor `which` ('q', 'k', 'v', 'o') under the header's rule: the descriptor's
+ * own, or those of its layout when all three are 0. */
+clattn_strides clattn_ref_strides(const clattn_attention_desc* desc, char which);
+
 /* Per-row error bound for comparing a float32 result with the reference: see the comment in
  * reference.c for its derivation. Computed for query row i of (batch b, head h). */
 double clattn_ref_row_tolerance(const clattn_attention_desc* desc, const float* q, const float* k,

@@ -75,27 +75,10 @@ static inline size_t test_heads_kv(const clattn_attention_desc* desc) {
   return desc->heads_kv == 0 ? desc->heads_q : desc->heads_kv;
 }
 
-/* Strides of tensor `which` ('q', 'k', 'v', 'o'), computed here from the header's rules. */
+/* Strides of tensor `which` ('q', 'k', 'v', 'o'), from the reference's reading of the
+ * header's rules. */
 static inline clattn_strides test_strides(const clattn_attention_desc* desc, char which) {
-  clattn_strides s = which == 'q'   ? desc->q_strides
-                     : which == 'k' ? desc->k_strides
-                     : which == 'v' ? desc->v_strides
-                                    : desc->o_strides;
-  if (s.batch != 0 || s.head != 0 || s.seq != 0) return s;
-  const int is_q = which == 'q' || which == 'o';
-  const size_t heads = is_q ? desc->heads_q : test_heads_kv(desc);
-  const size_t seq = is_q ? desc->seq_q : desc->seq_kv;
-  const size_t dim = desc->head_dim;
-  if (desc->layout == CLATTN_LAYOUT_BNHD) {
-    s.head = dim;
-    s.seq = heads * dim;
-    s.batch = seq * heads * dim;
-  } else {
-    s.seq = dim;
-    s.head = seq * dim;
-    s.batch = heads * seq * dim;
-  }
-  return s;
+  return clattn_ref_strides(desc, which);
 }
 
 /* Elements spanned by tensor `which` ('q', 'k', 'v', 'o', 'l'): max index + 1. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "clattn/clattn.h"
+#include "tool_util.h"
 
 #define MAX_PLATFORMS 64
 #define MAX_DEVICES 64
@@ -52,25 +53,13 @@ static void print_usage(FILE* f) {
           "  --device SPEC  show what SPEC would select instead of CLATTN_DEVICE\n"
           "  --help         print this help\n"
           "\n"
-          "Device selectors: \"P:D\" (platform and device index as listed) or a\n"
-          "case-insensitive substring of the device name, platform name or vendor.\n"
+          "Device selectors: \"P:D\" (platform and device index as listed), gpu, cpu or\n"
+          "accelerator (the first device of that type), or a case-insensitive substring\n"
+          "of the device name or vendor or of the platform name or vendor.\n"
           "Without one, CLATTN_DEVICE is used, else the default rule (%s).\n"
           "\n"
           "Exit status: 0 ok, 1 no OpenCL platform or device, 2 selector matches nothing.\n",
           kDefaultRule);
-}
-
-static const char* device_type_name(clattn_device_type type) {
-  switch (type) {
-    case CLATTN_DEVICE_TYPE_CPU:
-      return "CPU";
-    case CLATTN_DEVICE_TYPE_GPU:
-      return "GPU";
-    case CLATTN_DEVICE_TYPE_ACCELERATOR:
-      return "ACCELERATOR";
-    default:
-      return "OTHER";
-  }
 }
 
 /* "15.6 GiB" style, in buf. */
@@ -88,38 +77,6 @@ static const char* format_bytes(char* buf, size_t size, cl_ulong bytes) {
     snprintf(buf, size, "%.1f %s", value, kUnits[unit]);
   }
   return buf;
-}
-
-/* Writes s as a JSON string literal (quotes included). Bytes >= 0x80 pass through, so
- * UTF-8 input stays UTF-8. */
-static void json_string(FILE* f, const char* s) {
-  fputc('"', f);
-  for (const unsigned char* p = (const unsigned char*)(s ? s : ""); *p; ++p) {
-    switch (*p) {
-      case '"':
-        fputs("\\\"", f);
-        break;
-      case '\\':
-        fputs("\\\\", f);
-        break;
-      case '\n':
-        fputs("\\n", f);
-        break;
-      case '\r':
-        fputs("\\r", f);
-        break;
-      case '\t':
-        fputs("\\t", f);
-        break;
-      default:
-        if (*p < 0x20 || *p == 0x7f) {
-          fprintf(f, "\\u%04x", (unsigned)*p);
-        } else {
-          fputc(*p, f);
-        }
-    }
-  }
-  fputc('"', f);
 }
 
 /* Trims trailing blanks that some drivers leave in their strings. */
@@ -179,7 +136,7 @@ static void print_device_text(const platform_entry* pl, cl_uint p, cl_uint d, in
            clattn_status_string(dev->status));
     return;
   }
-  printf("    %-19s%s\n", "type", device_type_name(in->type));
+  printf("    %-19s%s\n", "type", tool_device_type_name(in->type));
   printf("    %-19s%s\n", "vendor", in->vendor);
   printf("    %-19s%s\n", "driver version", in->driver_version);
   printf("    %-19s%s\n", "device version", in->device_version);
@@ -230,22 +187,22 @@ static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int sele
          d, selected ? "true" : "false");
   if (dev->status != CLATTN_SUCCESS) {
     printf(",\"query_status\":");
-    json_string(stdout, clattn_status_name(dev->status));
+    tool_json_string(stdout, clattn_status_name(dev->status));
     printf("}");
     return;
   }
   printf(",\"name\":");
-  json_string(stdout, in->name);
+  tool_json_string(stdout, in->name);
   printf(",\"type\":");
-  json_string(stdout, device_type_name(in->type));
+  tool_json_string(stdout, tool_device_type_name(in->type));
   printf(",\"vendor\":");
-  json_string(stdout, in->vendor);
+  tool_json_string(stdout, in->vendor);
   printf(",\"driver_version\":");
-  json_string(stdout, in->driver_version);
+  tool_json_string(stdout, in->driver_version);
   printf(",\"device_version\":");
-  json_string(stdout, in->device_version);
+  tool_json_string(stdout, in->device_version);
   printf(",\"opencl_c_version\":");
-  json_string(stdout, in->opencl_c_version);
+  tool_json_string(stdout, in->opencl_c_version);
   printf(",\"compute_units\":%u,\"max_clock_mhz\":%u", in->compute_units, in->max_clock_mhz);
   printf(",\"global_mem_size\":%llu,\"local_mem_size\":%llu,\"local_mem_is_global\":%s",
          (unsigned long long)in->global_mem_size, (unsigned long long)in->local_mem_size,
@@ -270,7 +227,7 @@ static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int sele
     memcpy(word, s, len);
     word[len] = '\0';
     if (!first) putchar(',');
-    json_string(stdout, word);
+    tool_json_string(stdout, word);
     first = 0;
     s = end;
   }
@@ -286,11 +243,11 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
     const platform_entry* pl = &platforms[p];
     if (p) putchar(',');
     printf("{\"index\":%u,\"name\":", p);
-    json_string(stdout, pl->name);
+    tool_json_string(stdout, pl->name);
     printf(",\"vendor\":");
-    json_string(stdout, pl->vendor);
+    tool_json_string(stdout, pl->vendor);
     printf(",\"version\":");
-    json_string(stdout, pl->version);
+    tool_json_string(stdout, pl->version);
     printf(",\"devices\":[");
     for (cl_uint d = 0; d < pl->num_devices; ++d) {
       if (d) putchar(',');
@@ -300,16 +257,16 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
     printf("]}");
   }
   printf("],\"selection\":{\"status\":");
-  json_string(stdout, clattn_status_name(sel->status));
+  tool_json_string(stdout, clattn_status_name(sel->status));
   printf(",\"message\":");
-  json_string(stdout, sel->status == CLATTN_ERROR_INVALID_ARGUMENT
-                          ? "malformed device selector (expected P:D or a name)"
-                          : clattn_status_string(sel->status));
+  tool_json_string(stdout, sel->status == CLATTN_ERROR_INVALID_ARGUMENT
+                               ? "malformed device selector (expected P:D or a name)"
+                               : clattn_status_string(sel->status));
   printf(",\"source\":");
-  json_string(stdout, sel->source);
+  tool_json_string(stdout, sel->source);
   printf(",\"spec\":");
   if (sel->spec) {
-    json_string(stdout, sel->spec);
+    tool_json_string(stdout, sel->spec);
   } else {
     printf("null");
   }
@@ -323,16 +280,16 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
   } else if (sel->spec) {
     char reason[512];
     snprintf(reason, sizeof reason, "%s=%s", sel->source, sel->spec);
-    json_string(stdout, reason);
+    tool_json_string(stdout, reason);
   } else {
     char reason[256];
     snprintf(reason, sizeof reason, "default rule (%s)", kDefaultRule);
-    json_string(stdout, reason);
+    tool_json_string(stdout, reason);
   }
   printf("}");
   if (error) {
     printf(",\"error\":");
-    json_string(stdout, error);
+    tool_json_string(stdout, error);
   }
   printf("}\n");
 }

@@ -15,6 +15,7 @@
 
 #include "clattn/clattn.h"
 #include "reference.h"
+#include "tool_util.h"
 
 /* Above this many multiply-adds per product (B*Hq*Nq*Nkv*D) the reference checks only every
  * rows_step-th query row, so the check stays a few seconds long. */
@@ -204,26 +205,6 @@ static int parse_options(int argc, char** argv, options* o) {
   return 0;
 }
 
-/* Writes s as a JSON string literal. */
-static void json_string(FILE* f, const char* s) {
-  fputc('"', f);
-  for (const unsigned char* p = (const unsigned char*)(s ? s : ""); *p; ++p) {
-    if (*p == '"' || *p == '\\') {
-      fputc('\\', f);
-      fputc(*p, f);
-    } else if (*p == '\n') {
-      fputs("\\n", f);
-    } else if (*p == '\t') {
-      fputs("\\t", f);
-    } else if (*p < 0x20 || *p == 0x7f) {
-      fprintf(f, "\\u%04x", (unsigned)*p);
-    } else {
-      fputc(*p, f);
-    }
-  }
-  fputc('"', f);
-}
-
 /* A JSON number, or null for NaN and infinities (JSON has neither). */
 static void json_number(FILE* f, double v) {
   if (isfinite(v)) {
@@ -254,19 +235,6 @@ static const char* source_name(clattn_config_source s) {
       return "fallback";
     default:
       return "unknown";
-  }
-}
-
-static const char* device_type_name(clattn_device_type t) {
-  switch (t) {
-    case CLATTN_DEVICE_TYPE_CPU:
-      return "CPU";
-    case CLATTN_DEVICE_TYPE_GPU:
-      return "GPU";
-    case CLATTN_DEVICE_TYPE_ACCELERATOR:
-      return "ACCELERATOR";
-    default:
-      return "OTHER";
   }
 }
 
@@ -306,15 +274,15 @@ static void report_clattn_error(const options* o, clattn_context* ctx, const cha
   }
   if (o->json) {
     printf("{\"ok\":false,\"error\":{\"call\":");
-    json_string(stdout, what);
+    tool_json_string(stdout, what);
     printf(",\"status\":");
-    json_string(stdout, clattn_status_name(st));
+    tool_json_string(stdout, clattn_status_name(st));
     printf(",\"message\":");
-    json_string(stdout, clattn_status_string(st));
+    tool_json_string(stdout, clattn_status_string(st));
     printf(",\"detail\":");
-    json_string(stdout, detail);
+    tool_json_string(stdout, detail);
     printf(",\"build_log\":");
-    json_string(stdout, log);
+    tool_json_string(stdout, log);
     printf("}}\n");
   } else {
     fprintf(stderr, "clattn-run: %s failed: %s (%s)\n", what, clattn_status_name(st),
@@ -328,7 +296,7 @@ static void report_clattn_error(const options* o, clattn_context* ctx, const cha
 static void report_cl_error(const options* o, const char* what, cl_int err) {
   if (o->json) {
     printf("{\"ok\":false,\"error\":{\"call\":");
-    json_string(stdout, what);
+    tool_json_string(stdout, what);
     printf(",\"status\":\"CLATTN_ERROR_OPENCL\",\"cl_error\":%d}}\n", (int)err);
   } else {
     fprintf(stderr, "clattn-run: %s failed with OpenCL error %d\n", what, (int)err);
@@ -402,11 +370,11 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
 
 static void print_json(const options* o, const clattn_attention_desc* d, const results* r) {
   printf("{\"ok\":true,\"device\":");
-  json_string(stdout, r->device_name);
+  tool_json_string(stdout, r->device_name);
   printf(",\"device_type\":");
-  json_string(stdout, r->device_type);
+  tool_json_string(stdout, r->device_type);
   printf(",\"platform\":");
-  json_string(stdout, r->platform_name);
+  tool_json_string(stdout, r->platform_name);
   printf(
       ",\"shape\":{\"batch\":%zu,\"heads_q\":%zu,\"heads_kv\":%zu,\"seq_q\":%zu,\"seq_kv\":%zu,"
       "\"head_dim\":%zu,\"causal\":%s,\"layout\":\"%s\",\"dtype\":\"f32\"}",
@@ -524,7 +492,7 @@ int main(int argc, char** argv) {
   }
   snprintf(r.device_name, sizeof r.device_name, "%s", info.name);
   snprintf(r.platform_name, sizeof r.platform_name, "%s", info.platform_name);
-  r.device_type = device_type_name(info.type);
+  r.device_type = tool_device_type_name(info.type);
   clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue);
 
   clattn_attention_desc desc = CLATTN_ATTENTION_DESC_INIT;
