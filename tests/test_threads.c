@@ -1,0 +1,127 @@
+/* One context shared by several threads at once: each thread runs attention on its own
+ * shapes (some shared, so that first builds race), half on their own in-order queues
+ * through the cl_mem entry point and half through the blocking host form on the context's
+ * queue. Every result is checked against the reference afterwards, on the main thread. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clattn/clattn.h"
+#include "test_util.h"
+
+#define NUM_THREADS 8
+#define RUNS_PER_THREAD 3
+
+typedef struct thread_job {
+  clattn_context* ctx;
+  int index;
+  clattn_attention_desc desc[RUNS_PER_THREAD];
+  clattn_variant variant[RUNS_PER_THREAD];
+  test_problem problem[RUNS_PER_THREAD];
+  clattn_status status[RUNS_PER_THREAD];
+  cl_int cl_status[RUNS_PER_THREAD];
+} thread_job;
+
+/* The cl_mem path on the thread's own queue; returns an OpenCL error, or CL_SUCCESS with
+ * *status set to clattn's. */
+static cl_int run_on_own_queue(thread_job* job, int r, cl_command_queue queue) {
+  cl_context cl_ctx = NULL;
+  clattn_context_get_cl(job->ctx, &cl_ctx, NULL, NULL);
+  test_problem* p = &job->problem[r];
+  cl_int err = CL_SUCCESS;
+  cl_mem bq =
+      clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, p->nq * 4, p->q, &err);
+  cl_mem bk =
+      clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, p->nk * 4, p->k, &err);
+  cl_mem bv =
+      clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, p->nv * 4, p->v, &err);
+  cl_mem bo = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, p->no * 4, NULL, &err);
+  cl_mem bl = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, p->nl * 4, NULL, &err);
+  if (bq && bk && bv && bo && bl) {
+    clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+    b.q = bq;
+    b.k = bk;
+    b.v = bv;
+    b.o = bo;
+    b.lse = bl;
+    const clattn_attention_config config = test_config(job->variant[r]);
+    job->status[r] = clattn_attention(job->ctx, &job->desc[r], &b, &config, queue, 0, NULL, NULL);
+    if (job->status[r] == CLATTN_SUCCESS) {
+      err = clEnqueueReadBuffer(queue, bo, CL_FALSE, 0, p->no * 4, p->o, 0, NULL, NULL);
+      if (err == CL_SUCCESS) {
+        err = clEnqueueReadBuffer(queue, bl, CL_TRUE, 0, p->nl * 4, p->lse, 0, NULL, NULL);
+      }
+    }
+  }
+  cl_mem mems[5] = {bq, bk, bv, bo, bl};
+  for (int i = 0; i < 5; ++i) {
+    if (mems[i]) clReleaseMemObject(mems[i]);
+  }
+  return err;
+}
+
+static void* thread_main(void* arg) {
+  thread_job* job = arg;
+  cl_context cl_ctx = NULL;
+  cl_device_id device = NULL;
+  clattn_context_get_cl(job->ctx, &cl_ctx, &device, NULL);
+  cl_int err = CL_SUCCESS;
+  cl_command_queue queue = clCreateCommandQueue(cl_ctx, device, 0, &err);
+  for (int r = 0; r < RUNS_PER_THREAD; ++r) {
+    test_problem* p = &job->problem[r];
+    if (job->index % 2 == 0) {
+      job->cl_status[r] = queue ? run_on_own_queue(job, r, queue) : err;
+    } else {
+      const clattn_attention_config config = test_config(job->variant[r]);
+      job->status[r] = clattn_attention_host(job->ctx, &job->desc[r], p->q, p->k, p->v, p->o,
+                                             p->lse, NULL, &config);
+    }
+  }
+  if (queue) clReleaseCommandQueue(queue);
+  return NULL;
+}
+
+Test(threads, shared_context, .timeout = 600.0) {
+  clattn_context* ctx = test_context(NULL);
+  static thread_job jobs[NUM_THREADS];
+  memset(jobs, 0, sizeof jobs);
+  static const size_t head_dims[] = {16, 64, 40};
+  for (int t = 0; t < NUM_THREADS; ++t) {
+    jobs[t].ctx = ctx;
+    jobs[t].index = t;
+    for (int r = 0; r < RUNS_PER_THREAD; ++r) {
+      /* Threads t and t + 4 share their shapes; the rest differ in length, heads and mask. */
+      const int shape = (t % 4) * RUNS_PER_THREAD + r;
+      jobs[t].desc[r] = test_desc(1 + shape % 2, 4, shape % 3 == 0 ? 1 : 2, 17 + 13 * shape,
+                                  29 + 7 * shape, head_dims[r], shape % 2);
+      jobs[t].variant[r] =
+          (t + r) % 2 ? CLATTN_VARIANT_TILED_LOCAL : CLATTN_VARIANT_REGISTER_BLOCKED;
+      test_problem_init(&jobs[t].problem[r], &jobs[t].desc[r], 1000u * t + r);
+    }
+  }
+  pthread_t threads[NUM_THREADS];
+  for (int t = 0; t < NUM_THREADS; ++t) {
+    cr_assert_eq(pthread_create(&threads[t], NULL, thread_main, &jobs[t]), 0);
+  }
+  for (int t = 0; t < NUM_THREADS; ++t) pthread_join(threads[t], NULL);
+
+  for (int t = 0; t < NUM_THREADS; ++t) {
+    for (int r = 0; r < RUNS_PER_THREAD; ++r) {
+      char label[300];
+      char shape[256];
+      test_label(shape, sizeof shape, &jobs[t].desc[r], jobs[t].variant[r]);
+      snprintf(label, sizeof label, "thread %d run %d (%s): %s", t, r,
+               t % 2 == 0 ? "own queue" : "host form", shape);
+      cr_assert_eq(jobs[t].cl_status[r], CL_SUCCESS, "%s: OpenCL error %d", label,
+                   (int)jobs[t].cl_status[r]);
+      cr_assert_eq(jobs[t].status[r], CLATTN_SUCCESS, "%s: %s", label,
+                   clattn_status_name(jobs[t].status[r]));
+      const test_problem* p = &jobs[t].problem[r];
+      test_check(&jobs[t].desc[r], p->q, p->k, p->v, NULL, p->o, p->lse, label);
+      test_problem_free(&jobs[t].problem[r]);
+    }
+  }
+  clattn_context_destroy(ctx);
+}
