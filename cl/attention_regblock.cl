@@ -164,10 +164,23 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) a[r] = acc[r][i] * scale_by[r];
       __global const float* vcol = vb + (uint)j0 * v_sn;
-      for (int jj = 0; jj < n; ++jj) {
-        const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
+      if (masked) {
+        /* A key a row cannot see leaves its accumulator as it is rather than adding 0 times
+         * the value: a NaN or Inf in a masked key's value must not reach the row. */
+        for (int jj = 0; jj < n; ++jj) {
+          const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) a[r] = fma((pv_t)(p[r][jj]), vv, a[r]);
+          for (int r = 0; r < ROWS; ++r) {
+            const pv_t next = fma((pv_t)(p[r][jj]), vv, a[r]);
+            a[r] = j0 + jj < limit[r] ? next : a[r];
+          }
+        }
+      } else {
+        for (int jj = 0; jj < n; ++jj) {
+          const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) a[r] = fma((pv_t)(p[r][jj]), vv, a[r]);
+        }
       }
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) acc[r][i] = a[r];

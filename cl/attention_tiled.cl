@@ -105,8 +105,11 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
     const float corr = exp2(m - m_new);
     l *= corr;
     for (int i = 0; i < SLICE; ++i) acc[i] *= corr;
+    /* Keys this row cannot see are skipped, not weighted by 0: a NaN or Inf in a masked
+     * key's value must not reach the row (0 * Inf is NaN). */
     for (int jj = 0; jj < BLOCK_N; ++jj) {
-      const float p = j0 + jj < row_limit ? exp2(s[jj] - m_new) : 0.0f;
+      if (j0 + jj >= row_limit) continue;
+      const float p = exp2(s[jj] - m_new);
       l += p;
       for (int i = 0; i < SLICE; ++i)
         acc[i] = fma((float4)(p), vs4[jj * DPAD4 + t + TPR * i], acc[i]);

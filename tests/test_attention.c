@@ -177,6 +177,75 @@ Test(attention, kv_lengths, .timeout = 300.0) {
   clattn_context_destroy(ctx);
 }
 
+/* Masked keys are never read into a row: an Inf in the value of key `bad` (and a NaN in its
+ * key) under a causal mask reaches exactly the rows that can see it. Rows before it must
+ * match the reference; rows from it on must be non-finite. Keys past a sequence's length
+ * hold NaN and must change nothing. */
+Test(attention, masked_keys_never_read, .timeout = 300.0) {
+  const size_t n = 70, dim = 24, bad = 40;
+  const int32_t lengths[2] = {(int32_t)n, 55};
+  clattn_context* ctx = test_context(NULL);
+  for (size_t v = 0; v < NUM_VARIANTS; ++v) {
+    clattn_attention_desc desc = test_desc(2, 2, 2, n, n, dim, 1);
+    char label[256];
+    test_label(label, sizeof label, &desc, kVariants[v]);
+    test_problem p;
+    test_problem_init(&p, &desc, 9100 + v);
+    const clattn_strides ks = test_strides(&desc, 'k'), vs = test_strides(&desc, 'v');
+    for (size_t b = 0; b < 2; ++b) {
+      for (size_t h = 0; h < 2; ++h) {
+        for (size_t j = 0; j < n; ++j) {
+          const int poison_inf = b == 0 && j == bad;
+          const int poison_nan = j >= (size_t)lengths[b];
+          if (!poison_inf && !poison_nan) continue;
+          for (size_t d = 0; d < dim; ++d) {
+            p.k[b * ks.batch + h * ks.head + j * ks.seq + d] = NAN;
+            p.v[b * vs.batch + h * vs.head + j * vs.seq + d] = poison_inf ? INFINITY : NAN;
+          }
+        }
+      }
+    }
+    /* The key of `bad` is NaN too, so rows that see it get NaN scores: only the rows before
+     * it may stay finite. */
+    const clattn_attention_config config = test_config(kVariants[v]);
+    clattn_status st =
+        clattn_attention_host(ctx, &desc, p.q, p.k, p.v, p.o, p.lse, lengths, &config);
+    cr_assert_eq(st, CLATTN_SUCCESS, "%s: %s (%s)", label, clattn_status_name(st),
+                 test_last_error(ctx));
+    double* ref = malloc(p.no * sizeof(double));
+    cr_assert_not_null(ref);
+    cr_assert_eq(clattn_ref_attention(&desc, p.q, p.k, p.v, lengths, ref, NULL, 1), 0);
+    const clattn_strides os = test_strides(&desc, 'o');
+    for (size_t b = 0; b < 2; ++b) {
+      for (size_t h = 0; h < 2; ++h) {
+        for (size_t i = 0; i < n; ++i) {
+          const size_t base = b * os.batch + h * os.head + i * os.seq;
+          const int sees_bad = b == 0 && i >= bad;
+          const double tol =
+              sees_bad ? 0.0 : clattn_ref_row_tolerance(&desc, p.q, p.k, p.v, lengths, b, h, i);
+          for (size_t d = 0; d < dim; ++d) {
+            const double got = p.o[base + d];
+            if (sees_bad) {
+              cr_assert(!isfinite(got),
+                        "%s: O[b=%zu,h=%zu,i=%zu,d=%zu] = %g, but the row sees "
+                        "key %zu whose value is Inf",
+                        label, b, h, i, d, got, bad);
+            } else {
+              cr_assert(fabs(got - ref[base + d]) <= tol,
+                        "%s: O[b=%zu,h=%zu,i=%zu,d=%zu] = %.9g, reference %.9g, tol %.3g: a "
+                        "masked key reached the row",
+                        label, b, h, i, d, got, ref[base + d], tol);
+            }
+          }
+        }
+      }
+    }
+    free(ref);
+    test_problem_free(&p);
+  }
+  clattn_context_destroy(ctx);
+}
+
 /* Causal masks on sizes that are not multiples of any tile, with odd head_dim. */
 Test(attention, causal_tails, .timeout = 300.0) {
   static const size_t shapes[][2] = {{1, 50},    {50, 1},    {17, 17}, {33, 65},  {65, 33},

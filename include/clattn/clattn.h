@@ -194,6 +194,9 @@ typedef struct clattn_strides {
 } clattn_strides;
 
 /* O = softmax(Q·Kᵀ·scale + mask)·V for every (batch, query head).
+ * Keys a row cannot see (causal mask, kv_lengths) never reach it, so NaN or Inf stored
+ * there (padding, say) changes nothing; a NaN or Inf in an element a row does read makes
+ * that row's output non-finite.
  * Q is [batch, heads_q, seq_q, head_dim], K and V [batch, heads_kv, seq_kv, head_dim],
  * O like Q. Query head h reads key/value head h / (heads_q / heads_kv) (MHA, GQA, MQA). */
 typedef struct clattn_attention_desc {
