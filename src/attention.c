@@ -330,7 +330,7 @@ static clattn_status enqueue_tiled(clattn_context* ctx, const clattn__attention_
   clattn_status status = CLATTN_SUCCESS;
   cl_uint next = 0;
   CLATTN__CL_CHECK(ctx, set_common_args(main, sh, b, &next));
-  const size_t group = (size_t)c->block_m * c->threads_per_row;
+  const size_t group = clattn__config_group_size(c);
   size_t global[3] = {round_up(sh->seq_q, c->block_m) / c->block_m * group, sh->heads_q, sh->batch};
   size_t local[3] = {group, 1, 1};
   CLATTN__CL_CHECK(ctx, clEnqueueNDRangeKernel(queue, main, 3, NULL, global, local, num_wait,

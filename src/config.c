@@ -17,6 +17,10 @@
 
 static int is_pow2(unsigned x) { return x && !(x & (x - 1)); }
 
+size_t clattn__config_group_size(const clattn_attention_config* c) {
+  return c->variant == CLATTN_VARIANT_TILED_LOCAL ? (size_t)c->block_m * c->threads_per_row : 1;
+}
+
 /* Local memory of the tiled kernel: K and V tiles with rows padded to a multiple of
  * 4 * threads_per_row, and the partial dot products when rows are shared (cl/attention_tiled.cl).
  */
@@ -25,7 +29,7 @@ static size_t tiled_local_bytes(size_t head_dim, const clattn_attention_config* 
   size_t tpr = c->threads_per_row;
   size_t dpad = (head_dim + chunk - 1) / chunk * chunk;
   size_t bytes = 2 * (size_t)c->block_n * dpad;
-  if (tpr > 1) bytes += (size_t)c->block_m * (c->block_n * tpr + tpr);
+  if (tpr > 1) bytes += (size_t)c->block_m * (c->block_n + 1) * tpr;
   return bytes * sizeof(float);
 }
 
@@ -59,9 +63,8 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
     }
     const int default_m = !c->block_m;
     if (default_m) {
-      unsigned m = TILED_GROUP_ITEMS / c->threads_per_row;
+      unsigned m = TILED_GROUP_ITEMS / c->threads_per_row; /* >= 8: threads_per_row <= 32 */
       if (m > TILED_MAX_BLOCK_M) m = TILED_MAX_BLOCK_M;
-      if (m == 0) m = 1;
       while (m > 1 && (size_t)m * c->threads_per_row > max_group(ctx)) m /= 2;
       c->block_m = m;
     }
@@ -93,7 +96,7 @@ static clattn_status check_limits(const clattn_context* ctx, const clattn__atten
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "threads_per_row %u must be a power of two up to 32", c->threads_per_row);
     }
-    if (c->block_m < 1 || (size_t)c->block_m * c->threads_per_row > max_group(ctx)) {
+    if (c->block_m < 1 || clattn__config_group_size(c) > max_group(ctx)) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "block_m %u x threads_per_row %u is outside 1..%zu (the device's "
                           "work-group limit)",
@@ -184,8 +187,7 @@ static clattn_status build_and_check(clattn_context* ctx, const clattn__attentio
                                                  sizeof wg, &wg, NULL));
   CLATTN__CL_CHECK(ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE,
                                                  sizeof local, &local, NULL));
-  size_t group =
-      c->variant == CLATTN_VARIANT_TILED_LOCAL ? (size_t)c->block_m * c->threads_per_row : 1;
+  size_t group = clattn__config_group_size(c);
   if (wg < group || local > ctx->info.local_mem_size) {
     status = clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "kernel %s (%s) allows %zu work-items per group and needs %llu bytes "

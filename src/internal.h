@@ -131,6 +131,9 @@ void clattn__config_options(const clattn__attention_shape* shape,
                             const clattn_attention_config* config, char* options,
                             size_t options_size);
 
+/* Work-items per work-group of a resolved config's main kernel. */
+size_t clattn__config_group_size(const clattn_attention_config* config);
+
 /* The pitch, in floats, of one head-dim row of the transposed K that the register-blocked
  * variant stages: seq_kv rounded up to block_n. */
 size_t clattn__kt_stride(const clattn__attention_shape* shape,
