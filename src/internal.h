@@ -139,4 +139,34 @@ size_t clattn__config_group_size(const clattn_attention_config* config);
 size_t clattn__kt_stride(const clattn__attention_shape* shape,
                          const clattn_attention_config* config);
 
+/* ------------------------------------------------------------ GEMM (src/gemm.c, CLBlast) */
+
+/* One row-major single-precision GEMM: C = alpha·op(A)·op(B) + beta·C, with op(A) m×k,
+ * op(B) k×n and C m×n; offsets and leading dimensions in floats. */
+typedef struct clattn__gemm_args {
+  int trans_a, trans_b;
+  size_t m, n, k;
+  float alpha, beta;
+  cl_mem a, b, c;
+  size_t a_offset, b_offset, c_offset;
+  size_t lda, ldb, ldc;
+} clattn__gemm_args;
+
+/* Enqueues one GEMM on `queue` (event may be NULL). CLBlast takes no wait list: enqueue a
+ * marker with the caller's wait list first on an in-order queue. */
+clattn_status clattn__gemm(clattn_context* ctx, cl_command_queue queue, const clattn__gemm_args* g,
+                           cl_event* event);
+
+/* `batch` GEMMs whose A, B and C start `*_stride` floats apart. */
+clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue queue,
+                                           const clattn__gemm_args* g, size_t batch,
+                                           size_t a_stride, size_t b_stride, size_t c_stride,
+                                           cl_event* event);
+
+/* Overrides CLBlast's parameters of one kernel ("Xgemm", "XgemmDirect", "GemmRoutine", ...)
+ * for the context's device, in single precision (CLBlastOverrideParameters). The override is
+ * process-wide for that device. */
+clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name, size_t count,
+                                    const char** names, const size_t* values);
+
 #endif

@@ -1,0 +1,72 @@
+/* GEMM through CLBlast. This is the only file that includes CLBlast. */
+#include <clblast_c.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+/* Maps a CLBlast status to a clattn status and records a message. CLBlast's codes above
+ * -1024 are OpenCL error codes. */
+static clattn_status gemm_fail(const clattn_context* ctx, CLBlastStatusCode code,
+                               const char* what) {
+  if (code > -1000) {
+    return clattn__fail_cl(ctx, (cl_int)code, what, __FILE__, __LINE__);
+  }
+  clattn_status status = CLATTN_ERROR_INTERNAL;
+  switch (code) {
+    case CLBlastInsufficientMemoryA:
+    case CLBlastInsufficientMemoryB:
+    case CLBlastInsufficientMemoryC:
+    case CLBlastInsufficientMemoryTemp:
+      status = CLATTN_ERROR_BUFFER_TOO_SMALL;
+      break;
+    case CLBlastInvalidMatrixA:
+    case CLBlastInvalidMatrixB:
+    case CLBlastInvalidMatrixC:
+    case CLBlastInvalidDimension:
+    case CLBlastInvalidLeadDimA:
+    case CLBlastInvalidLeadDimB:
+    case CLBlastInvalidLeadDimC:
+    case CLBlastInvalidBatchCount:
+      status = CLATTN_ERROR_INVALID_ARGUMENT;
+      break;
+    case CLBlastInvalidOverrideKernel:
+    case CLBlastMissingOverrideParameter:
+    case CLBlastInvalidLocalMemUsage:
+      status = CLATTN_ERROR_INVALID_CONFIG;
+      break;
+    default:
+      break;
+  }
+  return clattn__fail(ctx, status, "%s failed: CLBlast status %d", what, (int)code);
+}
+
+clattn_status clattn__gemm(clattn_context* ctx, cl_command_queue queue, const clattn__gemm_args* g,
+                           cl_event* event) {
+  CLBlastStatusCode code =
+      CLBlastSgemm(CLBlastLayoutRowMajor, g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+                   g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, g->m, g->n, g->k,
+                   g->alpha, g->a, g->a_offset, g->lda, g->b, g->b_offset, g->ldb, g->beta, g->c,
+                   g->c_offset, g->ldc, &queue, event);
+  return code == CLBlastSuccess ? CLATTN_SUCCESS : gemm_fail(ctx, code, "CLBlastSgemm");
+}
+
+clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue queue,
+                                           const clattn__gemm_args* g, size_t batch,
+                                           size_t a_stride, size_t b_stride, size_t c_stride,
+                                           cl_event* event) {
+  CLBlastStatusCode code = CLBlastSgemmStridedBatched(
+      CLBlastLayoutRowMajor, g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+      g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, g->m, g->n, g->k, g->alpha, g->a,
+      g->a_offset, g->lda, a_stride, g->b, g->b_offset, g->ldb, b_stride, g->beta, g->c,
+      g->c_offset, g->ldc, c_stride, batch, &queue, event);
+  return code == CLBlastSuccess ? CLATTN_SUCCESS
+                                : gemm_fail(ctx, code, "CLBlastSgemmStridedBatched");
+}
+
+clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name, size_t count,
+                                    const char** names, const size_t* values) {
+  CLBlastStatusCode code = CLBlastOverrideParameters(ctx->device, kernel_name,
+                                                     CLBlastPrecisionSingle, count, names, values);
+  return code == CLBlastSuccess ? CLATTN_SUCCESS
+                                : gemm_fail(ctx, code, "CLBlastOverrideParameters");
+}
