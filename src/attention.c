@@ -281,16 +281,14 @@ static clattn_status enqueue_regblock(clattn_context* ctx, const clattn__attenti
                         "the staged Kᵀ (%zu floats) exceeds the device's allocation limit",
                         kt_elems);
   }
-  cl_int err = CL_SUCCESS;
-  kt = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, kt_elems * sizeof(float), NULL, &err);
-  CLATTN__CL_CHECK(ctx, err);
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, kt_elems * sizeof(float), NULL, &kt));
 
   char options[256];
   clattn__config_options(sh, c, options, sizeof options);
   CLATTN__CHECK(clattn__kernel_create(ctx, clattn__config_source_name(c), options,
                                       "clattn_stage_kt", &stage));
   cl_uint a = 0;
-  err = CL_SUCCESS;
+  cl_int err = CL_SUCCESS;
   arg_mem(stage, &a, b->k, &err);
   arg_uint(stage, &a, b->k_offset, &err);
   arg_uint(stage, &a, sh->k.batch, &err);
@@ -377,14 +375,7 @@ cleanup:
 /* A device buffer holding `elements` floats (or ints), filled from host when src != NULL. */
 static clattn_status host_buffer(clattn_context* ctx, cl_mem_flags flags, size_t bytes,
                                  const void* src, cl_mem* out) {
-  cl_int err = CL_SUCCESS;
-  if (src) flags |= CL_MEM_COPY_HOST_PTR;
-  *out = clCreateBuffer(ctx->cl_ctx, flags, bytes, (void*)src, &err);
-  if (err != CL_SUCCESS) {
-    *out = NULL;
-    return clattn__fail_cl(ctx, err, "clCreateBuffer", __FILE__, __LINE__);
-  }
-  return CLATTN_SUCCESS;
+  return clattn__buffer_create(ctx, flags, bytes, src, out);
 }
 
 clattn_status clattn_attention_host(clattn_context* ctx, const clattn_attention_desc* desc,

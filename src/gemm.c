@@ -1,6 +1,7 @@
 /* GEMM through CLBlast. This is the only file that includes CLBlast. */
+/* The OpenCL version clattn.h targets, set before clblast_c.h includes CL/cl.h. */
+#define CL_TARGET_OPENCL_VERSION 120
 #include <clblast_c.h>
-#include <stdio.h>
 
 #include "internal.h"
 

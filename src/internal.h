@@ -169,4 +169,19 @@ clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue
 clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name, size_t count,
                                     const char** names, const size_t* values);
 
+/* ------------------------------------------------------------ memory (src/memory.c) */
+
+/* Creates a device buffer (copied from `host` when not NULL); records the error on failure.
+ * All of the library's device buffers go through here, so tests can inject failures. */
+clattn_status clattn__buffer_create(clattn_context* ctx, cl_mem_flags flags, size_t bytes,
+                                    const void* host, cl_mem* out);
+
+/* malloc and calloc that honour the fault-injection hook. */
+void* clattn__malloc(size_t bytes);
+void* clattn__calloc(size_t count, size_t size);
+
+/* Test hook (not exported from the shared library; tests link the static one): the nth
+ * allocation from now through the functions above fails; 0 turns injection off. */
+void clattn__test_fail_allocation(int nth);
+
 #endif

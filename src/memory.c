@@ -1,0 +1,40 @@
+/* Device and host allocations, with a fault-injection hook for tests. */
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* Allocations left before an injected failure: 0 means no injection. */
+static atomic_int fault_countdown;
+
+void clattn__test_fail_allocation(int nth) { atomic_store(&fault_countdown, nth); }
+
+/* True when this allocation is the one a test asked to fail. */
+static int fault_injected(void) {
+  int left = atomic_load(&fault_countdown);
+  while (left > 0) {
+    if (atomic_compare_exchange_weak(&fault_countdown, &left, left - 1)) return left == 1;
+  }
+  return 0;
+}
+
+void* clattn__malloc(size_t bytes) { return fault_injected() ? NULL : malloc(bytes); }
+
+void* clattn__calloc(size_t count, size_t size) {
+  return fault_injected() ? NULL : calloc(count, size);
+}
+
+clattn_status clattn__buffer_create(clattn_context* ctx, cl_mem_flags flags, size_t bytes,
+                                    const void* host, cl_mem* out) {
+  *out = NULL;
+  if (fault_injected()) {
+    return clattn__fail_cl(ctx, CL_MEM_OBJECT_ALLOCATION_FAILURE, "clCreateBuffer (injected)",
+                           __FILE__, __LINE__);
+  }
+  cl_int err = CL_SUCCESS;
+  if (host) flags |= CL_MEM_COPY_HOST_PTR;
+  cl_mem mem = clCreateBuffer(ctx->cl_ctx, flags, bytes, (void*)host, &err);
+  if (err != CL_SUCCESS) return clattn__fail_cl(ctx, err, "clCreateBuffer", __FILE__, __LINE__);
+  *out = mem;
+  return CLATTN_SUCCESS;
+}
