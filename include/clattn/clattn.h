@@ -310,6 +310,159 @@ CLATTN_API clattn_status clattn_attention_host(clattn_context* ctx,
 CLATTN_API clattn_status clattn_attention_tensor_size(const clattn_attention_desc* desc, char which,
                                                       size_t* elements);
 
+/* ---------------------------------------------------------------- layer: multi-head attention */
+
+/* A multi-head attention layer, PyTorch nn.MultiheadAttention's computation (batch_first):
+ *
+ *   Q = x·Wqᵀ + bq,  K = key·Wkᵀ + bk,  V = value·Wvᵀ + bv      (key = value = x: self)
+ *   O_h = softmax(Q_h·K_gᵀ·scale + mask)·V_g   for each head h, g = h / (heads / heads_kv)
+ *   y = concat(O_0 .. O_{heads-1})·Woᵀ + bo
+ *
+ * Shapes (E = d_model, H = heads, Hkv = heads_kv, D = head_dim, all row-major float32):
+ *   x, y            [batch, seq, E]
+ *   key, value      [batch, seq_kv, k_dim] and [batch, seq_kv, v_dim] (cross-attention)
+ *   Wq [H·D, E]     Wk [Hkv·D, k_dim]     Wv [Hkv·D, v_dim]     Wo [E, H·D]
+ *   bq [H·D]        bk [Hkv·D]            bv [Hkv·D]            bo [E]
+ * Weights are [out, in], as in PyTorch (y = x·Wᵀ + b). With H = Hkv, D = E/H and
+ * k_dim = v_dim = E these are exactly nn.MultiheadAttention's q/k/v_proj_weight (or the
+ * thirds of in_proj_weight), in_proj_bias and out_proj.
+ *
+ * Data path of one forward call, all on one in-order queue: one CLBlast GEMM projects x
+ * into a [batch·seq, (H + 2·Hkv)·D] buffer (Q | K | V per row; for cross-attention one GEMM
+ * for Q and one for K | V); the attention core reads the heads from it through strides and
+ * writes [batch, seq, H·D], which is the heads' concatenation; a bias kernel fills y with
+ * bo and one CLBlast GEMM adds the output projection. Memory is O(batch·seq·E); no
+ * seq × seq buffer is ever made.
+ *
+ * Not supported (PyTorch options): add_bias_kv, add_zero_attn, dropout, arbitrary float
+ * attn_mask, returned attention weights. Masks are the causal flag and per-sequence key
+ * lengths (PyTorch's key_padding_mask with the padding at the end of each sequence).
+ *
+ * Thread safety: a layer may be used from several threads and on several queues (of its
+ * context's cl_context and device). Its workspace is shared, so each forward call waits for
+ * the previous one to finish on the device (calls serialize through an event). */
+typedef struct clattn_mha clattn_mha;
+
+/* The layer's dimensions. 0 in any optional field takes its default. */
+typedef struct clattn_mha_desc {
+  size_t struct_size; /* sizeof(clattn_mha_desc) */
+  size_t d_model;     /* E, width of x and y; >= 1 */
+  size_t heads;       /* H, query heads; >= 1 */
+  size_t heads_kv;    /* Hkv, key/value heads; divides heads (GQA, MQA); 0: heads */
+  size_t head_dim;    /* D, 1 .. 256; 0: d_model / heads (which must then divide exactly) */
+  size_t k_dim;       /* width of the key input (PyTorch kdim); 0: d_model */
+  size_t v_dim;       /* width of the value input (PyTorch vdim); 0: k_dim */
+  float scale;        /* 0: 1/sqrt(head_dim), as PyTorch */
+} clattn_mha_desc;
+
+#define CLATTN_MHA_DESC_INIT \
+  { .struct_size = sizeof(clattn_mha_desc) }
+
+/* One weight or bias: a host array, or a device buffer of the layer's cl_context (elements
+ * from `offset`). Both NULL: absent (a bias of zeros; an error for a weight). */
+typedef struct clattn_mha_tensor {
+  const float* host;
+  cl_mem mem;
+  size_t offset; /* elements, for mem only */
+} clattn_mha_tensor;
+
+/* The layer's weights, copied into buffers the layer owns at creation: the caller may free
+ * or change its arrays and buffers once clattn_mha_create returns. Give either the packed
+ * in_proj_weight or all three of q/k/v_proj_weight, not both. */
+typedef struct clattn_mha_weights {
+  size_t struct_size; /* sizeof(clattn_mha_weights) */
+  /* Packed [Wq; Wk; Wv], [(H + 2·Hkv)·D, E] (PyTorch's in_proj_weight [3E, E] when
+   * Hkv = H and D = E/H); only when k_dim = v_dim = d_model. */
+  clattn_mha_tensor in_proj_weight;
+  /* Packed [bq; bk; bv], [(H + 2·Hkv)·D] (PyTorch's in_proj_bias [3E]); optional. Use either
+   * it or q/k/v_proj_bias, not both. */
+  clattn_mha_tensor in_proj_bias;
+  clattn_mha_tensor q_proj_weight, k_proj_weight, v_proj_weight; /* separate Wq, Wk, Wv */
+  clattn_mha_tensor q_proj_bias, k_proj_bias, v_proj_bias;       /* optional bq, bk, bv */
+  clattn_mha_tensor out_proj_weight;                             /* Wo [E, H·D], required */
+  clattn_mha_tensor out_proj_bias;                               /* bo [E], optional */
+} clattn_mha_weights;
+
+#define CLATTN_MHA_WEIGHTS_INIT \
+  { .struct_size = sizeof(clattn_mha_weights) }
+
+/* Creates a layer on ctx (which must outlive it): validates desc, uploads the weights (device
+ * copies complete before it returns). *out is NULL on failure.
+ * Returns CLATTN_ERROR_INVALID_SHAPE for a zero dimension, d_model not divisible by heads
+ * with head_dim 0, heads not a multiple of heads_kv or head_dim > 256;
+ * CLATTN_ERROR_INVALID_ARGUMENT for a missing weight, both packed and separate weights, a
+ * packed weight where k_dim or v_dim differs from d_model, or a cl_mem of another context;
+ * CLATTN_ERROR_BUFFER_TOO_SMALL for a weight buffer smaller than its shape. */
+CLATTN_API clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha_desc* desc,
+                                           const clattn_mha_weights* weights, clattn_mha** out);
+
+/* Releases the layer's buffers. NULL is a no-op. Waits for nothing: finish the queues of
+ * forward calls still in flight first. */
+CLATTN_API clattn_status clattn_mha_destroy(clattn_mha* mha);
+
+/* The sizes of one forward call. */
+typedef struct clattn_mha_forward_desc {
+  size_t struct_size; /* sizeof(clattn_mha_forward_desc) */
+  size_t batch;       /* >= 1 */
+  size_t seq;         /* rows of x (and y) per sequence; >= 1 */
+  size_t seq_kv;      /* rows of key/value per sequence (cross-attention); 0: seq. Self-
+                         attention requires 0 or seq */
+  /* Nonzero: query i sees key j only when j <= i + (seq_kv - seq) (bottom-right aligned; for
+   * self-attention the usual j <= i, PyTorch's is_causal / upper-triangular attn_mask). */
+  int causal;
+} clattn_mha_forward_desc;
+
+#define CLATTN_MHA_FORWARD_DESC_INIT \
+  { .struct_size = sizeof(clattn_mha_forward_desc) }
+
+/* Buffers of one forward call, borrowed for the call; offsets in elements. */
+typedef struct clattn_mha_buffers {
+  size_t struct_size; /* sizeof(clattn_mha_buffers) */
+  cl_mem x;           /* [batch, seq, d_model] */
+  size_t x_offset;
+  cl_mem key; /* [batch, seq_kv, k_dim]; NULL: self-attention (key = value = x) */
+  size_t key_offset;
+  cl_mem value; /* [batch, seq_kv, v_dim]; NULL: the key buffer and offset */
+  size_t value_offset;
+  cl_mem y; /* [batch, seq, d_model]; may be x itself (x is read before y is written) */
+  size_t y_offset;
+  /* Optional, NULL for none: int32 [batch]; keys j >= kv_lengths[b] of sequence b are masked
+   * (PyTorch's key_padding_mask with padding at the end). On the device the lengths cannot be
+   * checked without waiting, so they are clamped to [0, seq_kv]; the host form checks them.
+   * A row that sees no key (length 0, or causal rows before the first key) has a zero
+   * attention output, so its y is bo (PyTorch gives NaN there). */
+  cl_mem kv_lengths;
+} clattn_mha_buffers;
+
+#define CLATTN_MHA_BUFFERS_INIT \
+  { .struct_size = sizeof(clattn_mha_buffers) }
+
+/* Enqueues one forward pass on `queue` (NULL: the context's queue) after the wait list;
+ * *event (may be NULL) gets the event of the last command, released by the caller. Does not
+ * wait for completion. The layer's workspace grows to the largest call and is reused.
+ * Returns CLATTN_ERROR_INVALID_SHAPE for a zero batch or seq, or self-attention with seq_kv
+ * other than seq; CLATTN_ERROR_BUFFER_TOO_SMALL for a buffer smaller than the shape;
+ * CLATTN_ERROR_INVALID_QUEUE as clattn_attention does. */
+CLATTN_API clattn_status clattn_mha_forward(clattn_mha* mha, const clattn_mha_forward_desc* fwd,
+                                            const clattn_mha_buffers* buffers,
+                                            cl_command_queue queue, cl_uint num_wait_events,
+                                            const cl_event* wait_events, cl_event* event);
+
+/* Blocking host-pointer form on the context's queue: x [batch, seq, d_model], key and value
+ * as in clattn_mha_buffers (key NULL: self-attention; value NULL: key), y [batch, seq,
+ * d_model], kv_lengths int32 [batch] or NULL. Returns CLATTN_ERROR_INVALID_ARGUMENT for a
+ * key length below 0 or above seq_kv. */
+CLATTN_API clattn_status clattn_mha_forward_host(clattn_mha* mha,
+                                                 const clattn_mha_forward_desc* fwd, const float* x,
+                                                 const float* key, const float* value, float* y,
+                                                 const int32_t* kv_lengths);
+
+/* Bytes of device workspace a forward call of these sizes needs (self-attention when
+ * cross is 0), for planning memory. */
+CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
+                                                   const clattn_mha_forward_desc* fwd, int cross,
+                                                   size_t* bytes);
+
 #ifdef __cplusplus
 }
 #endif
