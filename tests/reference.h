@@ -31,4 +31,29 @@ double clattn_ref_row_tolerance(const clattn_attention_desc* desc, const float* 
 /* Fills n floats with uniform values in [lo, hi) from a fixed-seed generator (xorshift). */
 void clattn_ref_fill_uniform(float* x, size_t n, float lo, float hi, uint64_t* state);
 
+/* ------------------------------------------------------------ the multi-head attention layer */
+
+/* One layer, PyTorch nn.MultiheadAttention's convention (weights [out, in], y = x·Wᵀ + b):
+ * wq [heads·head_dim, d_model], wk [heads_kv·head_dim, k_dim], wv [heads_kv·head_dim,
+ * v_dim], wo [d_model, heads·head_dim]; biases may be NULL (zeros). scale 0: 1/sqrt(head_dim).
+ * Written from the formulas alone, independently of the library. */
+typedef struct clattn_ref_mha_layer {
+  size_t d_model, heads, heads_kv, head_dim, k_dim, v_dim;
+  double scale;
+  const float *wq, *wk, *wv, *wo;
+  const float *bq, *bk, *bv, *bo;
+} clattn_ref_mha_layer;
+
+/* y [batch, seq, d_model] (double) of the layer on x [batch, seq, d_model], with key
+ * [batch, seq_kv, k_dim] and value [batch, seq_kv, v_dim] (both NULL: self-attention,
+ * seq_kv = seq). causal: key j visible to query i when j <= i + seq_kv - seq. kv_lengths
+ * (NULL: none): keys j >= kv_lengths[b] masked. A row that sees no key has attention output
+ * 0 (y = bo). tol (NULL: not computed) gets a per-element tolerance for a float32
+ * implementation that projects with GEMMs (any summation order) and runs an online-softmax
+ * core: 10 standard deviations of a first-order probabilistic rounding error model; see
+ * reference.c for its derivation. Returns 0, or -1 on bad arguments. */
+int clattn_ref_mha_forward(const clattn_ref_mha_layer* layer, size_t batch, size_t seq,
+                           size_t seq_kv, int causal, const float* x, const float* key,
+                           const float* value, const int32_t* kv_lengths, double* y, double* tol);
+
 #endif

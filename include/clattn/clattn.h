@@ -420,7 +420,8 @@ typedef struct clattn_mha_buffers {
   size_t struct_size; /* sizeof(clattn_mha_buffers) */
   cl_mem x;           /* [batch, seq, d_model] */
   size_t x_offset;
-  cl_mem key; /* [batch, seq_kv, k_dim]; NULL: self-attention (key = value = x) */
+  cl_mem key; /* [batch, seq_kv, k_dim]; NULL: self-attention (key = value = x), which
+                needs k_dim = v_dim = d_model */
   size_t key_offset;
   cl_mem value; /* [batch, seq_kv, v_dim]; NULL: the key buffer and offset */
   size_t value_offset;

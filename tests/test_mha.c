@@ -1,0 +1,631 @@
+/* The multi-head attention layer against the double-precision reference of the whole layer
+ * (reference.c): PyTorch-sized shapes, GQA, causal, key lengths, cross-attention, biases or
+ * none, packed or separate weights, host and device entry points, and bad input. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clattn/clattn.h"
+#include "reference.h"
+#include "test_util.h"
+
+/* ---------------------------------------------------------------- a layer with random weights */
+
+typedef struct layer_case {
+  size_t d_model, heads, heads_kv, head_dim; /* head_dim 0: d_model / heads */
+  size_t k_dim, v_dim;                       /* cross-attention input widths, 0: d_model */
+  size_t batch, seq, seq_kv;                 /* seq_kv 0: self-attention */
+  int causal;
+  int bias;    /* biases on every projection */
+  int packed;  /* in_proj_weight / in_proj_bias instead of separate q/k/v */
+  int lengths; /* 1: kv_lengths cycling through seq_kv, 0 and 2/3 of seq_kv */
+  uint64_t seed;
+} layer_case;
+
+/* Host weights in PyTorch's layout, and the data of one call. */
+typedef struct layer_data {
+  size_t e, h, hkv, d, kd, vd, hd, kvd;
+  float *w_in, *b_in; /* packed [Wq; Wk; Wv] and [bq; bk; bv] (Wk, Wv as [kvd, kd], [kvd, vd]) */
+  float *wo, *bo;
+  float *x, *key, *value, *y;
+  int32_t* lengths;
+  size_t rows, rows_kv;
+} layer_data;
+
+static float* alloc_uniform(size_t n, float bound, uint64_t* state) {
+  float* p = malloc((n ? n : 1) * sizeof(float));
+  cr_assert_not_null(p, "out of host memory");
+  clattn_ref_fill_uniform(p, n, -bound, bound, state);
+  return p;
+}
+
+static void data_init(layer_data* L, const layer_case* c) {
+  memset(L, 0, sizeof *L);
+  uint64_t state = c->seed;
+  L->e = c->d_model;
+  L->h = c->heads;
+  L->hkv = c->heads_kv ? c->heads_kv : c->heads;
+  L->d = c->head_dim ? c->head_dim : c->d_model / c->heads;
+  L->kd = c->k_dim ? c->k_dim : c->d_model;
+  L->vd = c->v_dim ? c->v_dim : L->kd;
+  L->hd = L->h * L->d;
+  L->kvd = L->hkv * L->d;
+  /* Weights like PyTorch's default initialisation: uniform within 1/sqrt(fan_in). */
+  const size_t wq_n = L->hd * L->e, wk_n = L->kvd * L->kd, wv_n = L->kvd * L->vd;
+  L->w_in = malloc((wq_n + wk_n + wv_n) * sizeof(float));
+  cr_assert_not_null(L->w_in);
+  clattn_ref_fill_uniform(L->w_in, wq_n, -1.0f / sqrtf((float)L->e), 1.0f / sqrtf((float)L->e),
+                          &state);
+  clattn_ref_fill_uniform(L->w_in + wq_n, wk_n, -1.0f / sqrtf((float)L->kd),
+                          1.0f / sqrtf((float)L->kd), &state);
+  clattn_ref_fill_uniform(L->w_in + wq_n + wk_n, wv_n, -1.0f / sqrtf((float)L->vd),
+                          1.0f / sqrtf((float)L->vd), &state);
+  L->wo = alloc_uniform(L->e * L->hd, 1.0f / sqrtf((float)L->hd), &state);
+  if (c->bias) {
+    L->b_in = alloc_uniform(L->hd + 2 * L->kvd, 0.5f, &state);
+    L->bo = alloc_uniform(L->e, 0.5f, &state);
+  }
+  L->rows = c->batch * c->seq;
+  const size_t seq_kv = c->seq_kv ? c->seq_kv : c->seq;
+  L->rows_kv = c->batch * seq_kv;
+  L->x = alloc_uniform(L->rows * L->e, 1.0f, &state);
+  if (c->seq_kv) {
+    L->key = alloc_uniform(L->rows_kv * L->kd, 1.0f, &state);
+    L->value =
+        L->kd == L->vd && (c->seed & 1) ? L->key : alloc_uniform(L->rows_kv * L->vd, 1.0f, &state);
+  }
+  L->y = malloc(L->rows * L->e * sizeof(float));
+  cr_assert_not_null(L->y);
+  for (size_t i = 0; i < L->rows * L->e; ++i) L->y[i] = NAN;
+  if (c->lengths) {
+    L->lengths = malloc(c->batch * sizeof(int32_t));
+    cr_assert_not_null(L->lengths);
+    for (size_t b = 0; b < c->batch; ++b) {
+      const size_t k = b % 3;
+      L->lengths[b] = (int32_t)(k == 0 ? seq_kv : k == 1 ? 0 : (seq_kv * 2 + 2) / 3);
+    }
+  }
+}
+
+static void data_free(layer_data* L) {
+  if (L->value != L->key) free(L->value);
+  free(L->key);
+  void* ptrs[] = {L->w_in, L->b_in, L->wo, L->bo, L->x, L->y, L->lengths};
+  for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; ++i) free(ptrs[i]);
+  memset(L, 0, sizeof *L);
+}
+
+static clattn_mha_desc data_desc(const layer_case* c) {
+  clattn_mha_desc d = CLATTN_MHA_DESC_INIT;
+  d.d_model = c->d_model;
+  d.heads = c->heads;
+  d.heads_kv = c->heads_kv;
+  d.head_dim = c->head_dim;
+  d.k_dim = c->k_dim;
+  d.v_dim = c->v_dim;
+  return d;
+}
+
+/* Host-array weights, packed or separate. */
+static clattn_mha_weights data_weights(const layer_data* L, int packed) {
+  clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
+  const size_t wk_at = L->hd * L->e, wv_at = wk_at + L->kvd * L->kd;
+  if (packed) {
+    w.in_proj_weight.host = L->w_in;
+    w.in_proj_bias.host = L->b_in;
+  } else {
+    w.q_proj_weight.host = L->w_in;
+    w.k_proj_weight.host = L->w_in + wk_at;
+    w.v_proj_weight.host = L->w_in + wv_at;
+    if (L->b_in) {
+      w.q_proj_bias.host = L->b_in;
+      w.k_proj_bias.host = L->b_in + L->hd;
+      w.v_proj_bias.host = L->b_in + L->hd + L->kvd;
+    }
+  }
+  w.out_proj_weight.host = L->wo;
+  w.out_proj_bias.host = L->bo;
+  return w;
+}
+
+/* Checks L->y against the reference; returns the largest |error| / tolerance. */
+static double data_check(const layer_data* L, const layer_case* c, const char* label) {
+  clattn_ref_mha_layer ref = {.d_model = L->e,
+                              .heads = L->h,
+                              .heads_kv = L->hkv,
+                              .head_dim = L->d,
+                              .k_dim = L->kd,
+                              .v_dim = L->vd,
+                              .wq = L->w_in,
+                              .wk = L->w_in + L->hd * L->e,
+                              .wv = L->w_in + L->hd * L->e + L->kvd * L->kd,
+                              .wo = L->wo,
+                              .bo = L->bo};
+  if (L->b_in) {
+    ref.bq = L->b_in;
+    ref.bk = L->b_in + L->hd;
+    ref.bv = L->b_in + L->hd + L->kvd;
+  }
+  const size_t n = L->rows * L->e;
+  double* want = malloc(n * sizeof(double));
+  double* tol = malloc(n * sizeof(double));
+  cr_assert(want && tol, "out of host memory");
+  cr_assert_eq(clattn_ref_mha_forward(&ref, c->batch, c->seq, c->seq_kv, c->causal, L->x, L->key,
+                                      L->value, L->lengths, want, tol),
+               0, "%s: the reference rejected the case", label);
+  size_t bad = 0;
+  double worst = 0.0;
+  char first[256] = "";
+  for (size_t i = 0; i < n; ++i) {
+    const double err = fabs((double)L->y[i] - want[i]);
+    const double ratio = tol[i] > 0.0 ? err / tol[i] : (err == 0.0 ? 0.0 : INFINITY);
+    if (!(ratio <= worst)) worst = ratio;
+    if (!(err <= tol[i]) && bad++ == 0) {
+      snprintf(first, sizeof first, "y[row %zu, col %zu] = %.9g, reference %.9g, tol %.3g",
+               i / L->e, i % L->e, (double)L->y[i], want[i], tol[i]);
+    }
+  }
+  free(want);
+  free(tol);
+  cr_assert_eq(bad, 0, "%s: %zu of %zu outputs out of tolerance; first: %s", label, bad, n, first);
+  return worst;
+}
+
+static void case_label(char* buf, size_t size, const layer_case* c) {
+  snprintf(buf, size,
+           "E=%zu H=%zu Hkv=%zu D=%zu kdim=%zu vdim=%zu B=%zu N=%zu Nkv=%zu causal=%d bias=%d "
+           "packed=%d lengths=%d",
+           c->d_model, c->heads, c->heads_kv, c->head_dim, c->k_dim, c->v_dim, c->batch, c->seq,
+           c->seq_kv, c->causal, c->bias, c->packed, c->lengths);
+}
+
+/* Creates the layer from host weights, runs the host form and checks it. */
+static void run_case(const layer_case* c) {
+  char label[256];
+  case_label(label, sizeof label, c);
+  clattn_context* ctx = test_context(NULL);
+  layer_data L;
+  data_init(&L, c);
+  const clattn_mha_desc desc = data_desc(c);
+  const clattn_mha_weights w = data_weights(&L, c->packed);
+  clattn_mha* mha = NULL;
+  clattn_status st = clattn_mha_create(ctx, &desc, &w, &mha);
+  cr_assert_eq(st, CLATTN_SUCCESS, "%s: clattn_mha_create: %s (%s)", label, clattn_status_name(st),
+               test_last_error(ctx));
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = c->batch;
+  fwd.seq = c->seq;
+  fwd.seq_kv = c->seq_kv;
+  fwd.causal = c->causal;
+  st = clattn_mha_forward_host(mha, &fwd, L.x, L.key, L.value, L.y, L.lengths);
+  cr_assert_eq(st, CLATTN_SUCCESS, "%s: clattn_mha_forward_host: %s (%s)", label,
+               clattn_status_name(st), test_last_error(ctx));
+  const double worst = data_check(&L, c, label);
+  cr_log_info("%s: largest error/tolerance %.3g", label, worst);
+  clattn_mha_destroy(mha);
+  clattn_context_destroy(ctx);
+  data_free(&L);
+}
+
+/* ---------------------------------------------------------------- shapes */
+
+ParameterizedTestParameters(mha, layer) {
+  static layer_case cases[] = {
+      /* PyTorch-sized layers, self-attention. */
+      {.d_model = 384, .heads = 12, .batch = 2, .seq = 96, .causal = 1, .bias = 1, .packed = 1},
+      {.d_model = 512, .heads = 8, .batch = 3, .seq = 65, .bias = 1, .lengths = 1},
+      {.d_model = 768, .heads = 12, .batch = 1, .seq = 512, .causal = 1, .bias = 1},
+      {.d_model = 64, .heads = 1, .batch = 3, .seq = 1, .bias = 1, .packed = 1},
+      {.d_model = 64, .heads = 1, .batch = 2, .seq = 200, .causal = 1, .lengths = 1},
+      /* No biases at all, packed weights. */
+      {.d_model = 128, .heads = 4, .batch = 2, .seq = 33, .packed = 1},
+      /* GQA and MQA. */
+      {.d_model = 256,
+       .heads = 8,
+       .heads_kv = 2,
+       .batch = 3,
+       .seq = 70,
+       .causal = 1,
+       .bias = 1,
+       .lengths = 1},
+      {.d_model = 192, .heads = 6, .heads_kv = 1, .batch = 1, .seq = 40, .bias = 1, .packed = 1},
+      /* A head dim that does not divide d_model. */
+      {.d_model = 96, .heads = 4, .head_dim = 40, .batch = 2, .seq = 17, .causal = 1, .bias = 1},
+      /* Cross-attention: one input for keys and values (odd seeds) or two. */
+      {.d_model = 384,
+       .heads = 12,
+       .batch = 2,
+       .seq = 50,
+       .seq_kv = 70,
+       .bias = 1,
+       .lengths = 1,
+       .seed = 1},
+      {.d_model = 256,
+       .heads = 8,
+       .heads_kv = 4,
+       .batch = 2,
+       .seq = 30,
+       .seq_kv = 45,
+       .causal = 1,
+       .bias = 1,
+       .packed = 1,
+       .seed = 2},
+      {.d_model = 128,
+       .heads = 4,
+       .k_dim = 96,
+       .v_dim = 80,
+       .batch = 3,
+       .seq = 20,
+       .seq_kv = 9,
+       .bias = 1,
+       .lengths = 1,
+       .seed = 3},
+      {.d_model = 64, .heads = 2, .batch = 1, .seq = 12, .seq_kv = 5, .causal = 1, .seed = 5},
+  };
+  const size_t n = sizeof cases / sizeof cases[0];
+  for (size_t i = 0; i < n; ++i) {
+    if (!cases[i].seed) cases[i].seed = 1000 + 2 * i; /* even: separate key and value inputs */
+  }
+  return cr_make_param_array(layer_case, cases, n);
+}
+
+ParameterizedTest(layer_case* c, mha, layer, .timeout = 600.0) { run_case(c); }
+
+/* N from 1 upward on one small layer, causal and not. */
+Test(mha, sequence_lengths, .timeout = 600.0) {
+  static const size_t seqs[] = {1, 2, 7, 16, 31, 64, 129};
+  for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; ++i) {
+    for (int causal = 0; causal < 2; ++causal) {
+      layer_case c = {.d_model = 64,
+                      .heads = 4,
+                      .batch = 2,
+                      .seq = seqs[i],
+                      .causal = causal,
+                      .bias = 1,
+                      .packed = (int)(i & 1),
+                      .lengths = causal,
+                      .seed = 77 + 2 * i};
+      run_case(&c);
+    }
+  }
+}
+
+/* Packed and separate weights give the same layer (bit for bit: same buffers, same GEMMs). */
+Test(mha, packed_equals_separate) {
+  clattn_context* ctx = test_context(NULL);
+  layer_case c = {.d_model = 96, .heads = 3, .batch = 2, .seq = 21, .bias = 1, .seed = 9};
+  layer_data L;
+  data_init(&L, &c);
+  const clattn_mha_desc desc = data_desc(&c);
+  float* y2 = malloc(L.rows * L.e * sizeof(float));
+  cr_assert_not_null(y2);
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = c.batch;
+  fwd.seq = c.seq;
+  for (int packed = 0; packed < 2; ++packed) {
+    const clattn_mha_weights w = data_weights(&L, packed);
+    clattn_mha* mha = NULL;
+    cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s",
+                 test_last_error(ctx));
+    cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, NULL, NULL, packed ? y2 : L.y, NULL),
+                 CLATTN_SUCCESS, "%s", test_last_error(ctx));
+    clattn_mha_destroy(mha);
+  }
+  cr_assert_eq(memcmp(L.y, y2, L.rows * L.e * sizeof(float)), 0);
+  data_check(&L, &c, "packed_equals_separate");
+  free(y2);
+  data_free(&L);
+  clattn_context_destroy(ctx);
+}
+
+/* ---------------------------------------------------------------- device entry point */
+
+static cl_mem device_buffer(cl_context cl_ctx, size_t floats) {
+  cl_int err;
+  cl_mem m = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, floats * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  return m;
+}
+
+/* Weights from cl_mem at offsets, x at an offset, y prefilled with NaN, a user event in the
+ * wait list, an event out; the workspace grows (big call after small) and is reused (small
+ * after big); y may be x itself. */
+Test(mha, device_buffers, .timeout = 600.0) {
+  clattn_context* ctx = test_context(NULL);
+  cl_context cl_ctx;
+  cl_command_queue queue;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue), CLATTN_SUCCESS);
+  layer_case big = {.d_model = 128,
+                    .heads = 4,
+                    .heads_kv = 2,
+                    .batch = 2,
+                    .seq = 80,
+                    .causal = 1,
+                    .bias = 1,
+                    .lengths = 1,
+                    .seed = 42};
+  layer_data L;
+  data_init(&L, &big);
+  const size_t pad = 5, f = sizeof(float);
+  const size_t n_in = L.hd * L.e + 2 * L.kvd * L.e;
+  /* Every weight in one buffer, at odd offsets. */
+  const size_t at_in = pad, at_bin = at_in + n_in + pad, at_wo = at_bin + L.hd + 2 * L.kvd + pad,
+               at_bo = at_wo + L.e * L.hd + pad, total = at_bo + L.e;
+  cl_mem wbuf = device_buffer(cl_ctx, total);
+  cr_assert_eq(
+      clEnqueueWriteBuffer(queue, wbuf, CL_TRUE, at_in * f, n_in * f, L.w_in, 0, NULL, NULL),
+      CL_SUCCESS);
+  cr_assert_eq(clEnqueueWriteBuffer(queue, wbuf, CL_TRUE, at_bin * f, (L.hd + 2 * L.kvd) * f,
+                                    L.b_in, 0, NULL, NULL),
+               CL_SUCCESS);
+  cr_assert_eq(
+      clEnqueueWriteBuffer(queue, wbuf, CL_TRUE, at_wo * f, L.e * L.hd * f, L.wo, 0, NULL, NULL),
+      CL_SUCCESS);
+  cr_assert_eq(clEnqueueWriteBuffer(queue, wbuf, CL_TRUE, at_bo * f, L.e * f, L.bo, 0, NULL, NULL),
+               CL_SUCCESS);
+  clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
+  w.in_proj_weight = (clattn_mha_tensor){.mem = wbuf, .offset = at_in};
+  w.in_proj_bias = (clattn_mha_tensor){.mem = wbuf, .offset = at_bin};
+  w.out_proj_weight = (clattn_mha_tensor){.mem = wbuf, .offset = at_wo};
+  w.out_proj_bias = (clattn_mha_tensor){.mem = wbuf, .offset = at_bo};
+  const clattn_mha_desc desc = data_desc(&big);
+  clattn_mha* mha = NULL;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  clReleaseMemObject(wbuf); /* the layer keeps its own copy */
+
+  size_t ws_big = 0, ws_small = 0;
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = big.batch;
+  fwd.seq = big.seq;
+  fwd.causal = 1;
+  cr_assert_eq(clattn_mha_workspace_size(mha, &fwd, 0, &ws_big), CLATTN_SUCCESS);
+  cr_assert_geq(ws_big, big.batch * big.seq * (L.hd + 2 * L.kvd) * f);
+  cr_assert_leq(ws_big, big.batch * big.seq * (2 * L.hd + 2 * L.kvd) * f, "O(B·N·E) workspace");
+
+  const size_t x_off = 3, io = L.rows * L.e;
+  cl_int err;
+  cl_mem x = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (x_off + io) * f, NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_mem y = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, io * f, NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_mem lengths = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                  big.batch * sizeof(int32_t), L.lengths, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cr_assert_eq(clEnqueueWriteBuffer(queue, x, CL_TRUE, x_off * f, io * f, L.x, 0, NULL, NULL),
+               CL_SUCCESS);
+  cr_assert_eq(clEnqueueWriteBuffer(queue, y, CL_TRUE, 0, io * f, L.y, 0, NULL, NULL),
+               CL_SUCCESS); /* NaN */
+
+  clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+  b.x = x;
+  b.x_offset = x_off;
+  b.y = y;
+  b.kv_lengths = lengths;
+
+  /* A small call first (workspace made), then the big one (grown), then small (reused). */
+  for (int round = 0; round < 3; ++round) {
+    layer_case c = big;
+    if (round != 1) {
+      c.batch = 1;
+      c.seq = 9;
+    }
+    fwd.batch = c.batch;
+    fwd.seq = c.seq;
+    cr_assert_eq(clattn_mha_workspace_size(mha, &fwd, 0, &ws_small), CLATTN_SUCCESS);
+    cl_event gate = clCreateUserEvent(cl_ctx, &err);
+    cr_assert_eq(err, CL_SUCCESS);
+    cl_event done = NULL;
+    clattn_status st = clattn_mha_forward(mha, &fwd, &b, queue, 1, &gate, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "forward: %s (%s)", clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_not_null(done);
+    cl_int state = CL_QUEUED;
+    clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof state, &state, NULL);
+    cr_assert_neq(state, CL_COMPLETE, "the layer ran before its wait list completed");
+    clSetUserEventStatus(gate, CL_COMPLETE);
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+    clReleaseEvent(gate);
+    float* got = malloc(io * f);
+    cr_assert_not_null(got);
+    cr_assert_eq(
+        clEnqueueReadBuffer(queue, y, CL_TRUE, 0, c.batch * c.seq * L.e * f, got, 0, NULL, NULL),
+        CL_SUCCESS);
+    /* The small call reads the first rows of x and lengths: check against its own case. */
+    layer_data S = L;
+    S.rows = c.batch * c.seq;
+    S.y = got;
+    char label[64];
+    snprintf(label, sizeof label, "device round %d", round);
+    /* Rows of the small case are the first c.seq rows of x (batch 0). */
+    data_check(&S, &c, label);
+    free(got);
+  }
+  cr_assert_lt(ws_small, ws_big);
+
+  /* In place: y = x. */
+  fwd.batch = big.batch;
+  fwd.seq = big.seq;
+  b.y = x;
+  b.y_offset = x_off;
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL), CLATTN_SUCCESS, "%s",
+               test_last_error(ctx));
+  cr_assert_eq(clEnqueueReadBuffer(queue, x, CL_TRUE, x_off * f, io * f, L.y, 0, NULL, NULL),
+               CL_SUCCESS);
+  data_check(&L, &big, "in place");
+
+  clReleaseMemObject(x);
+  clReleaseMemObject(y);
+  clReleaseMemObject(lengths);
+  clattn_mha_destroy(mha);
+  clattn_context_destroy(ctx);
+  data_free(&L);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+Test(mha, bad_input) {
+  clattn_context* ctx = test_context(NULL);
+  layer_case c = {.d_model = 64, .heads = 4, .batch = 2, .seq = 8, .bias = 1, .seed = 4};
+  layer_data L;
+  data_init(&L, &c);
+  clattn_mha_desc desc = data_desc(&c);
+  clattn_mha_weights w = data_weights(&L, 1);
+  clattn_mha* mha = (clattn_mha*)&desc; /* must be reset to NULL on failure */
+
+  cr_assert_eq(clattn_mha_destroy(NULL), CLATTN_SUCCESS);
+  cr_assert_eq(clattn_mha_create(NULL, &desc, &w, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_null(mha);
+  cr_assert_eq(clattn_mha_create(ctx, NULL, &w, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_mha_create(ctx, &desc, NULL, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &w, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+
+  clattn_mha_desc d = desc;
+  d.struct_size = 8;
+  cr_assert_eq(clattn_mha_create(ctx, &d, &w, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  d = desc;
+  d.heads = 5; /* 64 % 5 != 0 and no head_dim */
+  cr_assert_eq(clattn_mha_create(ctx, &d, &w, &mha), CLATTN_ERROR_INVALID_SHAPE);
+  cr_assert(strstr(test_last_error(ctx), "divisible") != NULL, "%s", test_last_error(ctx));
+  d = desc;
+  d.heads_kv = 3; /* 4 % 3 */
+  cr_assert_eq(clattn_mha_create(ctx, &d, &w, &mha), CLATTN_ERROR_INVALID_SHAPE);
+  d = desc;
+  d.d_model = 0;
+  cr_assert_eq(clattn_mha_create(ctx, &d, &w, &mha), CLATTN_ERROR_INVALID_SHAPE);
+  d = desc;
+  d.head_dim = 300;
+  cr_assert_eq(clattn_mha_create(ctx, &d, &w, &mha), CLATTN_ERROR_INVALID_SHAPE);
+  d = desc;
+  d.k_dim = 32; /* packed weights need k_dim = d_model */
+  cr_assert_eq(clattn_mha_create(ctx, &d, &w, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+
+  clattn_mha_weights bad = w;
+  bad.in_proj_weight.host = NULL; /* no input weights */
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &bad, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  bad = w;
+  bad.out_proj_weight.host = NULL;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &bad, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  bad = w;
+  bad.q_proj_weight.host = L.w_in; /* packed and separate */
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &bad, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  bad = data_weights(&L, 0);
+  bad.v_proj_weight.host = NULL; /* separate, one missing */
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &bad, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  bad = w;
+  bad.struct_size = 1;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &bad, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+
+  /* A weight buffer too small, and one with both a host array and a cl_mem. */
+  cl_context cl_ctx;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, NULL, NULL), CLATTN_SUCCESS);
+  cl_int err;
+  cl_mem small = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY, 16 * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  bad = w;
+  bad.out_proj_weight = (clattn_mha_tensor){.mem = small};
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &bad, &mha), CLATTN_ERROR_BUFFER_TOO_SMALL);
+  bad.out_proj_weight.host = L.wo;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &bad, &mha), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_null(mha);
+
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = c.batch;
+  fwd.seq = c.seq;
+  int32_t lengths[2] = {3, (int32_t)c.seq + 1};
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, NULL, NULL, L.y, lengths),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert(strstr(test_last_error(ctx), "kv_lengths[1]") != NULL, "%s", test_last_error(ctx));
+  lengths[1] = -1;
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, NULL, NULL, L.y, lengths),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  clattn_mha_forward_desc f2 = fwd;
+  f2.seq_kv = c.seq + 1; /* self-attention with another key length */
+  cr_assert_eq(clattn_mha_forward_host(mha, &f2, L.x, NULL, NULL, L.y, NULL),
+               CLATTN_ERROR_INVALID_SHAPE);
+  f2 = fwd;
+  f2.seq = 0;
+  cr_assert_eq(clattn_mha_forward_host(mha, &f2, L.x, NULL, NULL, L.y, NULL),
+               CLATTN_ERROR_INVALID_SHAPE);
+  f2 = fwd;
+  f2.struct_size = 0;
+  cr_assert_eq(clattn_mha_forward_host(mha, &f2, L.x, NULL, NULL, L.y, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, NULL, NULL, NULL, L.y, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_mha_forward_host(NULL, &fwd, L.x, NULL, NULL, L.y, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+
+  /* Device form: buffers too small, NULL buffers, a wait list without events. */
+  clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+  b.x = small;
+  b.y = small;
+  cl_event ev = (cl_event)&desc;
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, &ev),
+               CLATTN_ERROR_BUFFER_TOO_SMALL);
+  cr_assert_null(ev);
+  cl_mem xbuf = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, L.rows * L.e * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  b.x = xbuf;
+  b.y = xbuf;
+  b.x_offset = 1; /* one float past the end */
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_BUFFER_TOO_SMALL);
+  b.x_offset = 0;
+  b.key = small; /* cross-attention with a key buffer too small for seq_kv rows */
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_BUFFER_TOO_SMALL);
+  b.key = NULL;
+  b.kv_lengths = small; /* fine: 64 bytes hold 2 lengths */
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL), CLATTN_SUCCESS, "%s",
+               test_last_error(ctx));
+  b.kv_lengths = NULL;
+  b.value = xbuf; /* value without key */
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  b.value = NULL;
+  b.y = NULL;
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  b.y = xbuf;
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, NULL, 2, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, NULL, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  /* Still usable after all that. */
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, NULL, NULL, L.y, NULL), CLATTN_SUCCESS, "%s",
+               test_last_error(ctx));
+  data_check(&L, &c, "after errors");
+  clReleaseMemObject(small);
+  clReleaseMemObject(xbuf);
+  clattn_mha_destroy(mha);
+  clattn_context_destroy(ctx);
+  data_free(&L);
+}
+
+/* Self-attention on a layer whose key/value widths differ from d_model is refused. */
+Test(mha, self_attention_needs_model_width) {
+  clattn_context* ctx = test_context(NULL);
+  layer_case c = {
+      .d_model = 32, .heads = 2, .k_dim = 16, .batch = 1, .seq = 4, .seq_kv = 4, .seed = 6};
+  layer_data L;
+  data_init(&L, &c);
+  const clattn_mha_desc desc = data_desc(&c);
+  const clattn_mha_weights w = data_weights(&L, 0);
+  clattn_mha* mha = NULL;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = 1;
+  fwd.seq = 4;
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, NULL, NULL, L.y, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, L.key, L.value, L.y, NULL), CLATTN_SUCCESS,
+               "%s", test_last_error(ctx));
+  clattn_mha_destroy(mha);
+  clattn_context_destroy(ctx);
+  data_free(&L);
+}
