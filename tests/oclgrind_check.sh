@@ -24,7 +24,7 @@ configs=(
 for shape in "${shapes[@]}"; do
   for config in "${configs[@]}"; do
     # shellcheck disable=SC2086  # shape and config are argument lists
-    "$oclgrind" --data-races --check-api "$run" $shape $config --reps 1 --warmup 0 >"$log" 2>&1
+    "$oclgrind" --data-races --check-api "$run" --core $shape $config --reps 1 --warmup 0 >"$log" 2>&1
     rc=$?
     if ((rc != 0)) || grep -qiE 'invalid (read|write)|data race|uninitiali|error' "$log"; then
       echo "FAIL: $shape $config (exit $rc)"

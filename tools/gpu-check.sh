@@ -215,9 +215,18 @@ run_tests() {
 # clattn-run with --json; the JSON line also goes to clattn-run.jsonl.
 run_clattn() {
   local out rc=0
-  out=$("$CLATTN_RUN" --json "$@") || rc=$?
+  out=$("$CLATTN_RUN" --core --json "$@") || rc=$?
   echo "$out"
   echo "$out" | grep '^{' >>"$RESULTS/clattn-run.jsonl"
+  return $rc
+}
+
+# The multi-head attention layer (clattn-run's default mode); JSON lines go to mha.jsonl.
+run_layer() {
+  local out rc=0
+  out=$("$CLATTN_RUN" --json "$@") || rc=$?
+  echo "$out"
+  echo "$out" | grep '^{' >>"$RESULTS/mha.jsonl"
   return $rc
 }
 
@@ -231,7 +240,7 @@ sweep_tiled() {
       for bm in 32 64 128; do
         ((bm * tpr > 1024)) && continue
         for bn in 16 32 64; do
-          out=$("$CLATTN_RUN" --json --no-check --batch 1 --heads 8 --seq 4096 --head-dim "$d" \
+          out=$("$CLATTN_RUN" --core --json --no-check --batch 1 --heads 8 --seq 4096 --head-dim "$d" \
             --variant tiled --block-m "$bm" --threads-per-row "$tpr" --block-n "$bn" --reps 5 \
             --warmup 1 2>/dev/null)
           echo "$out" | python3 -c '
@@ -318,7 +327,7 @@ main() {
   report_missing_libs
   export CLATTN_DEVICE=${CLATTN_DEVICE:-NVIDIA}
   echo "CLATTN_DEVICE=$CLATTN_DEVICE"
-  rm -f "$RESULTS/clattn-run.jsonl" "$RESULTS/sdpa.jsonl"
+  rm -f "$RESULTS/clattn-run.jsonl" "$RESULTS/sdpa.jsonl" "$RESULTS/mha.jsonl"
 
   local info device_ok=0
   info=$(find_tool clattn-info)
@@ -358,6 +367,10 @@ main() {
     step "clattn-run N=4096 D=128" 60 run_clattn "${common[@]}" --seq 4096 --head-dim 128
     step "clattn-run N=4096 D=128 causal" 60 run_clattn "${common[@]}" --seq 4096 \
       --head-dim 128 --causal
+    step "clattn-run layer E=768 H=12 B=4 N=512" 90 run_layer --batch 4 --seq 512 --reps 20 \
+      --warmup 3
+    step "clattn-run layer E=1024 H=16 N=4096 causal" 90 run_layer --d-model 1024 --heads 16 \
+      --seq 4096 --causal --reps 20 --warmup 3 --no-check
     # Tile sizes of the GPU-style variant, to choose defaults for this device.
     if [[ "${GPU_CHECK_SWEEP:-1}" == 1 ]]; then
       step "tiled config sweep" 150 sweep_tiled
