@@ -146,6 +146,7 @@ cleanup:
 clattn_status clattn_context_destroy(clattn_context* ctx) {
   if (!ctx) return CLATTN_SUCCESS;
   clattn__program_cache_destroy(ctx->programs);
+  clattn__gemm_release_programs(); /* CLBlast's programs retain the cl_context */
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);
   if (ctx->device) clReleaseDevice(ctx->device);
   if (ctx->cl_ctx) clReleaseContext(ctx->cl_ctx);

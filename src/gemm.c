@@ -71,3 +71,5 @@ clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name
   return code == CLBlastSuccess ? CLATTN_SUCCESS
                                 : gemm_fail(ctx, code, "CLBlastOverrideParameters");
 }
+
+void clattn__gemm_release_programs(void) { CLBlastClearCache(); }

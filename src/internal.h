@@ -169,6 +169,12 @@ clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue
 clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name, size_t count,
                                     const char** names, const size_t* values);
 
+/* Drops CLBlast's cached programs (CLBlastClearCache). They retain their cl_context, so a
+ * context destroyed without this would stay alive until exit, and be released after the
+ * OpenCL runtime itself on some (Oclgrind). CLBlast has no per-context clear: other
+ * contexts rebuild their GEMM kernels on next use. */
+void clattn__gemm_release_programs(void);
+
 /* ------------------------------------------------------------ memory (src/memory.c) */
 
 /* Creates a device buffer (copied from `host` when not NULL); records the error on failure.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every kernel variant on tiny shapes (tails, causal, GQA, LSE, head dims 1 and 256)
-# under Oclgrind with data-race and bounds checking. Fails on any Oclgrind report, and on a
-# result outside the reference's tolerance.
+# Runs every kernel variant on tiny shapes (tails, causal, GQA, LSE, head dims 1 and 256),
+# and the multi-head attention layer, under Oclgrind with data-race and bounds checking.
+# Fails on any Oclgrind report, and on a result outside the reference's tolerance.
 #   tests/oclgrind_check.sh OCLGRIND CLATTN_RUN
 set -u
 oclgrind=$1
@@ -34,5 +34,24 @@ for shape in "${shapes[@]}"; do
       echo "ok:   $shape $config"
     fi
   done
+done
+# The multi-head attention layer (clattn-run's default mode): projection GEMMs, bias rows,
+# the core on strided heads, self- and cross-attention.
+layers=(
+  "--d-model 32 --heads 4 --kv-heads 2 --batch 2 --seq 9 --causal"
+  "--d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11"
+  "--d-model 16 --heads 2 --seq 7 --no-bias"
+)
+for layer in "${layers[@]}"; do
+  # shellcheck disable=SC2086  # layer is an argument list
+  "$oclgrind" --data-races --check-api "$run" $layer --reps 1 --warmup 0 >"$log" 2>&1
+  rc=$?
+  if ((rc != 0)) || grep -qiE 'invalid (read|write)|data race|uninitiali|error' "$log"; then
+    echo "FAIL: layer $layer (exit $rc)"
+    sed -n '1,40p' "$log"
+    failed=1
+  else
+    echo "ok:   layer $layer"
+  fi
 done
 exit $failed

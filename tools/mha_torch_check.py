@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Compares clattn's multi-head attention layer with PyTorch's nn.MultiheadAttention.
+
+For each shape, builds an nn.MultiheadAttention (batch_first) with PyTorch's own random
+initialisation plus random biases, runs it in float64 as the reference and in float32, and
+runs clattn_mha_forward_host (through ctypes on libclattn.so) with the same weights: packed
+in_proj_weight where PyTorch has one, q/k/v_proj_weight otherwise. Prints the largest
+absolute error of clattn and of PyTorch float32 against the float64 result, relative to
+max |y|. Rows whose keys are all masked are left out (PyTorch gives NaN there, clattn
+out_proj.bias).
+
+Needs torch (CPU is enough) and numpy; not part of CI.
+    python3 tools/mha_torch_check.py --lib build/libclattn.so [--json]
+Exit status 0 when every clattn error is below 1e-4 of max |y|, 1 otherwise.
+"""
+import argparse
+import ctypes as C
+import json
+import sys
+
+import numpy as np
+import torch
+
+size_t = C.c_size_t
+
+
+class ContextOptions(C.Structure):
+    _fields_ = [("struct_size", size_t), ("device", C.c_char_p), ("kernel_dir", C.c_char_p)]
+
+
+class MhaDesc(C.Structure):
+    _fields_ = [(n, size_t) for n in ("struct_size", "d_model", "heads", "heads_kv", "head_dim",
+                                      "k_dim", "v_dim")] + [("scale", C.c_float)]
+
+
+class Tensor(C.Structure):
+    _fields_ = [("host", C.c_void_p), ("mem", C.c_void_p), ("offset", size_t)]
+
+
+WEIGHT_FIELDS = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight",
+                 "v_proj_weight", "q_proj_bias", "k_proj_bias", "v_proj_bias", "out_proj_weight",
+                 "out_proj_bias")
+
+
+class Weights(C.Structure):
+    _fields_ = [("struct_size", size_t)] + [(n, Tensor) for n in WEIGHT_FIELDS]
+
+
+class ForwardDesc(C.Structure):
+    _fields_ = [("struct_size", size_t), ("batch", size_t), ("seq", size_t), ("seq_kv", size_t),
+                ("causal", C.c_int)]
+
+
+def fptr(a):
+    return a.ctypes.data_as(C.c_void_p)
+
+
+class Clattn:
+    def __init__(self, path, device):
+        self.lib = C.CDLL(path)
+        L = self.lib
+        for name in ("clattn_context_create", "clattn_mha_create", "clattn_mha_forward_host",
+                     "clattn_mha_destroy", "clattn_context_destroy",
+                     "clattn_context_get_last_error"):
+            getattr(L, name).restype = C.c_int
+        L.clattn_status_name.restype = C.c_char_p
+        opts = ContextOptions(C.sizeof(ContextOptions), device.encode() if device else None, None)
+        self.ctx = C.c_void_p()
+        self.check(L.clattn_context_create(C.byref(opts), C.byref(self.ctx)), "context_create")
+
+    def check(self, st, what):
+        if st != 0:
+            buf = C.create_string_buffer(2048)
+            self.lib.clattn_context_get_last_error(self.ctx, buf, C.c_size_t(2048), None)
+            raise RuntimeError("%s: %s (%s)" % (what, self.lib.clattn_status_name(st).decode(),
+                                                buf.value.decode()))
+
+    def forward(self, m, x, kv, lengths, causal):
+        """clattn's y for module m (float32 weights taken from it)."""
+        E, H = m.embed_dim, m.num_heads
+        desc = MhaDesc(C.sizeof(MhaDesc), E, H, 0, 0, m.kdim, m.vdim, 0.0)
+        keep = []
+
+        def t(tensor):
+            if tensor is None:
+                return Tensor(None, None, 0)
+            a = np.ascontiguousarray(tensor.detach().to(torch.float32).numpy())
+            keep.append(a)
+            return Tensor(fptr(a), None, 0)
+
+        w = Weights(C.sizeof(Weights))
+        if m._qkv_same_embed_dim:
+            w.in_proj_weight = t(m.in_proj_weight)
+        else:
+            w.q_proj_weight = t(m.q_proj_weight)
+            w.k_proj_weight = t(m.k_proj_weight)
+            w.v_proj_weight = t(m.v_proj_weight)
+        w.in_proj_bias = t(m.in_proj_bias)
+        w.out_proj_weight = t(m.out_proj.weight)
+        w.out_proj_bias = t(m.out_proj.bias)
+        mha = C.c_void_p()
+        self.check(self.lib.clattn_mha_create(self.ctx, C.byref(desc), C.byref(w), C.byref(mha)),
+                   "mha_create")
+        B, N, _ = x.shape
+        Nkv = kv.shape[1] if kv is not None else 0
+        fwd = ForwardDesc(C.sizeof(ForwardDesc), B, N, Nkv, 1 if causal else 0)
+        xa = np.ascontiguousarray(x.numpy().astype(np.float32))
+        ka = np.ascontiguousarray(kv.numpy().astype(np.float32)) if kv is not None else None
+        y = np.empty((B, N, E), dtype=np.float32)
+        la = np.ascontiguousarray(np.array(lengths, dtype=np.int32)) if lengths else None
+        st = self.lib.clattn_mha_forward_host(mha, C.byref(fwd), fptr(xa),
+                                              fptr(ka) if ka is not None else None, None, fptr(y),
+                                              fptr(la) if la is not None else None)
+        self.lib.clattn_mha_destroy(mha)
+        self.check(st, "mha_forward_host")
+        return y
+
+
+def torch_forward(m, x, kv, lengths, causal, dtype):
+    m = m.to(dtype)
+    x = x.to(dtype)
+    kv = kv.to(dtype) if kv is not None else x
+    B, N, _ = x.shape
+    Nkv = kv.shape[1]
+    mask = None
+    if lengths:
+        mask = torch.arange(Nkv)[None, :] >= torch.tensor(lengths)[:, None]
+    attn_mask = None
+    if causal:  # bottom-right aligned, as clattn
+        i = torch.arange(N)[:, None]
+        j = torch.arange(Nkv)[None, :]
+        attn_mask = j > i + (Nkv - N)
+    with torch.no_grad():
+        y, _ = m(x, kv, kv, key_padding_mask=mask, attn_mask=attn_mask, need_weights=False)
+    return y.to(torch.float64).numpy()
+
+
+SHAPES = [
+    # E, H, B, N, Nkv (0: self), causal, lengths, bias, kdim
+    dict(E=384, H=12, B=2, N=128, causal=True),
+    dict(E=512, H=8, B=3, N=200, lengths=[200, 150, 37]),
+    dict(E=768, H=12, B=1, N=512, causal=True),
+    dict(E=768, H=12, B=2, N=64, Nkv=300, lengths=[300, 10]),
+    dict(E=64, H=1, B=4, N=33),
+    dict(E=256, H=8, B=2, N=50, Nkv=70, kdim=96, bias=False),
+    dict(E=1024, H=16, B=1, N=256, causal=True),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default="build/libclattn.so")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    cl = Clattn(args.lib, args.device)
+    torch.manual_seed(0)
+    ok = True
+    for s in SHAPES:
+        E, H, B, N = s["E"], s["H"], s["B"], s["N"]
+        Nkv, causal, lengths = s.get("Nkv", 0), s.get("causal", False), s.get("lengths")
+        bias, kdim = s.get("bias", True), s.get("kdim")
+        m = torch.nn.MultiheadAttention(E, H, bias=bias, batch_first=True, kdim=kdim, vdim=kdim)
+        if bias:  # PyTorch initialises biases to 0; random ones test them
+            with torch.no_grad():
+                m.in_proj_bias.uniform_(-0.5, 0.5)
+                m.out_proj.bias.uniform_(-0.5, 0.5)
+        m.eval()
+        x = torch.rand(B, N, E) * 2 - 1
+        kv = torch.rand(B, Nkv, kdim or E) * 2 - 1 if Nkv else None
+        ref = torch_forward(m, x, kv, lengths, causal, torch.float64)
+        t32 = torch_forward(m, x, kv, lengths, causal, torch.float32)
+        m = m.to(torch.float32)
+        y = cl.forward(m, x, kv, lengths, causal).astype(np.float64)
+        finite = np.isfinite(ref)
+        scale = np.abs(ref[finite]).max()
+        err = np.abs(y - ref)[finite].max()
+        err32 = np.abs(t32 - ref)[finite].max()
+        res = dict(shape=s, max_abs_y=scale, clattn_max_err=err, clattn_rel=err / scale,
+                   torch_f32_max_err=err32, torch_f32_rel=err32 / scale)
+        ok = ok and err / scale < 1e-4
+        if args.json:
+            print(json.dumps(res))
+        else:
+            print("%-70s clattn %.2e (rel %.2e)   torch fp32 %.2e (rel %.2e)" %
+                  (json.dumps(s), err, err / scale, err32, err32 / scale))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
