@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -625,6 +626,101 @@ Test(mha, self_attention_needs_model_width) {
                CLATTN_ERROR_INVALID_ARGUMENT);
   cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, L.key, L.value, L.y, NULL), CLATTN_SUCCESS,
                "%s", test_last_error(ctx));
+  clattn_mha_destroy(mha);
+  clattn_context_destroy(ctx);
+  data_free(&L);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+typedef struct thread_job {
+  clattn_mha* mha;
+  cl_context cl_ctx;
+  cl_device_id device;
+  const layer_data* data;
+  const float* x; /* the thread's own input: different per thread, so mixed calls show */
+  const clattn_mha_forward_desc* fwd;
+  float* y; /* the thread's last result */
+  clattn_status status;
+  cl_int cl_err;
+} thread_job;
+
+static void* thread_run(void* arg) {
+  thread_job* j = arg;
+  const size_t bytes = j->data->rows * j->data->e * sizeof(float);
+  cl_int err = CL_SUCCESS;
+  cl_command_queue q = clCreateCommandQueue(j->cl_ctx, j->device, 0, &err);
+  cl_mem x = NULL, y = NULL;
+  if (err == CL_SUCCESS) {
+    x = clCreateBuffer(j->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void*)j->x,
+                       &err);
+  }
+  if (err == CL_SUCCESS) y = clCreateBuffer(j->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  for (int rep = 0; rep < 4 && err == CL_SUCCESS && j->status == CLATTN_SUCCESS; ++rep) {
+    clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+    b.x = x;
+    b.y = y;
+    j->status = clattn_mha_forward(j->mha, j->fwd, &b, q, 0, NULL, NULL);
+    if (j->status == CLATTN_SUCCESS) {
+      err = clEnqueueReadBuffer(q, y, CL_TRUE, 0, bytes, j->y, 0, NULL, NULL);
+    }
+  }
+  j->cl_err = err;
+  if (x) clReleaseMemObject(x);
+  if (y) clReleaseMemObject(y);
+  if (q) clReleaseCommandQueue(q);
+  return NULL;
+}
+
+/* One layer, four threads, each on its own queue: the shared workspace must not mix calls. */
+Test(mha, threads_share_a_layer, .timeout = 600.0) {
+  clattn_context* ctx = test_context(NULL);
+  layer_case c = {
+      .d_model = 64, .heads = 4, .batch = 2, .seq = 40, .causal = 1, .bias = 1, .seed = 8};
+  layer_data L;
+  data_init(&L, &c);
+  const clattn_mha_desc desc = data_desc(&c);
+  const clattn_mha_weights w = data_weights(&L, 1);
+  clattn_mha* mha = NULL;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = c.batch;
+  fwd.seq = c.seq;
+  fwd.causal = c.causal;
+  enum { THREADS = 4 };
+  thread_job jobs[THREADS];
+  pthread_t tid[THREADS];
+  cl_context cl_ctx;
+  cl_device_id device;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, &device, NULL), CLATTN_SUCCESS);
+  const size_t n = L.rows * L.e;
+  float* xs[THREADS];
+  for (int t = 0; t < THREADS; ++t) {
+    xs[t] = malloc(n * sizeof(float));
+    cr_assert_not_null(xs[t]);
+    for (size_t i = 0; i < n; ++i) xs[t][i] = L.x[(i + (size_t)t * 7919) % n];
+    jobs[t] = (thread_job){.mha = mha,
+                           .cl_ctx = cl_ctx,
+                           .device = device,
+                           .data = &L,
+                           .x = xs[t],
+                           .fwd = &fwd,
+                           .y = malloc(n * sizeof(float))};
+    cr_assert_not_null(jobs[t].y);
+    cr_assert_eq(pthread_create(&tid[t], NULL, thread_run, &jobs[t]), 0);
+  }
+  for (int t = 0; t < THREADS; ++t) pthread_join(tid[t], NULL);
+  for (int t = 0; t < THREADS; ++t) {
+    cr_assert_eq(jobs[t].status, CLATTN_SUCCESS, "thread %d: %s", t,
+                 clattn_status_name(jobs[t].status));
+    cr_assert_eq(jobs[t].cl_err, CL_SUCCESS, "thread %d: OpenCL error %d", t, jobs[t].cl_err);
+    layer_data T = L;
+    T.x = xs[t];
+    T.y = jobs[t].y;
+    data_check(&T, &c, "thread");
+    free(jobs[t].y);
+    free(xs[t]);
+  }
   clattn_mha_destroy(mha);
   clattn_context_destroy(ctx);
   data_free(&L);
