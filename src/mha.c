@@ -628,6 +628,12 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "value is set but key is NULL: give key for cross-attention");
   }
+  if (b->key && !b->value && m->k_dim != m->v_dim) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "value is NULL but the layer's k_dim (%zu) and v_dim (%zu) differ: give "
+                        "a value input",
+                        m->k_dim, m->v_dim);
+  }
   clattn_status status;
   mha_plan p;
   CLATTN__CHECK(plan_make(m, fwd, b->key != NULL, &p));
@@ -656,6 +662,12 @@ clattn_status clattn_mha_forward_host(clattn_mha* m, const clattn_mha_forward_de
   if (!key && value) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "value is set but key is NULL: give key for cross-attention");
+  }
+  if (key && !value && m->k_dim != m->v_dim) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "value is NULL but the layer's k_dim (%zu) and v_dim (%zu) differ: give "
+                        "a value input",
+                        m->k_dim, m->v_dim);
   }
   clattn_status status;
   mha_plan p;

@@ -23,6 +23,7 @@ typedef struct layer_case {
   int bias;    /* biases on every projection */
   int packed;  /* in_proj_weight / in_proj_bias instead of separate q/k/v */
   int lengths; /* 1: kv_lengths cycling through seq_kv, 0 and 2/3 of seq_kv */
+  float scale; /* 0: 1/sqrt(head_dim) */
   uint64_t seed;
 } layer_case;
 
@@ -107,6 +108,7 @@ static clattn_mha_desc data_desc(const layer_case* c) {
   d.head_dim = c->head_dim;
   d.k_dim = c->k_dim;
   d.v_dim = c->v_dim;
+  d.scale = c->scale;
   return d;
 }
 
@@ -140,6 +142,7 @@ static double data_check(const layer_data* L, const layer_case* c, const char* l
                               .head_dim = L->d,
                               .k_dim = L->kd,
                               .v_dim = L->vd,
+                              .scale = c->scale,
                               .wq = L->w_in,
                               .wk = L->w_in + L->hd * L->e,
                               .wv = L->w_in + L->hd * L->e + L->kvd * L->kd,
@@ -235,6 +238,8 @@ ParameterizedTestParameters(mha, layer) {
       {.d_model = 192, .heads = 6, .heads_kv = 1, .batch = 1, .seq = 40, .bias = 1, .packed = 1},
       /* A head dim that does not divide d_model. */
       {.d_model = 96, .heads = 4, .head_dim = 40, .batch = 2, .seq = 17, .causal = 1, .bias = 1},
+      /* A scale of one's own. */
+      {.d_model = 128, .heads = 2, .batch = 2, .seq = 24, .bias = 1, .scale = 0.3f},
       /* Cross-attention: one input for keys and values (odd seeds) or two. */
       {.d_model = 384,
        .heads = 12,
@@ -608,11 +613,18 @@ Test(mha, bad_input) {
   data_free(&L);
 }
 
-/* Self-attention on a layer whose key/value widths differ from d_model is refused. */
-Test(mha, self_attention_needs_model_width) {
+/* A layer whose key/value widths differ from d_model (and from each other) refuses
+ * self-attention and a key input standing for the value too. */
+Test(mha, input_widths) {
   clattn_context* ctx = test_context(NULL);
-  layer_case c = {
-      .d_model = 32, .heads = 2, .k_dim = 16, .batch = 1, .seq = 4, .seq_kv = 4, .seed = 6};
+  layer_case c = {.d_model = 32,
+                  .heads = 2,
+                  .k_dim = 16,
+                  .v_dim = 12,
+                  .batch = 1,
+                  .seq = 4,
+                  .seq_kv = 4,
+                  .seed = 6};
   layer_data L;
   data_init(&L, &c);
   const clattn_mha_desc desc = data_desc(&c);
@@ -624,8 +636,11 @@ Test(mha, self_attention_needs_model_width) {
   fwd.seq = 4;
   cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, NULL, NULL, L.y, NULL),
                CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, L.key, NULL, L.y, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
   cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, L.key, L.value, L.y, NULL), CLATTN_SUCCESS,
                "%s", test_last_error(ctx));
+  data_check(&L, &c, "k_dim 16, v_dim 12");
   clattn_mha_destroy(mha);
   clattn_context_destroy(ctx);
   data_free(&L);

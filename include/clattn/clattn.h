@@ -423,7 +423,8 @@ typedef struct clattn_mha_buffers {
   cl_mem key; /* [batch, seq_kv, k_dim]; NULL: self-attention (key = value = x), which
                 needs k_dim = v_dim = d_model */
   size_t key_offset;
-  cl_mem value; /* [batch, seq_kv, v_dim]; NULL: the key buffer and offset */
+  cl_mem value; /* [batch, seq_kv, v_dim]; NULL: the key buffer and offset (then k_dim
+                  must equal v_dim) */
   size_t value_offset;
   cl_mem y; /* [batch, seq, d_model]; may be x itself (x is read before y is written) */
   size_t y_offset;
