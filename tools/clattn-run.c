@@ -762,11 +762,17 @@ static int parse_layer_options(int argc, char** argv, layer_options* o) {
     } else if (strcmp(a, "--no-check") == 0) {
       o->check = 0;
     } else if (!val) {
-      fprintf(stderr, "clattn-run: unknown argument or missing value: '%s'\n", a);
+      fprintf(stderr,
+              "clattn-run: unknown argument or missing value: '%s' (options of the attention "
+              "core alone need --core)\n",
+              a);
       return -1;
     } else if (strcmp(a, "--device") == 0) {
       o->device = val;
       ++i;
+    } else if (strcmp(a, "--variant") == 0 || strcmp(a, "--layout") == 0) {
+      fprintf(stderr, "clattn-run: %s is an option of the attention core alone: add --core\n", a);
+      return -1;
     } else if (parse_size(a, val, &n) != 0) {
       return -1;
     } else {
@@ -792,7 +798,10 @@ static int parse_layer_options(int argc, char** argv, layer_options* o) {
       } else if (strcmp(a, "--seed") == 0) {
         o->seed = (uint64_t)n;
       } else {
-        fprintf(stderr, "clattn-run: unknown argument '%s'\n", a);
+        fprintf(stderr,
+                "clattn-run: unknown argument '%s' (options of the attention core alone need "
+                "--core)\n",
+                a);
         return -1;
       }
     }
