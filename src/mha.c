@@ -41,6 +41,9 @@ static size_t mul(size_t a, size_t b) {
   return a * b;
 }
 
+/* a + b with overflow reported as SIZE_MAX. */
+static size_t add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+
 static int tensor_given(const clattn_mha_tensor* t) { return t->host != NULL || t->mem != NULL; }
 
 /* Checks that a weight tensor is usable for `elements` floats: not both sources, and a
@@ -347,15 +350,14 @@ static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_des
     p->kv_ld = 2 * hk;
     p->q_at = 0;
     p->k_at = mul(p->rows, hq);
-    p->v_at = p->k_at + hk;
-    p->o_at = p->k_at + mul(p->rows_kv, p->kv_ld);
+    p->v_at = add(p->k_at, hk);
+    p->o_at = add(p->k_at, mul(p->rows_kv, p->kv_ld));
   }
-  p->workspace = p->o_at + mul(p->rows, hq);
+  p->workspace = add(p->o_at, mul(p->rows, hq));
   /* Everything a kernel or CLBlast touches must be 32-bit indexable. */
   const size_t io = mul(p->rows, m->d_model > hq ? m->d_model : hq);
   const size_t kv_in = mul(p->rows_kv, m->k_dim > m->v_dim ? m->k_dim : m->v_dim);
-  if (p->rows == SIZE_MAX || p->rows_kv == SIZE_MAX || p->workspace > MAX_INDEX ||
-      p->o_at > p->workspace || io > MAX_INDEX || kv_in > MAX_INDEX) {
+  if (p->workspace > MAX_INDEX || io > MAX_INDEX || kv_in > MAX_INDEX) {
     return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED,
                         "batch %zu, seq %zu, seq_kv %zu: tensors beyond 32-bit indexing", p->batch,
                         p->seq, p->seq_kv);

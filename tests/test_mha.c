@@ -558,6 +558,14 @@ Test(mha, bad_input) {
   cr_assert_eq(clattn_mha_forward_host(mha, &f2, L.x, NULL, NULL, L.y, NULL),
                CLATTN_ERROR_INVALID_SHAPE);
   f2 = fwd;
+  f2.batch = SIZE_MAX / 2; /* beyond 32-bit indexing, and overflowing size_t on the way */
+  size_t ws = 0;
+  cr_assert_eq(clattn_mha_workspace_size(mha, &f2, 0, &ws), CLATTN_ERROR_UNSUPPORTED);
+  cr_assert_eq(clattn_mha_workspace_size(mha, &f2, 1, &ws), CLATTN_ERROR_UNSUPPORTED);
+  f2.batch = 1;
+  f2.seq_kv = SIZE_MAX / 3;
+  cr_assert_eq(clattn_mha_workspace_size(mha, &f2, 1, &ws), CLATTN_ERROR_UNSUPPORTED);
+  f2 = fwd;
   f2.struct_size = 0;
   cr_assert_eq(clattn_mha_forward_host(mha, &f2, L.x, NULL, NULL, L.y, NULL),
                CLATTN_ERROR_INVALID_ARGUMENT);
