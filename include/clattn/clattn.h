@@ -517,11 +517,12 @@ CLATTN_API clattn_status clattn_tune_attention(clattn_context* ctx,
                                                clattn_tune_result* result);
 
 /* Tunes CLBlast's Xgemm parameters for the projection GEMMs of the shape in options
- * (Y = X·Wᵀ with X [batch*seq, E] and W [3E, E] and [E, E]), in the same way. CLBlast's
- * built-in parameters are timed first; an entry is written only when the winner beats
- * them. The parameters are a process-wide setting of CLBlast for the device: after the run
- * the winner (or the last candidate, when none beat the defaults) stays in force in this
- * process. */
+ * (Y = X·Wᵀ with X [batch*seq, E] and W [3E, E] and [E, E]), in the same way. The
+ * parameters in force are timed first (CLBlast's own, unless this process applied others,
+ * for instance from a tuning file when a context was created); an entry is written only
+ * when the winner beats them. The parameters are a process-wide setting of CLBlast for the
+ * device: after the run the winner (or the last candidate, when none beat the first
+ * timing) stays in force in this process. */
 CLATTN_API clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* options,
                                           clattn_tune_progress_fn progress, void* user,
                                           clattn_tune_result* result);
