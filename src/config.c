@@ -33,18 +33,21 @@ static size_t tiled_local_bytes(size_t head_dim, const clattn_attention_config* 
   return bytes * sizeof(float);
 }
 
-static size_t local_budget(const clattn_context* ctx) {
-  cl_ulong lm = ctx->info.local_mem_size;
+static size_t local_budget_info(const clattn_device_info* info) {
+  cl_ulong lm = info->local_mem_size;
   return lm > LOCAL_MEM_RESERVE ? (size_t)(lm - LOCAL_MEM_RESERVE) : 0;
 }
 
-static size_t max_group(const clattn_context* ctx) {
-  size_t n = ctx->info.max_work_group_size;
-  if (ctx->info.max_work_item_sizes[0] && ctx->info.max_work_item_sizes[0] < n) {
-    n = ctx->info.max_work_item_sizes[0];
+static size_t max_group_info(const clattn_device_info* info) {
+  size_t n = info->max_work_group_size;
+  if (info->max_work_item_sizes[0] && info->max_work_item_sizes[0] < n) {
+    n = info->max_work_item_sizes[0];
   }
   return n;
 }
+
+static size_t local_budget(const clattn_context* ctx) { return local_budget_info(&ctx->info); }
+static size_t max_group(const clattn_context* ctx) { return max_group_info(&ctx->info); }
 
 /* The built-in default for the fields left 0. */
 static void fill_defaults(const clattn_context* ctx, const clattn__attention_shape* shape,
@@ -88,19 +91,20 @@ static void fill_defaults(const clattn_context* ctx, const clattn__attention_sha
   }
 }
 
-/* Checks a complete config against the shape-independent rules and the device's limits. */
-static clattn_status check_limits(const clattn_context* ctx, const clattn__attention_shape* shape,
-                                  const clattn_attention_config* c) {
+/* Checks a complete config against the shape-independent rules and a device's limits;
+ * errors go to ctx (may be NULL). */
+static clattn_status check_limits_info(const clattn_context* ctx, const clattn_device_info* info,
+                                       size_t head_dim, const clattn_attention_config* c) {
   if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
     if (!is_pow2(c->threads_per_row) || c->threads_per_row > 32) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "threads_per_row %u must be a power of two up to 32", c->threads_per_row);
     }
-    if (c->block_m < 1 || clattn__config_group_size(c) > max_group(ctx)) {
+    if (c->block_m < 1 || clattn__config_group_size(c) > max_group_info(info)) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "block_m %u x threads_per_row %u is outside 1..%zu (the device's "
                           "work-group limit)",
-                          c->block_m, c->threads_per_row, max_group(ctx));
+                          c->block_m, c->threads_per_row, max_group_info(info));
     }
     if (!is_pow2(c->block_n) || c->block_n > 256) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
@@ -110,13 +114,12 @@ static clattn_status check_limits(const clattn_context* ctx, const clattn__atten
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "rows_per_item must be 1 for the tiled variant");
     }
-    size_t need = tiled_local_bytes(shape->head_dim, c);
-    if (need > local_budget(ctx)) {
+    size_t need = tiled_local_bytes(head_dim, c);
+    if (need > local_budget_info(info)) {
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                           "block_n %u with head_dim %zu needs %zu bytes of local memory; the "
                           "device has %llu",
-                          c->block_n, shape->head_dim, need,
-                          (unsigned long long)ctx->info.local_mem_size);
+                          c->block_n, head_dim, need, (unsigned long long)info->local_mem_size);
     }
   } else if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
     if (c->rows_per_item < 1 || c->rows_per_item > 16 || c->block_m != c->rows_per_item) {
@@ -137,6 +140,16 @@ static clattn_status check_limits(const clattn_context* ctx, const clattn__atten
                         (int)c->variant);
   }
   return CLATTN_SUCCESS;
+}
+
+static clattn_status check_limits(const clattn_context* ctx, const clattn__attention_shape* shape,
+                                  const clattn_attention_config* c) {
+  return check_limits_info(ctx, &ctx->info, shape->head_dim, c);
+}
+
+int clattn__config_fits(const clattn_device_info* info, size_t head_dim,
+                        const clattn_attention_config* config) {
+  return check_limits_info(NULL, info, head_dim, config) == CLATTN_SUCCESS;
 }
 
 const char* clattn__config_source_name(const clattn_attention_config* config) {
@@ -256,6 +269,20 @@ clattn_status clattn__config_resolve(clattn_context* ctx, const clattn__attentio
   int user = requested && (c.block_m || c.block_n || c.rows_per_item || c.threads_per_row);
   c.source = user || c.variant != CLATTN_VARIANT_AUTO ? CLATTN_CONFIG_SOURCE_USER
                                                       : CLATTN_CONFIG_SOURCE_HEURISTIC;
+  /* A config left to the library takes the tuned entry for the shape, if one fits. */
+  if (!user && c.variant == CLATTN_VARIANT_AUTO) {
+    clattn_attention_config tuned;
+    clattn_config_source level;
+    if (clattn__tuning_lookup(ctx, shape, &tuned, &level)) {
+      if (check_limits(ctx, shape, &tuned) == CLATTN_SUCCESS &&
+          build_and_check(ctx, shape, &tuned, kernel) == CLATTN_SUCCESS) {
+        tuned.source = level;
+        *used = tuned;
+        return CLATTN_SUCCESS;
+      }
+      clattn__log("the tuned config does not fit here; using the built-in default");
+    }
+  }
   fill_defaults(ctx, shape, &c);
 
   clattn_status status;

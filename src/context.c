@@ -50,6 +50,7 @@ static clattn_status context_finish(clattn_context* ctx) {
   }
   clattn__log("context on \"%s\" (%s, driver %s)", ctx->info.name, ctx->info.platform_name,
               ctx->info.driver_version);
+  clattn__tuning_context_init(ctx); /* never fails: a bad tuning file means defaults */
   return CLATTN_SUCCESS;
 }
 
@@ -145,6 +146,7 @@ cleanup:
 
 clattn_status clattn_context_destroy(clattn_context* ctx) {
   if (!ctx) return CLATTN_SUCCESS;
+  clattn__tuning_context_release(ctx);
   clattn__program_cache_destroy(ctx->programs);
   clattn__gemm_release_programs(); /* CLBlast's programs retain the cl_context */
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

@@ -51,9 +51,10 @@ static const clattn__kernel_source* embedded_source(const char* name) {
 }
 
 /* Reads <dir>/<name>.cl into a malloc'd string. */
-static clattn_status read_override(const clattn_context* ctx, const char* name, char** out) {
+static clattn_status read_override(const clattn_context* ctx, const char* dir, const char* name,
+                                   char** out) {
   char path[4200];
-  snprintf(path, sizeof path, "%s/%s.cl", ctx->kernel_dir, name);
+  snprintf(path, sizeof path, "%s/%s.cl", dir, name);
   clattn_status status = CLATTN_SUCCESS;
   char* text = NULL;
   FILE* f = fopen(path, "rb");
@@ -82,9 +83,9 @@ cleanup:
   return status;
 }
 
-/* The text of one kernel file, malloc'd. */
-static clattn_status load_source(const clattn_context* ctx, const char* name, char** out) {
-  if (ctx->kernel_dir[0]) return read_override(ctx, name, out);
+clattn_status clattn__kernel_source_read(const clattn_context* ctx, const char* kernel_dir,
+                                         const char* name, char** out) {
+  if (kernel_dir && kernel_dir[0]) return read_override(ctx, kernel_dir, name, out);
   const clattn__kernel_source* src = embedded_source(name);
   if (!src) {
     return clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no embedded kernel source \"%s\"", name);
@@ -92,6 +93,11 @@ static clattn_status load_source(const clattn_context* ctx, const char* name, ch
   *out = strdup(src->text);
   if (!*out) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   return CLATTN_SUCCESS;
+}
+
+/* The text of one kernel file, malloc'd. */
+static clattn_status load_source(const clattn_context* ctx, const char* name, char** out) {
+  return clattn__kernel_source_read(ctx, ctx->kernel_dir, name, out);
 }
 
 static clattn_status build_program(clattn_context* ctx, const char* source_name,

@@ -59,7 +59,7 @@ Test(errors, status_strings) {
   cr_assert_str_eq(clattn_status_string(name), message, "message of %s", #name);
   CLATTN_STATUS_MAP(CHECK_STATUS)
 #undef CHECK_STATUS
-  static const int unknown[] = {1, 42, -14, -100, 1000000, INT32_MIN};
+  static const int unknown[] = {1, 42, -999, -100, 1000000, INT32_MIN};
   for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; ++i) {
     const clattn_status s = (clattn_status)unknown[i];
     cr_assert_not_null(clattn_status_name(s));

@@ -42,6 +42,109 @@ typedef struct selection {
 
 static const char kDefaultRule[] = "first GPU, else first accelerator, else first CPU";
 
+/* The tuning file, read once; each device lists the entries for it. */
+typedef struct tuning_state {
+  char path[4096];
+  clattn_status status;
+  char message[1024];
+  clattn_tuning_table* table;
+  size_t count;
+} tuning_state;
+
+static tuning_state g_tuning;
+
+static void tuning_load(void) {
+  if (clattn_tuning_file_path(g_tuning.path, sizeof g_tuning.path, NULL) != CLATTN_SUCCESS) {
+    g_tuning.path[0] = '\0';
+  }
+  g_tuning.status =
+      clattn_tuning_table_load(g_tuning.path[0] ? g_tuning.path : NULL, &g_tuning.table);
+  if (g_tuning.status != CLATTN_SUCCESS) {
+    clattn_context_get_last_error(NULL, g_tuning.message, sizeof g_tuning.message, NULL);
+  }
+  if (g_tuning.table) clattn_tuning_table_count(g_tuning.table, &g_tuning.count);
+}
+
+/* "D=64 N=1024..2047 causal" or "GEMM m=1024 k=512", and the config or parameters. */
+static void tuning_entry_text(const clattn_tuning_entry* e, char* shape, size_t shape_size,
+                              char* config, size_t config_size) {
+  if (e->kind == CLATTN_TUNING_GEMM) {
+    snprintf(shape, shape_size, "GEMM m=%zu n=%zu,%zu k=%zu", e->gemm_m, 3 * e->gemm_k, e->gemm_k,
+             e->gemm_k);
+    snprintf(config, config_size, "CLBlast %s, %zu parameters", e->kernel, e->param_count);
+    return;
+  }
+  unsigned long long lo = 1ull << e->seq_bucket, hi = (2ull << e->seq_bucket) - 1;
+  snprintf(shape, shape_size, "D=%zu N=%llu..%llu%s", e->head_dim, lo, hi,
+           e->causal ? " causal" : "");
+  const clattn_attention_config* c = &e->config;
+  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
+    snprintf(config, config_size, "tiled block_m=%u block_n=%u threads_per_row=%u", c->block_m,
+             c->block_n, c->threads_per_row);
+  } else {
+    snprintf(config, config_size, "regblock rows_per_item=%u block_n=%u", c->rows_per_item,
+             c->block_n);
+  }
+}
+
+static const char* tuning_level_name(int level, int current) {
+  if (!current) return "stale or beyond limits, ignored";
+  return level == CLATTN_CONFIG_SOURCE_TUNED ? "this driver" : "another driver";
+}
+
+static void print_tuning_text(const device_entry* dev) {
+  printf("    %-19s%s", "tuning file", g_tuning.path[0] ? g_tuning.path : "(no path)");
+  if (g_tuning.status != CLATTN_SUCCESS) {
+    printf(" (ignored: %s)\n", g_tuning.message);
+    return;
+  }
+  size_t shown = 0;
+  for (size_t i = 0; i < g_tuning.count; ++i) {
+    clattn_tuning_entry e = CLATTN_TUNING_ENTRY_INIT;
+    int level = 0, current = 0;
+    if (clattn_tuning_table_get(g_tuning.table, i, &e) != CLATTN_SUCCESS ||
+        clattn_tuning_entry_match(&e, dev->id, &level, &current) != CLATTN_SUCCESS || !level) {
+      continue;
+    }
+    if (shown++ == 0) putchar('\n');
+    char shape[128], config[128];
+    tuning_entry_text(&e, shape, sizeof shape, config, sizeof config);
+    printf("      %-30s %-44s %.3f ms (default %.3f), %s\n", shape, config, e.time_ms,
+           e.default_time_ms, tuning_level_name(level, current));
+  }
+  if (!shown) printf(" (no entries for this device)\n");
+}
+
+static void json_tuning(const device_entry* dev) {
+  printf(",\"tuning\":{\"file\":");
+  tool_json_string(stdout, g_tuning.path);
+  printf(",\"status\":");
+  tool_json_string(stdout, clattn_status_name(g_tuning.status));
+  printf(",\"message\":");
+  tool_json_string(stdout, g_tuning.message);
+  printf(",\"entries\":[");
+  size_t shown = 0;
+  for (size_t i = 0; g_tuning.status == CLATTN_SUCCESS && i < g_tuning.count; ++i) {
+    clattn_tuning_entry e = CLATTN_TUNING_ENTRY_INIT;
+    int level = 0, current = 0;
+    if (clattn_tuning_table_get(g_tuning.table, i, &e) != CLATTN_SUCCESS ||
+        clattn_tuning_entry_match(&e, dev->id, &level, &current) != CLATTN_SUCCESS || !level) {
+      continue;
+    }
+    char shape[128], config[128];
+    tuning_entry_text(&e, shape, sizeof shape, config, sizeof config);
+    printf("%s{\"kind\":\"%s\",\"shape\":", shown++ ? "," : "",
+           e.kind == CLATTN_TUNING_GEMM ? "gemm" : "attention");
+    tool_json_string(stdout, shape);
+    printf(",\"config\":");
+    tool_json_string(stdout, config);
+    printf(",\"time_ms\":%.4f,\"default_time_ms\":%.4f,\"same_driver\":%s,\"usable\":%s}",
+           e.time_ms, e.default_time_ms, level == CLATTN_CONFIG_SOURCE_TUNED ? "true" : "false",
+           current ? "true" : "false");
+  }
+  printf("]}");
+}
+
 static void print_usage(FILE* f) {
   fprintf(f,
           "usage: clattn-info [--json] [--device SPEC]\n"
@@ -156,6 +259,7 @@ static void print_device_text(const platform_entry* pl, cl_uint p, cl_uint d, in
   printf("    %-19s%s / %s\n", "fp16 / fp64", in->has_fp16 ? "yes" : "no",
          in->has_fp64 ? "yes" : "no");
   print_wrapped_words("extensions", in->extensions, 4);
+  print_tuning_text(dev);
 }
 
 static void print_selection_text(const selection* sel, int have_devices) {
@@ -231,7 +335,9 @@ static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int sele
     first = 0;
     s = end;
   }
-  printf("]}");
+  printf("]");
+  json_tuning(dev);
+  printf("}");
 }
 
 static void print_json(const platform_entry* platforms, cl_uint num_platforms, const selection* sel,
@@ -379,6 +485,7 @@ int main(int argc, char** argv) {
     total_devices += n;
   }
 
+  tuning_load();
   sel.status = clattn_device_select(sel.spec, &sel.platform, &sel.device);
   if (sel.status == CLATTN_SUCCESS) {
     exit_code = 0;
@@ -414,6 +521,7 @@ int main(int argc, char** argv) {
   print_selection_text(&sel, total_devices > 0);
 
 cleanup:
+  clattn_tuning_table_destroy(g_tuning.table);
   for (cl_uint p = 0; p < num_platforms; ++p) free(platforms[p].devices);
   return exit_code;
 }

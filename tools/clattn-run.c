@@ -235,6 +235,10 @@ static const char* source_name(clattn_config_source s) {
       return "heuristic";
     case CLATTN_CONFIG_SOURCE_FALLBACK:
       return "fallback";
+    case CLATTN_CONFIG_SOURCE_TUNED:
+      return "tuned";
+    case CLATTN_CONFIG_SOURCE_TUNED_OTHER_DRIVER:
+      return "tuned-other-driver";
     default:
       return "unknown";
   }

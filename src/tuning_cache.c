@@ -1,0 +1,935 @@
+/* The tuning file: parsing (a pure function, fuzzed), merging, the locked atomic write,
+ * the device key, and the lookup a context does with fallback levels. */
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Seq buckets farther than this from a tuned one (a factor of 4 in length) take the
+ * heuristics instead. */
+#define MAX_BUCKET_DISTANCE 2
+/* How long a writer waits for the lock before giving up. */
+#define LOCK_TIMEOUT_S 60
+
+static const char* const kVariantNames[] = {"auto", "tiled", "register_blocked"};
+
+/* ------------------------------------------------------------ paths */
+
+static clattn_status default_path(char* buf, size_t size) {
+  const char* env = getenv("CLATTN_TUNING_FILE");
+  int n;
+  if (env && *env) {
+    n = snprintf(buf, size, "%s", env);
+  } else if ((env = getenv("XDG_CACHE_HOME")) && *env) {
+    n = snprintf(buf, size, "%s/clattn/tuning.json", env);
+  } else if ((env = getenv("HOME")) && *env) {
+    n = snprintf(buf, size, "%s/.cache/clattn/tuning.json", env);
+  } else {
+    return clattn__fail(
+        NULL, CLATTN_ERROR_TUNING_FILE,
+        "no tuning file path: CLATTN_TUNING_FILE, XDG_CACHE_HOME and HOME are unset");
+  }
+  if (n < 0 || (size_t)n >= size) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "tuning file path too long");
+  }
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_tuning_file_path(char* buf, size_t buf_size, size_t* needed) {
+  if (!buf && buf_size) return CLATTN_ERROR_INVALID_ARGUMENT;
+  char path[4096];
+  clattn_status status = default_path(path, sizeof path);
+  if (status != CLATTN_SUCCESS) return status;
+  return clattn__copy_out(path, buf, buf_size, needed);
+}
+
+/* ------------------------------------------------------------ device key */
+
+/* Copies src into dst (size bytes), truncating. */
+static void copy_str(char* dst, size_t size, const char* src) {
+  size_t n = 0;
+  for (; src && src[n] && n + 1 < size; ++n) dst[n] = src[n];
+  dst[n] = '\0';
+}
+
+/* Lower case, whitespace runs to one space, trimmed; known vendors to one word. */
+static void normalise_vendor(const char* in, char* out, size_t size) {
+  char tmp[256];
+  size_t n = 0;
+  int space = 1;
+  for (const char* p = in; *p && n + 1 < sizeof tmp; ++p) {
+    unsigned char ch = (unsigned char)*p;
+    if (isspace(ch)) {
+      if (!space) tmp[n++] = ' ';
+      space = 1;
+    } else {
+      tmp[n++] = (char)tolower(ch);
+      space = 0;
+    }
+  }
+  while (n && tmp[n - 1] == ' ') --n;
+  tmp[n] = '\0';
+  static const struct {
+    const char* needle;
+    const char* name;
+  } kKnown[] = {{"nvidia", "nvidia"},
+                {"advanced micro devices", "amd"},
+                {"amd", "amd"},
+                {"intel", "intel"},
+                {"apple", "apple"},
+                {"arm", "arm"},
+                {"qualcomm", "qualcomm"},
+                {"imagination", "imagination"},
+                {"portable computing language", "pocl"},
+                {"pocl", "pocl"},
+                {"oclgrind", "oclgrind"}};
+  for (size_t i = 0; i < sizeof kKnown / sizeof kKnown[0]; ++i) {
+    if (strstr(tmp, kKnown[i].needle)) {
+      copy_str(out, size, kKnown[i].name);
+      return;
+    }
+  }
+  copy_str(out, size, tmp);
+}
+
+void clattn__tuning_device_key(const clattn_device_info* info, clattn_tuning_entry* e) {
+  normalise_vendor(info->vendor, e->vendor, sizeof e->vendor);
+  copy_str(e->device, sizeof e->device, info->name);
+  copy_str(e->driver, sizeof e->driver, info->driver_version);
+  e->compute_units = info->compute_units;
+  e->local_mem_size = info->local_mem_size;
+}
+
+/* 2 same device and driver, 1 same device, 0 another device. */
+static int device_level(const clattn_tuning_entry* key, const clattn_tuning_entry* e) {
+  if (strcmp(key->vendor, e->vendor) != 0 || strcmp(key->device, e->device) != 0 ||
+      key->compute_units != e->compute_units || key->local_mem_size != e->local_mem_size) {
+    return 0;
+  }
+  return strcmp(key->driver, e->driver) == 0 ? 2 : 1;
+}
+
+static clattn_config_source level_source(int level) {
+  return level == 2 ? CLATTN_CONFIG_SOURCE_TUNED : CLATTN_CONFIG_SOURCE_TUNED_OTHER_DRIVER;
+}
+
+clattn_status clattn__tuning_source_hash(const clattn_context* ctx, const char* kernel_dir,
+                                         const char* kernel, char* hash, size_t hash_size) {
+  char* common = NULL;
+  char* body = NULL;
+  clattn_status status = clattn__kernel_source_read(ctx, kernel_dir, "common", &common);
+  if (status == CLATTN_SUCCESS) status = clattn__kernel_source_read(ctx, kernel_dir, kernel, &body);
+  if (status == CLATTN_SUCCESS) {
+    /* FNV-1a over the text the program is built from: common.cl, "\n", the kernel file. */
+    uint64_t h = 1469598103934665603ull;
+    const char* parts[3] = {common, "\n", body};
+    for (int i = 0; i < 3; ++i) {
+      for (const unsigned char* p = (const unsigned char*)parts[i]; *p; ++p) {
+        h = (h ^ *p) * 1099511628211ull;
+      }
+    }
+    snprintf(hash, hash_size, "fnv1a64:%016llx", (unsigned long long)h);
+  }
+  free(common);
+  free(body);
+  return status;
+}
+
+/* ------------------------------------------------------------ table */
+
+static clattn__tuning_table* table_new(void) {
+  return clattn__calloc(1, sizeof(clattn__tuning_table));
+}
+
+void clattn__tuning_table_destroy(clattn__tuning_table* table) {
+  if (!table) return;
+  free(table->entries);
+  free(table);
+}
+
+/* 1 when two entries fill the same slot: same device (driver included) and shape class. */
+static int same_slot(const clattn_tuning_entry* a, const clattn_tuning_entry* b) {
+  if (a->kind != b->kind || device_level(a, b) != 2) return 0;
+  if (a->kind == CLATTN_TUNING_GEMM) return strcmp(a->kernel, b->kernel) == 0;
+  return a->dtype == b->dtype && a->head_dim == b->head_dim && a->causal == b->causal &&
+         a->seq_bucket == b->seq_bucket;
+}
+
+static clattn_status table_append(clattn__tuning_table* t, const clattn_tuning_entry* e) {
+  if (t->count == t->capacity) {
+    size_t cap = t->capacity ? 2 * t->capacity : 16;
+    clattn_tuning_entry* p = realloc(t->entries, cap * sizeof *p);
+    if (!p) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    t->entries = p;
+    t->capacity = cap;
+  }
+  t->entries[t->count++] = *e;
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn__tuning_table_put(clattn__tuning_table* t, const clattn_tuning_entry* e) {
+  for (size_t i = 0; i < t->count; ++i) {
+    if (same_slot(&t->entries[i], e)) {
+      t->entries[i] = *e;
+      return CLATTN_SUCCESS;
+    }
+  }
+  return table_append(t, e);
+}
+
+/* ------------------------------------------------------------ parsing */
+
+/* A string member that fits `size` with its NUL; missing is an error unless optional. */
+static int get_string(const cJSON* obj, const char* name, char* out, size_t size, int optional) {
+  const cJSON* item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!item) {
+    if (optional) out[0] = '\0';
+    return optional;
+  }
+  if (!cJSON_IsString(item) || !item->valuestring || strlen(item->valuestring) >= size) return 0;
+  copy_str(out, size, item->valuestring);
+  return 1;
+}
+
+/* An integral number member in [lo, hi]. */
+static int get_uint(const cJSON* obj, const char* name, double lo, double hi, double* out) {
+  const cJSON* item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!cJSON_IsNumber(item)) return 0;
+  double v = item->valuedouble;
+  if (!isfinite(v) || v != floor(v) || v < lo || v > hi) return 0;
+  *out = v;
+  return 1;
+}
+
+/* A finite, non-negative time; missing is 0. */
+static int get_time(const cJSON* obj, const char* name, double* out) {
+  const cJSON* item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  *out = 0;
+  if (!item) return 1;
+  if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble) || item->valuedouble < 0) return 0;
+  *out = item->valuedouble;
+  return 1;
+}
+
+static int parse_device(const cJSON* dev, clattn_tuning_entry* e) {
+  double cu, lm;
+  if (!cJSON_IsObject(dev) || !get_string(dev, "vendor", e->vendor, sizeof e->vendor, 0) ||
+      !get_string(dev, "name", e->device, sizeof e->device, 0) ||
+      !get_string(dev, "driver", e->driver, sizeof e->driver, 0) ||
+      !get_uint(dev, "compute_units", 0, 4294967295.0, &cu) ||
+      !get_uint(dev, "local_mem_size", 0, 1125899906842624.0, &lm)) {
+    return 0;
+  }
+  e->compute_units = (cl_uint)cu;
+  e->local_mem_size = (cl_ulong)lm;
+  return 1;
+}
+
+static int parse_config(const cJSON* cfg, clattn_attention_config* c) {
+  char variant[32];
+  double bm, bn, rows, tpr;
+  if (!cJSON_IsObject(cfg) || !get_string(cfg, "variant", variant, sizeof variant, 0) ||
+      !get_uint(cfg, "block_m", 1, 1024, &bm) || !get_uint(cfg, "block_n", 1, 1024, &bn) ||
+      !get_uint(cfg, "rows_per_item", 1, 64, &rows) ||
+      !get_uint(cfg, "threads_per_row", 1, 64, &tpr)) {
+    return 0;
+  }
+  memset(c, 0, sizeof *c);
+  c->struct_size = sizeof *c;
+  if (strcmp(variant, kVariantNames[CLATTN_VARIANT_TILED_LOCAL]) == 0) {
+    c->variant = CLATTN_VARIANT_TILED_LOCAL;
+  } else if (strcmp(variant, kVariantNames[CLATTN_VARIANT_REGISTER_BLOCKED]) == 0) {
+    c->variant = CLATTN_VARIANT_REGISTER_BLOCKED;
+  } else {
+    return 0;
+  }
+  c->block_m = (unsigned)bm;
+  c->block_n = (unsigned)bn;
+  c->rows_per_item = (unsigned)rows;
+  c->threads_per_row = (unsigned)tpr;
+  return 1;
+}
+
+static int parse_params(const cJSON* params, clattn_tuning_entry* e) {
+  if (!cJSON_IsObject(params)) return 0;
+  e->param_count = 0;
+  const cJSON* item = NULL;
+  cJSON_ArrayForEach(item, params) {
+    if (e->param_count == CLATTN_TUNING_MAX_PARAMS || !item->string ||
+        strlen(item->string) >= sizeof e->param_names[0] || !cJSON_IsNumber(item)) {
+      return 0;
+    }
+    double v = item->valuedouble;
+    if (!isfinite(v) || v != floor(v) || v < 0 || v > 65536) return 0;
+    copy_str(e->param_names[e->param_count], sizeof e->param_names[0], item->string);
+    e->param_values[e->param_count] = (size_t)v;
+    e->param_count++;
+  }
+  return e->param_count > 0;
+}
+
+static int parse_entry(const cJSON* obj, clattn_tuning_entry* e) {
+  char kind[16], dtype[8];
+  double v;
+  memset(e, 0, sizeof *e);
+  e->struct_size = sizeof *e;
+  if (!cJSON_IsObject(obj) || !get_string(obj, "kind", kind, sizeof kind, 0) ||
+      !parse_device(cJSON_GetObjectItemCaseSensitive(obj, "device"), e) ||
+      !get_string(obj, "kernel", e->kernel, sizeof e->kernel, 0) ||
+      !get_string(obj, "source_hash", e->source_hash, sizeof e->source_hash, 1) ||
+      !get_string(obj, "tuned_at", e->tuned_at, sizeof e->tuned_at, 1) ||
+      !get_time(obj, "time_ms", &e->time_ms) ||
+      !get_time(obj, "default_time_ms", &e->default_time_ms)) {
+    return 0;
+  }
+  if (strcmp(kind, "attention") == 0) {
+    e->kind = CLATTN_TUNING_ATTENTION;
+    const cJSON* causal = cJSON_GetObjectItemCaseSensitive(obj, "causal");
+    if (!get_string(obj, "dtype", dtype, sizeof dtype, 0) || strcmp(dtype, "f32") != 0 ||
+        !cJSON_IsBool(causal) || !get_uint(obj, "head_dim", 1, CLATTN__MAX_HEAD_DIM, &v)) {
+      return 0;
+    }
+    e->dtype = CLATTN_DTYPE_F32;
+    e->causal = cJSON_IsTrue(causal);
+    e->head_dim = (size_t)v;
+    if (!get_uint(obj, "seq_bucket", 0, 40, &v)) return 0;
+    e->seq_bucket = (unsigned)v;
+    return parse_config(cJSON_GetObjectItemCaseSensitive(obj, "config"), &e->config);
+  }
+  if (strcmp(kind, "gemm") == 0) {
+    e->kind = CLATTN_TUNING_GEMM;
+    if (!get_uint(obj, "m", 1, 2147483647.0, &v)) return 0;
+    e->gemm_m = (size_t)v;
+    if (!get_uint(obj, "k", 1, 2147483647.0, &v)) return 0;
+    e->gemm_k = (size_t)v;
+    return parse_params(cJSON_GetObjectItemCaseSensitive(obj, "parameters"), e);
+  }
+  return 0;
+}
+
+clattn_status clattn__tuning_parse(const char* text, size_t size, clattn__tuning_table** out) {
+  clattn_status status = CLATTN_SUCCESS;
+  cJSON* root = NULL;
+  clattn__tuning_table* table = NULL;
+  if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
+  *out = NULL;
+  if (!text || size == 0) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "the tuning file is empty");
+  }
+  if (size > CLATTN__TUNING_MAX_BYTES) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                        "the tuning file has %zu bytes, more than the %zu a tuning file may have",
+                        size, CLATTN__TUNING_MAX_BYTES);
+  }
+  root = cJSON_ParseWithLength(text, size);
+  if (!root) {
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                          "the tuning file is not valid JSON (truncated or corrupt)");
+    goto cleanup;
+  }
+  char format[32];
+  double version;
+  if (!cJSON_IsObject(root) || !get_string(root, "format", format, sizeof format, 0) ||
+      strcmp(format, CLATTN__TUNING_FORMAT) != 0) {
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                          "the file is not a clattn tuning file (no \"format\": \"%s\")",
+                          CLATTN__TUNING_FORMAT);
+    goto cleanup;
+  }
+  if (!get_uint(root, "version", 0, 1e9, &version) || version != CLATTN__TUNING_VERSION) {
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                          "the tuning file has another format version (this library reads "
+                          "version %d)",
+                          CLATTN__TUNING_VERSION);
+    goto cleanup;
+  }
+  const cJSON* entries = cJSON_GetObjectItemCaseSensitive(root, "entries");
+  if (!cJSON_IsArray(entries)) {
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "the tuning file has no entries array");
+    goto cleanup;
+  }
+  table = table_new();
+  if (!table) {
+    status = clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    goto cleanup;
+  }
+  size_t dropped = 0;
+  const cJSON* item = NULL;
+  cJSON_ArrayForEach(item, entries) {
+    clattn_tuning_entry e;
+    if (!parse_entry(item, &e)) {
+      ++dropped;
+      continue;
+    }
+    /* A later entry for the same slot wins, as a merge would leave it. */
+    CLATTN__CHECK(clattn__tuning_table_put(table, &e));
+  }
+  if (dropped) clattn__log("tuning file: %zu malformed entries ignored", dropped);
+  *out = table;
+  table = NULL;
+cleanup:
+  clattn__tuning_table_destroy(table);
+  cJSON_Delete(root);
+  return status;
+}
+
+/* ------------------------------------------------------------ serialising */
+
+static cJSON* entry_json(const clattn_tuning_entry* e) {
+  cJSON* o = cJSON_CreateObject();
+  cJSON* dev = cJSON_CreateObject();
+  if (!o || !dev) {
+    cJSON_Delete(o);
+    cJSON_Delete(dev);
+    return NULL;
+  }
+  int ok = cJSON_AddStringToObject(o, "kind",
+                                   e->kind == CLATTN_TUNING_GEMM ? "gemm" : "attention") != NULL;
+  cJSON_AddItemToObject(o, "device", dev);
+  ok &= cJSON_AddStringToObject(dev, "vendor", e->vendor) != NULL;
+  ok &= cJSON_AddStringToObject(dev, "name", e->device) != NULL;
+  ok &= cJSON_AddStringToObject(dev, "driver", e->driver) != NULL;
+  ok &= cJSON_AddNumberToObject(dev, "compute_units", (double)e->compute_units) != NULL;
+  ok &= cJSON_AddNumberToObject(dev, "local_mem_size", (double)e->local_mem_size) != NULL;
+  ok &= cJSON_AddStringToObject(o, "kernel", e->kernel) != NULL;
+  ok &= cJSON_AddStringToObject(o, "source_hash", e->source_hash) != NULL;
+  if (e->kind == CLATTN_TUNING_ATTENTION) {
+    ok &= cJSON_AddStringToObject(o, "dtype", "f32") != NULL;
+    ok &= cJSON_AddNumberToObject(o, "head_dim", (double)e->head_dim) != NULL;
+    ok &= cJSON_AddBoolToObject(o, "causal", e->causal) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "seq_bucket", e->seq_bucket) != NULL;
+    cJSON* cfg = cJSON_AddObjectToObject(o, "config");
+    ok &= cfg != NULL;
+    if (cfg) {
+      const clattn_attention_config* c = &e->config;
+      ok &= cJSON_AddStringToObject(cfg, "variant",
+                                    kVariantNames[c->variant == CLATTN_VARIANT_TILED_LOCAL
+                                                      ? CLATTN_VARIANT_TILED_LOCAL
+                                                      : CLATTN_VARIANT_REGISTER_BLOCKED]) != NULL;
+      ok &= cJSON_AddNumberToObject(cfg, "block_m", c->block_m) != NULL;
+      ok &= cJSON_AddNumberToObject(cfg, "block_n", c->block_n) != NULL;
+      ok &= cJSON_AddNumberToObject(cfg, "rows_per_item", c->rows_per_item) != NULL;
+      ok &= cJSON_AddNumberToObject(cfg, "threads_per_row", c->threads_per_row) != NULL;
+    }
+  } else {
+    ok &= cJSON_AddNumberToObject(o, "m", (double)e->gemm_m) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "k", (double)e->gemm_k) != NULL;
+    cJSON* params = cJSON_AddObjectToObject(o, "parameters");
+    ok &= params != NULL;
+    for (size_t i = 0; params && i < e->param_count && i < CLATTN_TUNING_MAX_PARAMS; ++i) {
+      ok &= cJSON_AddNumberToObject(params, e->param_names[i], (double)e->param_values[i]) != NULL;
+    }
+  }
+  ok &= cJSON_AddNumberToObject(o, "time_ms", e->time_ms) != NULL;
+  ok &= cJSON_AddNumberToObject(o, "default_time_ms", e->default_time_ms) != NULL;
+  ok &= cJSON_AddStringToObject(o, "tuned_at", e->tuned_at) != NULL;
+  if (!ok) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  return o;
+}
+
+clattn_status clattn__tuning_serialize(const clattn__tuning_table* t, char** text) {
+  clattn_status status = CLATTN_SUCCESS;
+  cJSON* root = cJSON_CreateObject();
+  cJSON* entries = NULL;
+  if (!root || !cJSON_AddStringToObject(root, "format", CLATTN__TUNING_FORMAT) ||
+      !cJSON_AddNumberToObject(root, "version", CLATTN__TUNING_VERSION) ||
+      !(entries = cJSON_AddArrayToObject(root, "entries"))) {
+    goto oom;
+  }
+  for (size_t i = 0; i < t->count; ++i) {
+    cJSON* e = entry_json(&t->entries[i]);
+    if (!e) goto oom;
+    cJSON_AddItemToArray(entries, e);
+  }
+  *text = cJSON_Print(root);
+  if (!*text) goto oom;
+  goto cleanup;
+oom:
+  status = clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+cleanup:
+  cJSON_Delete(root);
+  return status;
+}
+
+/* ------------------------------------------------------------ files */
+
+/* Reads a whole file (at most CLATTN__TUNING_MAX_BYTES + 1 bytes). *missing is set when it
+ * does not exist. */
+static clattn_status read_file(const char* path, char** text, size_t* size, int* missing) {
+  *text = NULL;
+  *size = 0;
+  *missing = 0;
+  FILE* f = fopen(path, "rb");
+  if (!f) {
+    if (errno == ENOENT) {
+      *missing = 1;
+      return CLATTN_SUCCESS;
+    }
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot open the tuning file %s: %s", path,
+                        strerror(errno));
+  }
+  clattn_status status = CLATTN_SUCCESS;
+  size_t cap = 4096, n = 0;
+  char* buf = clattn__malloc(cap);
+  while (buf) {
+    if (n == cap) {
+      if (cap > CLATTN__TUNING_MAX_BYTES) break; /* too large: the parser says so */
+      char* p = realloc(buf, 2 * cap);
+      if (!p) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = p;
+      cap *= 2;
+    }
+    size_t got = fread(buf + n, 1, cap - n, f);
+    n += got;
+    if (got == 0) break;
+  }
+  if (!buf) {
+    status = clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  } else if (ferror(f)) {
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot read the tuning file %s", path);
+    free(buf);
+  } else {
+    *text = buf;
+    *size = n;
+  }
+  fclose(f);
+  return status;
+}
+
+/* Loads a file into a table: missing -> empty; unreadable or invalid -> empty and the
+ * error status (message recorded). *out is NULL only when out of memory. */
+static clattn_status load_table(const char* path, clattn__tuning_table** out, int* found) {
+  char* text = NULL;
+  size_t size = 0;
+  int missing = 0;
+  *out = NULL;
+  *found = 0;
+  clattn_status status = read_file(path, &text, &size, &missing);
+  if (status == CLATTN_SUCCESS && !missing) {
+    *found = 1;
+    status = clattn__tuning_parse(text, size, out);
+    if (status != CLATTN_SUCCESS) {
+      char msg[1024];
+      clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
+      clattn__fail(NULL, status, "%s: %s; ignored", path, msg);
+    }
+  }
+  free(text);
+  if (!*out) {
+    *out = table_new();
+    if (!*out) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  }
+  return status;
+}
+
+/* mkdir -p of the directory part of path. */
+static clattn_status make_parent_dirs(const char* path) {
+  char dir[4096];
+  if (strlen(path) >= sizeof dir) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "tuning file path too long");
+  }
+  strcpy(dir, path);
+  char* slash = strrchr(dir, '/');
+  if (!slash || slash == dir) return CLATTN_SUCCESS;
+  *slash = '\0';
+  for (char* p = dir + 1; *p; ++p) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+      return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot create directory %s: %s", dir,
+                          strerror(errno));
+    }
+    *p = '/';
+  }
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot create directory %s: %s", dir,
+                        strerror(errno));
+  }
+  return CLATTN_SUCCESS;
+}
+
+/* Threads of one process exclude each other here; processes through the lock file (POSIX
+ * record locks are per process and released when it dies, so a killed writer leaves no
+ * stale lock). */
+static pthread_mutex_t g_store_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static clattn_status lock_file(const char* path, int* fd_out) {
+  char lock_path[4200];
+  snprintf(lock_path, sizeof lock_path, "%s.lock", path);
+  int fd = open(lock_path, O_RDWR | O_CREAT, 0644);
+  if (fd < 0) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot create the lock file %s: %s",
+                        lock_path, strerror(errno));
+  }
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  for (int waited_ms = 0;; waited_ms += 20) {
+    if (fcntl(fd, F_SETLK, &fl) == 0) break;
+    if ((errno != EACCES && errno != EAGAIN) || waited_ms >= LOCK_TIMEOUT_S * 1000) {
+      int e = errno;
+      close(fd);
+      return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot lock %s: %s", lock_path,
+                          waited_ms >= LOCK_TIMEOUT_S * 1000 ? "timed out" : strerror(e));
+    }
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  *fd_out = fd;
+  return CLATTN_SUCCESS;
+}
+
+/* Writes text to a temporary file beside path, fsyncs it, renames it over path and fsyncs
+ * the directory. Readers see the old file or the new one, never a part. */
+static clattn_status write_atomic(const char* path, const char* text) {
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                        "cannot create a temporary file beside %s: %s", path, strerror(errno));
+  }
+  clattn_status status = CLATTN_SUCCESS;
+  size_t len = strlen(text), done = 0;
+  while (done < len) {
+    ssize_t w = write(fd, text + done, len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      status =
+          clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot write %s: %s", tmp, strerror(errno));
+      break;
+    }
+    done += (size_t)w;
+  }
+  if (status == CLATTN_SUCCESS && (fchmod(fd, 0644) != 0 || fsync(fd) != 0)) {
+    status =
+        clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot sync %s: %s", tmp, strerror(errno));
+  }
+  if (close(fd) != 0 && status == CLATTN_SUCCESS) {
+    status =
+        clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot close %s: %s", tmp, strerror(errno));
+  }
+  if (status == CLATTN_SUCCESS && rename(tmp, path) != 0) {
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot rename %s to %s: %s", tmp, path,
+                          strerror(errno));
+  }
+  if (status != CLATTN_SUCCESS) {
+    unlink(tmp);
+    return status;
+  }
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char* slash = strrchr(dir, '/');
+  if (slash) {
+    *(slash == dir ? slash + 1 : slash) = '\0';
+  } else {
+    strcpy(dir, ".");
+  }
+  int dfd = open(dir, O_RDONLY);
+  if (dfd >= 0) {
+    fsync(dfd); /* best effort: some file systems refuse fsync on directories */
+    close(dfd);
+  }
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_entry* entries,
+                                       size_t count) {
+  if (count && !entries) return CLATTN_ERROR_INVALID_ARGUMENT;
+  for (size_t i = 0; i < count; ++i) {
+    if (entries[i].struct_size != sizeof(clattn_tuning_entry)) {
+      return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                          "clattn_tuning_entry.struct_size is %zu, expected %zu",
+                          entries[i].struct_size, sizeof(clattn_tuning_entry));
+    }
+  }
+  char def[4096];
+  if (!path) {
+    clattn_status st = default_path(def, sizeof def);
+    if (st != CLATTN_SUCCESS) return st;
+    path = def;
+  }
+  clattn_status status = CLATTN_SUCCESS;
+  clattn__tuning_table* table = NULL;
+  char* text = NULL;
+  int fd = -1, found = 0;
+  pthread_mutex_lock(&g_store_lock);
+  CLATTN__CHECK(make_parent_dirs(path));
+  CLATTN__CHECK(lock_file(path, &fd));
+  /* Under the lock: re-read what other writers stored, then merge ours over it. */
+  status = load_table(path, &table, &found);
+  if (status == CLATTN_ERROR_OUT_OF_MEMORY) goto cleanup;
+  if (status != CLATTN_SUCCESS) clattn__log("replacing the unreadable tuning file %s", path);
+  status = CLATTN_SUCCESS;
+  for (size_t i = 0; i < count; ++i) CLATTN__CHECK(clattn__tuning_table_put(table, &entries[i]));
+  CLATTN__CHECK(clattn__tuning_serialize(table, &text));
+  CLATTN__CHECK(write_atomic(path, text));
+  clattn__log("tuning file %s: %zu entries written (%zu new or replaced)", path, table->count,
+              count);
+cleanup:
+  if (fd >= 0) close(fd); /* releases the lock */
+  pthread_mutex_unlock(&g_store_lock);
+  free(text);
+  clattn__tuning_table_destroy(table);
+  return status;
+}
+
+/* ------------------------------------------------------------ public table API */
+
+clattn_status clattn_tuning_table_load(const char* path, clattn_tuning_table** out) {
+  if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
+  *out = NULL;
+  char def[4096];
+  if (!path) {
+    clattn_status st = default_path(def, sizeof def);
+    if (st != CLATTN_SUCCESS) {
+      *out = table_new();
+      return *out ? st : CLATTN_ERROR_OUT_OF_MEMORY;
+    }
+    path = def;
+  }
+  int found = 0;
+  return load_table(path, out, &found);
+}
+
+clattn_status clattn_tuning_table_destroy(clattn_tuning_table* table) {
+  clattn__tuning_table_destroy(table);
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_tuning_table_count(const clattn_tuning_table* table, size_t* count) {
+  if (!table || !count) return CLATTN_ERROR_INVALID_ARGUMENT;
+  *count = table->count;
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_tuning_table_get(const clattn_tuning_table* table, size_t index,
+                                      clattn_tuning_entry* entry) {
+  if (!table || !entry || entry->struct_size != sizeof(clattn_tuning_entry) ||
+      index >= table->count) {
+    return CLATTN_ERROR_INVALID_ARGUMENT;
+  }
+  *entry = table->entries[index];
+  return CLATTN_SUCCESS;
+}
+
+/* Whether a GEMM entry's parameters fit a device: work-group size and local memory. */
+static int gemm_fits(const clattn_device_info* info, const clattn_tuning_entry* e) {
+  size_t v[8] = {0};
+  const char* names[8] = {"MDIMC", "NDIMC", "KWG", "MWG", "NWG", "SA", "SB", "GEMMK"};
+  for (int n = 0; n < 8; ++n) {
+    int seen = 0;
+    for (size_t i = 0; i < e->param_count; ++i) {
+      if (strcmp(e->param_names[i], names[n]) == 0) {
+        v[n] = e->param_values[i];
+        seen = 1;
+      }
+    }
+    if (!seen) return 0;
+  }
+  size_t group = v[0] * v[1];
+  size_t local = (v[5] * v[2] * v[3] + v[6] * v[2] * v[4]) * sizeof(float);
+  return group >= 1 && group <= info->max_work_group_size && local <= info->local_mem_size;
+}
+
+/* 1 when an entry can serve a device: kernel unchanged and limits respected. */
+static int entry_current(const clattn_context* ctx, const char* kernel_dir,
+                         const clattn_device_info* info, const clattn_tuning_entry* e) {
+  if (e->kind == CLATTN_TUNING_GEMM) return gemm_fits(info, e);
+  const char* want =
+      e->config.variant == CLATTN_VARIANT_TILED_LOCAL ? "attention_tiled" : "attention_regblock";
+  if (strcmp(e->kernel, want) != 0) return 0;
+  char hash[32];
+  if (clattn__tuning_source_hash(ctx, kernel_dir, e->kernel, hash, sizeof hash) != CLATTN_SUCCESS ||
+      strcmp(hash, e->source_hash) != 0) {
+    return 0;
+  }
+  return clattn__config_fits(info, e->head_dim, &e->config);
+}
+
+clattn_status clattn_tuning_entry_match(const clattn_tuning_entry* entry, cl_device_id device,
+                                        int* level, int* current) {
+  if (!entry || !device || entry->struct_size != sizeof(clattn_tuning_entry)) {
+    return CLATTN_ERROR_INVALID_ARGUMENT;
+  }
+  clattn_device_info* info = clattn__malloc(sizeof *info);
+  if (!info) return CLATTN_ERROR_OUT_OF_MEMORY;
+  info->struct_size = sizeof *info;
+  clattn_status status = clattn_device_query(device, info);
+  if (status == CLATTN_SUCCESS) {
+    clattn_tuning_entry key;
+    clattn__tuning_device_key(info, &key);
+    int lv = device_level(&key, entry);
+    if (level)
+      *level = lv == 2   ? CLATTN_CONFIG_SOURCE_TUNED
+               : lv == 1 ? CLATTN_CONFIG_SOURCE_TUNED_OTHER_DRIVER
+                         : 0;
+    if (current) *current = entry_current(NULL, getenv("CLATTN_KERNEL_DIR"), info, entry);
+  }
+  free(info);
+  return status;
+}
+
+/* ------------------------------------------------------------ context */
+
+static void info_message(clattn_context* ctx, clattn_status status) {
+  ctx->tuning_info.status = status;
+  clattn_context_get_last_error(NULL, ctx->tuning_info.message, sizeof ctx->tuning_info.message,
+                                NULL);
+}
+
+/* Applies the best GEMM entry for the device (this driver first). */
+static void apply_gemm(clattn_context* ctx, const clattn__tuning_table* file,
+                       const clattn_tuning_entry* key) {
+  const clattn_tuning_entry* best = NULL;
+  int best_level = 0;
+  for (size_t i = 0; i < file->count; ++i) {
+    const clattn_tuning_entry* e = &file->entries[i];
+    if (e->kind != CLATTN_TUNING_GEMM || strcmp(e->kernel, "Xgemm") != 0) continue;
+    int lv = device_level(key, e);
+    if (lv > best_level && gemm_fits(&ctx->info, e)) {
+      best = e;
+      best_level = lv;
+    }
+  }
+  if (!best) return;
+  if (clattn__tuning_apply_gemm(ctx, best) == CLATTN_SUCCESS) {
+    ctx->tuning_info.gemm_source = level_source(best_level);
+    clattn__log("CLBlast %s parameters from the tuning file applied", best->kernel);
+  } else {
+    clattn__log("CLBlast rejected the tuned %s parameters; keeping its defaults", best->kernel);
+  }
+}
+
+void clattn__tuning_context_init(clattn_context* ctx) {
+  clattn_tuning_info* ti = &ctx->tuning_info;
+  memset(ti, 0, sizeof *ti);
+  ti->struct_size = sizeof *ti;
+  ti->status = CLATTN_SUCCESS;
+  clattn__tuning_table* file = NULL;
+  clattn_status status = default_path(ti->path, sizeof ti->path);
+  if (status != CLATTN_SUCCESS) {
+    ti->path[0] = '\0';
+    info_message(ctx, status);
+    return;
+  }
+  status = load_table(ti->path, &file, &ti->found);
+  if (status != CLATTN_SUCCESS) {
+    info_message(ctx, status);
+    clattn__log("tuning file ignored, using the built-in defaults: %s", ti->message);
+  }
+  if (!file) return;
+  ti->entries = file->count;
+  ctx->tuning = table_new();
+  if (!ctx->tuning) {
+    clattn__tuning_table_destroy(file);
+    return;
+  }
+  clattn_tuning_entry key;
+  clattn__tuning_device_key(&ctx->info, &key);
+  /* Keep the attention entries that can serve this device; hashes once per kernel file. */
+  char hash[2][32] = {"", ""};
+  const char* kernels[2] = {"attention_tiled", "attention_regblock"};
+  for (int k = 0; k < 2; ++k) {
+    if (clattn__tuning_source_hash(ctx, ctx->kernel_dir, kernels[k], hash[k], sizeof hash[k]) !=
+        CLATTN_SUCCESS) {
+      hash[k][0] = '\0';
+    }
+  }
+  size_t stale = 0, misfit = 0;
+  for (size_t i = 0; i < file->count; ++i) {
+    const clattn_tuning_entry* e = &file->entries[i];
+    if (e->kind != CLATTN_TUNING_ATTENTION || !device_level(&key, e)) continue;
+    int k = e->config.variant == CLATTN_VARIANT_TILED_LOCAL ? 0 : 1;
+    if (strcmp(e->kernel, kernels[k]) != 0 || !hash[k][0] || strcmp(e->source_hash, hash[k])) {
+      ++stale;
+    } else if (!clattn__config_fits(&ctx->info, e->head_dim, &e->config)) {
+      ++misfit;
+    } else if (table_append(ctx->tuning, e) != CLATTN_SUCCESS) {
+      break;
+    }
+  }
+  ti->device_entries = ctx->tuning->count;
+  if (stale || misfit) {
+    clattn__log(
+        "tuning file: %zu entries for this device skipped (%zu for changed kernels, %zu "
+        "beyond the device's limits)",
+        stale + misfit, stale, misfit);
+  }
+  apply_gemm(ctx, file, &key);
+  clattn__log("tuning file %s: %zu entries, %zu usable here", ti->path, ti->entries,
+              ti->device_entries);
+  clattn__tuning_table_destroy(file);
+}
+
+void clattn__tuning_context_release(clattn_context* ctx) {
+  clattn__tuning_table_destroy(ctx->tuning);
+  ctx->tuning = NULL;
+}
+
+static unsigned seq_bucket(size_t n) {
+  unsigned b = 0;
+  while (n > 1) {
+    n >>= 1;
+    ++b;
+  }
+  return b;
+}
+
+int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* shape,
+                          clattn_attention_config* config, clattn_config_source* source) {
+  if (!ctx->tuning || !ctx->tuning->count) return 0;
+  clattn_tuning_entry key;
+  clattn__tuning_device_key(&ctx->info, &key);
+  const unsigned bucket = seq_bucket(shape->seq_q > shape->seq_kv ? shape->seq_q : shape->seq_kv);
+  const clattn_tuning_entry* best = NULL;
+  int best_level = 0;
+  unsigned best_dist = 0;
+  for (size_t i = 0; i < ctx->tuning->count; ++i) {
+    const clattn_tuning_entry* e = &ctx->tuning->entries[i];
+    if (e->head_dim != shape->head_dim || e->causal != shape->causal) continue;
+    unsigned dist = e->seq_bucket > bucket ? e->seq_bucket - bucket : bucket - e->seq_bucket;
+    if (dist > MAX_BUCKET_DISTANCE) continue;
+    int level = device_level(&key, e);
+    /* This driver before another; then the nearest bucket, the longer one on a tie. */
+    if (!best || level > best_level ||
+        (level == best_level &&
+         (dist < best_dist || (dist == best_dist && e->seq_bucket > best->seq_bucket)))) {
+      best = e;
+      best_level = level;
+      best_dist = dist;
+    }
+  }
+  if (!best) return 0;
+  *config = best->config;
+  config->struct_size = sizeof *config;
+  *source = level_source(best_level);
+  return 1;
+}
+
+clattn_status clattn_context_get_tuning_info(const clattn_context* ctx, clattn_tuning_info* info) {
+  if (!ctx || !info || info->struct_size != sizeof(clattn_tuning_info)) {
+    return CLATTN_ERROR_INVALID_ARGUMENT;
+  }
+  *info = ctx->tuning_info;
+  return CLATTN_SUCCESS;
+}

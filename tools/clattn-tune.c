@@ -1,0 +1,412 @@
+/* clattn-tune: tunes the attention kernels and CLBlast's GEMM for the device in hand and
+ * merges the winners into the tuning file that contexts read (a thin front end over
+ * clattn_tune_attention and clattn_tune_gemm).
+ *
+ * Exit status: 0 done, 1 error, 2 bad command line, 130 interrupted (finished shapes kept). */
+#define _POSIX_C_SOURCE 200809L
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clattn/clattn.h"
+#include "tool_util.h"
+
+#define MAX_LIST 16
+
+typedef struct list {
+  size_t v[MAX_LIST];
+  size_t n;
+} list;
+
+typedef struct options {
+  const char* device;
+  list head_dims, seqs, causal;
+  size_t batch, heads;
+  double budget;
+  const char* output;
+  int dry_run, json, gemm, attention;
+  clattn_variant variant;
+  unsigned seed;
+  size_t max_candidates;
+} options;
+
+typedef struct phase {
+  char name[96];
+  int gemm;
+  size_t head_dim, seq;
+  int causal;
+  clattn_status status;
+  clattn_tune_result result;
+  int ran;
+} phase;
+
+static volatile sig_atomic_t g_interrupted = 0;
+static void on_signal(int sig) {
+  (void)sig;
+  g_interrupted = 1;
+}
+
+static void print_usage(FILE* f) {
+  fprintf(f,
+          "usage: clattn-tune [options]\n"
+          "\n"
+          "Searches kernel configs for the attention core and CLBlast parameters for the\n"
+          "projection GEMMs on one device, verifies every candidate against a double-precision\n"
+          "reference, times the rest and merges the winners into the tuning file.\n"
+          "\n"
+          "  --device SPEC        \"P:D\" or a name substring (default: CLATTN_DEVICE, else the\n"
+          "                       default rule)\n"
+          "  --head-dim LIST      head dims, comma-separated (64)\n"
+          "  --seq LIST           sequence lengths (1024)\n"
+          "  --causal [0|1|both]  causal masks to tune (no flag: both; the flag alone: 1)\n"
+          "  --batch N, --heads N shape of the timed runs (1, 8); GEMMs use E = heads*head_dim\n"
+          "  --budget SECONDS     time for the whole run, shared by the shapes (60)\n"
+          "  --output FILE        tuning file (default: CLATTN_TUNING_FILE, else\n"
+          "                       $XDG_CACHE_HOME/clattn/tuning.json, else\n"
+          "                       ~/.cache/clattn/tuning.json)\n"
+          "  --variant auto|tiled|regblock   attention variants to search (auto: both)\n"
+          "  --no-gemm, --gemm-only           skip or only tune CLBlast's GEMM\n"
+          "  --max-candidates N   at most N candidates per shape\n"
+          "  --seed N             random search order\n"
+          "  --dry-run            print how many candidates each space holds, run nothing\n"
+          "  --json               print one JSON object at the end\n"
+          "  -h, --help           this text\n");
+}
+
+static int parse_size(const char* s, size_t* out) {
+  char* end = NULL;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (!*s || *end || s[0] == '-') return 0;
+  *out = (size_t)v;
+  return 1;
+}
+
+static int parse_list(const char* s, list* l) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", s);
+  l->n = 0;
+  for (char* tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    if (l->n == MAX_LIST || !parse_size(tok, &l->v[l->n]) || !l->v[l->n]) return 0;
+    l->n++;
+  }
+  return l->n > 0;
+}
+
+static int parse_args(int argc, char** argv, options* o) {
+  memset(o, 0, sizeof *o);
+  o->head_dims.v[0] = 64;
+  o->head_dims.n = 1;
+  o->seqs.v[0] = 1024;
+  o->seqs.n = 1;
+  o->causal.v[0] = 0;
+  o->causal.v[1] = 1;
+  o->causal.n = 2;
+  o->batch = 1;
+  o->heads = 8;
+  o->budget = 60;
+  o->gemm = o->attention = 1;
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    const char* next = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      print_usage(stdout);
+      exit(0);
+    } else if (strcmp(a, "--device") == 0 && next) {
+      o->device = argv[++i];
+    } else if (strcmp(a, "--head-dim") == 0 && next) {
+      if (!parse_list(argv[++i], &o->head_dims)) return 0;
+    } else if (strcmp(a, "--seq") == 0 && next) {
+      if (!parse_list(argv[++i], &o->seqs)) return 0;
+    } else if (strcmp(a, "--causal") == 0) {
+      o->causal.n = 1;
+      o->causal.v[0] = 1;
+      if (next && strcmp(next, "0") == 0) {
+        o->causal.v[0] = 0;
+        ++i;
+      } else if (next && strcmp(next, "1") == 0) {
+        ++i;
+      } else if (next && strcmp(next, "both") == 0) {
+        o->causal.n = 2;
+        o->causal.v[0] = 0;
+        o->causal.v[1] = 1;
+        ++i;
+      }
+    } else if (strcmp(a, "--batch") == 0 && next) {
+      if (!parse_size(argv[++i], &o->batch) || !o->batch) return 0;
+    } else if (strcmp(a, "--heads") == 0 && next) {
+      if (!parse_size(argv[++i], &o->heads) || !o->heads) return 0;
+    } else if (strcmp(a, "--budget") == 0 && next) {
+      char* end = NULL;
+      o->budget = strtod(argv[++i], &end);
+      if (*end || !(o->budget > 0)) return 0;
+    } else if (strcmp(a, "--output") == 0 && next) {
+      o->output = argv[++i];
+    } else if (strcmp(a, "--variant") == 0 && next) {
+      const char* v = argv[++i];
+      if (strcmp(v, "auto") == 0) {
+        o->variant = CLATTN_VARIANT_AUTO;
+      } else if (strcmp(v, "tiled") == 0) {
+        o->variant = CLATTN_VARIANT_TILED_LOCAL;
+      } else if (strcmp(v, "regblock") == 0) {
+        o->variant = CLATTN_VARIANT_REGISTER_BLOCKED;
+      } else {
+        return 0;
+      }
+    } else if (strcmp(a, "--no-gemm") == 0) {
+      o->gemm = 0;
+    } else if (strcmp(a, "--gemm-only") == 0) {
+      o->attention = 0;
+    } else if (strcmp(a, "--max-candidates") == 0 && next) {
+      if (!parse_size(argv[++i], &o->max_candidates)) return 0;
+    } else if (strcmp(a, "--seed") == 0 && next) {
+      size_t s;
+      if (!parse_size(argv[++i], &s)) return 0;
+      o->seed = (unsigned)s;
+    } else if (strcmp(a, "--dry-run") == 0) {
+      o->dry_run = 1;
+    } else if (strcmp(a, "--json") == 0) {
+      o->json = 1;
+    } else {
+      fprintf(stderr, "clattn-tune: unknown or incomplete option %s\n", a);
+      return 0;
+    }
+  }
+  return o->gemm || o->attention;
+}
+
+typedef struct progress_state {
+  int tty;
+  const char* phase_name;
+} progress_state;
+
+static int on_progress(const clattn_tune_progress* p, void* user) {
+  progress_state* s = user;
+  double left = p->budget_s - p->elapsed_s;
+  if (left < 0) left = 0;
+  if (s->tty) {
+    fprintf(stderr, "\r\033[K%s: %zu/%zu best %.3f ms (default %.3f) %.0f s left", s->phase_name,
+            p->done, p->total, p->best_ms, p->default_ms, left);
+  } else {
+    fprintf(stderr, "%s: %zu/%zu %s: %s", s->phase_name, p->done, p->total, p->candidate,
+            p->outcome);
+    if (p->candidate_ms > 0) fprintf(stderr, " %.3f ms", p->candidate_ms);
+    fprintf(stderr, " (best %.3f ms, %.0f s left)\n", p->best_ms, left);
+  }
+  fflush(stderr);
+  return g_interrupted != 0;
+}
+
+static void describe_config(const clattn_attention_config* c, char* buf, size_t size) {
+  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
+    snprintf(buf, size, "tiled m=%u n=%u tpr=%u", c->block_m, c->block_n, c->threads_per_row);
+  } else {
+    snprintf(buf, size, "regblock rows=%u n=%u", c->rows_per_item, c->block_n);
+  }
+}
+
+static void describe_winner(const phase* ph, char* buf, size_t size) {
+  const clattn_tune_result* r = &ph->result;
+  if (!ph->gemm) {
+    describe_config(&r->entry.config, buf, size);
+    return;
+  }
+  if (!r->written && r->entry.param_count == 0) {
+    snprintf(buf, size, "CLBlast defaults");
+    return;
+  }
+  size_t v[4] = {0};
+  const char* names[4] = {"MWG", "NWG", "KWG", "VWM"};
+  for (int n = 0; n < 4; ++n) {
+    for (size_t i = 0; i < r->entry.param_count; ++i) {
+      if (strcmp(r->entry.param_names[i], names[n]) == 0) v[n] = r->entry.param_values[i];
+    }
+  }
+  snprintf(buf, size, "Xgemm %zux%zux%zu vw%zu", v[0], v[1], v[2], v[3]);
+}
+
+static void print_table(const phase* phases, size_t n) {
+  printf("\n%-36s %-24s %10s  %-24s %10s  %8s\n", "shape", "default", "ms", "tuned", "ms",
+         "speed-up");
+  for (size_t i = 0; i < n; ++i) {
+    const phase* ph = &phases[i];
+    if (!ph->ran) continue;
+    const clattn_tune_result* r = &ph->result;
+    char def[64], win[64];
+    if (ph->gemm) {
+      snprintf(def, sizeof def, "CLBlast defaults");
+    } else {
+      describe_config(&r->default_config, def, sizeof def);
+    }
+    describe_winner(ph, win, sizeof win);
+    if (r->interrupted || ph->status != CLATTN_SUCCESS || r->best_ms <= 0) {
+      printf("%-36s %-24s %10.3f  %-24s %10s  %8s\n", ph->name, def, r->default_ms,
+             r->interrupted ? "(interrupted)" : clattn_status_name(ph->status), "-", "-");
+      continue;
+    }
+    printf("%-36s %-24s %10.3f  %-24s %10.3f  %7.2fx\n", ph->name, def, r->default_ms, win,
+           r->best_ms, r->default_ms > 0 ? r->default_ms / r->best_ms : 0.0);
+  }
+}
+
+static void print_json(const phase* phases, size_t n, const char* path, int dry_run) {
+  printf("{\"tuning_file\":");
+  tool_json_string(stdout, path);
+  printf(",\"dry_run\":%s,\"results\":[", dry_run ? "true" : "false");
+  for (size_t i = 0; i < n; ++i) {
+    const phase* ph = &phases[i];
+    const clattn_tune_result* r = &ph->result;
+    char def[64], win[64];
+    if (ph->gemm) {
+      snprintf(def, sizeof def, "CLBlast defaults");
+    } else {
+      describe_config(&r->default_config, def, sizeof def);
+    }
+    describe_winner(ph, win, sizeof win);
+    printf("%s{\"shape\":", i ? "," : "");
+    tool_json_string(stdout, ph->name);
+    printf(",\"kind\":\"%s\",\"ran\":%s,\"status\":", ph->gemm ? "gemm" : "attention",
+           ph->ran ? "true" : "false");
+    tool_json_string(stdout, clattn_status_name(ph->status));
+    printf(",\"space\":{\"tiled\":%zu,\"regblock\":%zu,\"gemm\":%zu}", r->space_tiled,
+           r->space_regblock, r->space_gemm);
+    printf(
+        ",\"tried\":%zu,\"failed_build\":%zu,\"failed_launch\":%zu,\"failed_verify\":%zu,"
+        "\"slow\":%zu,\"interrupted\":%s,\"written\":%s",
+        r->tried, r->failed_build, r->failed_launch, r->failed_verify, r->slow,
+        r->interrupted ? "true" : "false", r->written ? "true" : "false");
+    printf(",\"default\":");
+    tool_json_string(stdout, def);
+    printf(",\"tuned\":");
+    tool_json_string(stdout, win);
+    printf(",\"default_ms\":%.4f,\"tuned_ms\":%.4f,\"default_min_ms\":%.4f,\"tuned_min_ms\":%.4f}",
+           r->default_ms, r->best_ms, r->default_min_ms, r->best_min_ms);
+  }
+  printf("]}\n");
+}
+
+int main(int argc, char** argv) {
+  options o;
+  if (!parse_args(argc, argv, &o)) {
+    print_usage(stderr);
+    return 2;
+  }
+  /* The file this run writes: --output, else the default path. */
+  char path[4096];
+  if (o.output) {
+    snprintf(path, sizeof path, "%s", o.output);
+  } else if (clattn_tuning_file_path(path, sizeof path, NULL) != CLATTN_SUCCESS) {
+    fprintf(stderr, "clattn-tune: no tuning file path (set CLATTN_TUNING_FILE or HOME)\n");
+    return 1;
+  }
+  /* The tuner's own context reads no tuning file, so "default" means the built-in
+   * heuristics and CLBlast's own parameters. */
+  setenv("CLATTN_TUNING_FILE", "/dev/null", 1);
+
+  clattn_context_options copts = CLATTN_CONTEXT_OPTIONS_INIT;
+  copts.device = o.device;
+  clattn_context* ctx = NULL;
+  clattn_status st = clattn_context_create(&copts, &ctx);
+  if (st != CLATTN_SUCCESS) {
+    char msg[1024];
+    clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
+    fprintf(stderr, "clattn-tune: %s: %s\n", clattn_status_name(st), msg);
+    return 1;
+  }
+  clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
+  clattn_context_get_device_info(ctx, &info);
+
+  phase phases[MAX_LIST * MAX_LIST * 2 + 1];
+  size_t nphases = 0;
+  if (o.attention) {
+    for (size_t a = 0; a < o.head_dims.n; ++a) {
+      for (size_t b = 0; b < o.seqs.n; ++b) {
+        for (size_t c = 0; c < o.causal.n; ++c) {
+          phase* ph = &phases[nphases++];
+          memset(ph, 0, sizeof *ph);
+          ph->head_dim = o.head_dims.v[a];
+          ph->seq = o.seqs.v[b];
+          ph->causal = (int)o.causal.v[c];
+          snprintf(ph->name, sizeof ph->name, "attention D=%zu N=%zu%s", ph->head_dim, ph->seq,
+                   ph->causal ? " causal" : "");
+        }
+      }
+    }
+  }
+  if (o.gemm) {
+    phase* ph = &phases[nphases++];
+    memset(ph, 0, sizeof *ph);
+    ph->gemm = 1;
+    ph->head_dim = o.head_dims.v[0];
+    ph->seq = o.seqs.v[0];
+    snprintf(ph->name, sizeof ph->name, "gemm M=%zu E=%zu (X*W^T, 3E and E)", o.batch * ph->seq,
+             o.heads * ph->head_dim);
+  }
+
+  if (!o.json) {
+    printf("device       %s (%s, driver %s)\n", info.name, info.platform_name, info.driver_version);
+    printf("tuning file  %s\n", path);
+  }
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  progress_state ps = {isatty(fileno(stderr)), NULL};
+  double spent = 0;
+  int failed = 0;
+  for (size_t i = 0; i < nphases && !g_interrupted; ++i) {
+    phase* ph = &phases[i];
+    clattn_tune_options to = CLATTN_TUNE_OPTIONS_INIT;
+    to.batch = o.batch;
+    to.heads = o.heads;
+    to.seq = ph->seq;
+    to.head_dim = ph->head_dim;
+    to.causal = ph->causal;
+    double left = o.budget - spent;
+    to.budget_seconds = left > 0 ? left / (double)(nphases - i) : 0.001;
+    to.output = path;
+    to.dry_run = o.dry_run;
+    to.seed = o.seed;
+    to.max_candidates = o.max_candidates;
+    to.variant = o.variant;
+    ph->result.struct_size = sizeof ph->result;
+    ps.phase_name = ph->name;
+    clattn_tune_result* r = &ph->result;
+    clattn_tune_progress_fn cb = o.dry_run ? NULL : on_progress;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ph->status = ph->gemm ? clattn_tune_gemm(ctx, &to, cb, &ps, r)
+                          : clattn_tune_attention(ctx, &to, cb, &ps, r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    spent += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    ph->ran = 1;
+    if (ps.tty && !o.dry_run) fprintf(stderr, "\n");
+    if (ph->status != CLATTN_SUCCESS) {
+      char msg[1024];
+      clattn_context_get_last_error(ctx, msg, sizeof msg, NULL);
+      fprintf(stderr, "clattn-tune: %s: %s: %s\n", ph->name, clattn_status_name(ph->status), msg);
+      failed = 1;
+    } else if (o.dry_run && !o.json) {
+      if (ph->gemm) {
+        printf("%-36s gemm: %zu candidates\n", ph->name, r->space_gemm);
+      } else {
+        printf("%-36s tiled: %zu, regblock: %zu candidates\n", ph->name, r->space_tiled,
+               r->space_regblock);
+      }
+    } else if (!o.json && !o.dry_run) {
+      printf("%-36s %zu tried (%zu failed to build, %zu to launch, %zu wrong, %zu slow)%s\n",
+             ph->name, r->tried, r->failed_build, r->failed_launch, r->failed_verify, r->slow,
+             r->written ? ", written" : "");
+    }
+  }
+  if (o.json) {
+    print_json(phases, nphases, path, o.dry_run);
+  } else if (!o.dry_run) {
+    print_table(phases, nphases);
+    if (g_interrupted) printf("interrupted: shapes finished before the interruption are kept\n");
+  }
+  clattn_context_destroy(ctx);
+  if (g_interrupted) return 130;
+  return failed ? 1 : 0;
+}
