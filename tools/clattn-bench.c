@@ -113,6 +113,9 @@ typedef struct impl {
   double first_ms;
   double* times;
   long count;
+  /* unfused_clblast: profiled time of each stage (Q·Kᵀ GEMM, softmax, P·V GEMM) per call */
+  double* stage_times[3];
+  double last_stage_ms[3];
   double spent_ms;
   int checked;
   size_t rows_checked, nan_count;
@@ -411,8 +414,8 @@ static double peak_run(bench* B, double* ms_out) {
   size_t local = B->peak_local;
   cl_int e = clSetKernelArg(B->peak_kernel, 3, sizeof(cl_int), &B->peak_iters);
   if (e == CL_SUCCESS) {
-    e = clEnqueueNDRangeKernel(B->queue, B->peak_kernel, 1, NULL, &global, local ? &local : NULL,
-                               0, NULL, &ev);
+    e = clEnqueueNDRangeKernel(B->queue, B->peak_kernel, 1, NULL, &global, local ? &local : NULL, 0,
+                               NULL, &ev);
   }
   if (e == CL_SUCCESS) e = clFinish(B->queue);
   cl_ulong start = 0, end = 0;
@@ -622,34 +625,58 @@ static int run_unfused(bench* B, impl* m) {
   const size_t batches = d->batch * hkv;
   const float alpha = (float)(1.0 / sqrt((double)d->head_dim) * 1.4426950408889634);
   cl_command_queue q = B->queue;
+  /* Markers between the stages give each stage's device time (the queue is in-order). */
+  cl_event mark[4] = {NULL, NULL, NULL, NULL};
+  int rc = -1;
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[0]);
   CLBlastStatusCode s = CLBlastSgemmStridedBatched(
       CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, rows, d->seq_kv, d->head_dim,
       alpha, B->bq, 0, d->head_dim, rows * d->head_dim, B->bk, 0, d->head_dim,
       d->seq_kv * d->head_dim, 0.0f, m->scratch, 0, d->seq_kv, rows * d->seq_kv, batches, &q, NULL);
   if (s != CLBlastSuccess) {
     set_error(m, "CLBlastSgemmStridedBatched (Q·Kᵀ) failed: CLBlast status %d", (int)s);
-    return -1;
+    goto cleanup;
   }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[1]);
   size_t global[2] = {d->seq_q, d->batch * d->heads_q};
   cl_int e = clEnqueueNDRangeKernel(q, m->kernel, 2, NULL, global, NULL, 0, NULL, NULL);
   if (e != CL_SUCCESS) {
     set_error(m, "clEnqueueNDRangeKernel (softmax) failed: %d", (int)e);
-    return -1;
+    goto cleanup;
   }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[2]);
   s = CLBlastSgemmStridedBatched(
       CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, rows, d->head_dim, d->seq_kv,
       1.0f, m->scratch, 0, d->seq_kv, rows * d->seq_kv, B->bv, 0, d->head_dim,
       d->seq_kv * d->head_dim, 0.0f, B->bo, 0, d->head_dim, rows * d->head_dim, batches, &q, NULL);
   if (s != CLBlastSuccess) {
     set_error(m, "CLBlastSgemmStridedBatched (P·V) failed: CLBlast status %d", (int)s);
-    return -1;
+    goto cleanup;
   }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[3]);
   e = clFinish(q);
   if (e != CL_SUCCESS) {
     set_error(m, "clFinish failed: %d", (int)e);
-    return -1;
+    goto cleanup;
   }
-  return 0;
+  for (int i = 0; i < 3; ++i) {
+    cl_ulong a = 0, b = 0;
+    m->last_stage_ms[i] = (double)NAN;
+    if (mark[i] && mark[i + 1] &&
+        clGetEventProfilingInfo(mark[i], CL_PROFILING_COMMAND_END, sizeof a, &a, NULL) ==
+            CL_SUCCESS &&
+        clGetEventProfilingInfo(mark[i + 1], CL_PROFILING_COMMAND_END, sizeof b, &b, NULL) ==
+            CL_SUCCESS &&
+        b >= a) {
+      m->last_stage_ms[i] = (double)(b - a) * 1e-6;
+    }
+  }
+  rc = 0;
+cleanup:
+  for (int i = 0; i < 4; ++i) {
+    if (mark[i]) clReleaseEvent(mark[i]);
+  }
+  return rc;
 }
 
 static int setup_naive(bench* B, impl* m) {
@@ -856,6 +883,14 @@ static void print_text(const bench* B, const impl* impls) {
     if (m->nan_count) printf("  (%zu NaN)", m->nan_count);
     if (m->count < B->o->reps) printf("  (%ld reps: time limit)", m->count);
     printf("\n");
+    if (m->id == IMPL_UNFUSED) {
+      printf(
+          "%-16s stages (profiled medians): Q·Kᵀ GEMM %.3f ms, softmax %.3f ms, P·V GEMM %.3f "
+          "ms\n",
+          "", median_of(m->stage_times[0], (size_t)m->count),
+          median_of(m->stage_times[1], (size_t)m->count),
+          median_of(m->stage_times[2], (size_t)m->count));
+    }
   }
   const impl* f = &impls[IMPL_FUSED];
   if (B->o->want[IMPL_FUSED] && !f->skipped && !f->error[0] && f->count) {
@@ -941,6 +976,15 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
     }
     printf(",\"reps\":%ld,\"first_call_ms\":", m->count);
     json_number(stdout, m->first_ms);
+    if (m->id == IMPL_UNFUSED) {
+      const char* stage[3] = {"qk_gemm", "softmax", "pv_gemm"};
+      printf(",\"stages_ms\":{");
+      for (int t = 0; t < 3; ++t) {
+        printf("%s\"%s\":", t ? "," : "", stage[t]);
+        json_number(stdout, median_of(m->stage_times[t], (size_t)m->count));
+      }
+      printf("}");
+    }
     printf("}");
   }
   printf("],\"skipped\":[");
@@ -1246,7 +1290,8 @@ int main(int argc, char** argv) {
     m->id = i;
     if (!o.want[i]) continue;
     m->times = calloc((size_t)o.reps, sizeof *m->times);
-    if (!m->times) {
+    for (int t = 0; t < 3; ++t) m->stage_times[t] = calloc((size_t)o.reps, sizeof(double));
+    if (!m->times || !m->stage_times[0] || !m->stage_times[1] || !m->stage_times[2]) {
       set_error(m, "out of host memory");
       continue;
     }
@@ -1265,6 +1310,9 @@ int main(int argc, char** argv) {
       if (timed_call(&B, m, &ms) != 0) {
         m->active = 0;
         continue;
+      }
+      if (m->id == IMPL_UNFUSED) {
+        for (int t = 0; t < 3; ++t) m->stage_times[t][m->count] = m->last_stage_ms[t];
       }
       m->times[m->count++] = ms;
       if (m->spent_ms > 1e3 * o.max_seconds) m->active = 0;
@@ -1295,6 +1343,7 @@ cleanup:
     if (m->scratch) clReleaseMemObject(m->scratch);
     free(m->ref_out);
     free(m->times);
+    for (int t = 0; t < 3; ++t) free(m->stage_times[t]);
   }
   if (B.peak_kernel) clReleaseKernel(B.peak_kernel);
   if (B.peak_program) clReleaseProgram(B.peak_program);
