@@ -34,6 +34,14 @@ typedef float pv_t;
 
 #define PV_VECS (HEAD_DIM / PV_VEC)
 
+/* Head-dim slices P·V updates per pass over a tile's keys: two where the ROWS x 2
+ * accumulators fit the registers beside the loads (ROWS <= 8 on AVX-512's 32 registers). */
+#if PV_VECS % 2 == 0 && ROWS <= 8
+#define PV_STEP 2
+#else
+#define PV_STEP 1
+#endif
+
 /* One work-item per (key, dim, batch * heads_kv). Kᵀ is stored tile by tile, so that the
  * BLOCK_N x HEAD_DIM block a step of the main kernel reads is contiguous:
  * kt[bh][j / BLOCK_N][d][j % BLOCK_N] = K[b][hk][j][d], zero for j >= seq_kv. */
@@ -156,34 +164,54 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
       scale_by[r] = corr;
     }
 
-    /* O += P V over the keys some row can see, one PV_VEC slice of the head dim at a time
-     * so that the ROWS accumulators of the slice stay in registers. */
+    /* O += P V over the keys some row can see, PV_STEP slices of PV_VEC along the head dim
+     * at a time so that the ROWS x PV_STEP accumulators stay in registers and each value
+     * vector and broadcast weight loaded feeds several multiply-adds. */
     const int n = min(BLOCK_N, max_limit - j0);
-    for (int i = 0; i < PV_VECS; ++i) {
-      pv_t a[ROWS];
+    __global const float* vcol = vb + (uint)j0 * v_sn;
+    for (int i = 0; i < PV_VECS; i += PV_STEP) {
+      pv_t a[ROWS][PV_STEP];
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) a[r] = acc[r][i] * scale_by[r];
-      __global const float* vcol = vb + (uint)j0 * v_sn;
+      for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < PV_STEP; ++t) a[r][t] = acc[r][i + t] * scale_by[r];
       if (masked) {
         /* A key a row cannot see leaves its accumulator as it is rather than adding 0 times
          * the value: a NaN or Inf in a masked key's value must not reach the row. */
         for (int jj = 0; jj < n; ++jj) {
-          const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
+          pv_t vv[PV_STEP];
+#pragma unroll
+          for (int t = 0; t < PV_STEP; ++t)
+            vv[t] = PV_LOAD(0, vcol + (uint)jj * v_sn + (i + t) * PV_VEC);
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) {
-            const pv_t next = fma((pv_t)(p[r][jj]), vv, a[r]);
-            a[r] = j0 + jj < limit[r] ? next : a[r];
+            const pv_t pr = (pv_t)(p[r][jj]);
+            const int seen = j0 + jj < limit[r];
+#pragma unroll
+            for (int t = 0; t < PV_STEP; ++t) {
+              const pv_t next = fma(pr, vv[t], a[r][t]);
+              a[r][t] = seen ? next : a[r][t];
+            }
           }
         }
       } else {
         for (int jj = 0; jj < n; ++jj) {
-          const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
+          pv_t vv[PV_STEP];
 #pragma unroll
-          for (int r = 0; r < ROWS; ++r) a[r] = fma((pv_t)(p[r][jj]), vv, a[r]);
+          for (int t = 0; t < PV_STEP; ++t)
+            vv[t] = PV_LOAD(0, vcol + (uint)jj * v_sn + (i + t) * PV_VEC);
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) {
+            const pv_t pr = (pv_t)(p[r][jj]);
+#pragma unroll
+            for (int t = 0; t < PV_STEP; ++t) a[r][t] = fma(pr, vv[t], a[r][t]);
+          }
         }
       }
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) acc[r][i] = a[r];
+      for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < PV_STEP; ++t) acc[r][i + t] = a[r][t];
     }
   }
 
