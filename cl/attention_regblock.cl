@@ -74,6 +74,37 @@ inline float hsum16(float16 x) {
   return c.x + c.y;
 }
 
+/* One row's online-softmax step over a tile of scores s[r] (see the main kernel): new running
+ * maximum, the correction of the old sum and accumulators, and the weights p[r]. With MASK,
+ * keys from limit[r] on get a score of CLATTN_MASKED and a weight of exactly 0. */
+#define SOFTMAX_ROW(r, MASK)                                                              \
+  do {                                                                                    \
+    float16 vmax = (float16)(CLATTN_MASKED);                                              \
+    _Pragma("unroll") for (int c = 0; c < KEY_VECS; ++c) {                                \
+      if (MASK) {                                                                         \
+        const int16 hidden = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);          \
+        s[r][c] = select(s[r][c], (float16)(CLATTN_MASKED), hidden);                      \
+      }                                                                                   \
+      vmax = max(vmax, s[r][c]);                                                          \
+    }                                                                                     \
+    /* One horizontal reduction per row and tile: lanes first, then across the vector. */ \
+    const float m_new = max(m[r], hmax16(vmax));                                          \
+    const float corr = exp2(m[r] - m_new);                                                \
+    float16 vsum = (float16)(0.0f);                                                       \
+    _Pragma("unroll") for (int c = 0; c < KEY_VECS; ++c) {                                \
+      float16 e = exp2(s[r][c] - (float16)(m_new));                                       \
+      if (MASK) {                                                                         \
+        const int16 hidden = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);          \
+        e = select(e, (float16)(0.0f), hidden);                                           \
+      }                                                                                   \
+      vsum += e;                                                                          \
+      vstore16(e, c, p[r]);                                                               \
+    }                                                                                     \
+    l[r] = l[r] * corr + hsum16(vsum);                                                    \
+    m[r] = m_new;                                                                         \
+    scale_by[r] = corr;                                                                   \
+  } while (0)
+
 __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const float* restrict kt,
                                         uint kt_stride) {
   const int row0 = (int)(get_global_id(0) * ROWS);
@@ -136,32 +167,16 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
       }
     }
 
-    /* Online softmax per row; masked lanes get a finite score and a weight of exactly 0. */
+    /* Online softmax per row; masked lanes get a finite score and a weight of exactly 0.
+     * Tiles with no masked key (all but the last of a row, causal or not) take a copy of the
+     * loop without the mask, so they pay for no compare. */
     const int masked = j0 + BLOCK_N > min_limit;
+    if (masked) {
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      int16 hidden[KEY_VECS];
-      float16 vmax = (float16)(CLATTN_MASKED);
+      for (int r = 0; r < ROWS; ++r) SOFTMAX_ROW(r, 1);
+    } else {
 #pragma unroll
-      for (int c = 0; c < KEY_VECS; ++c) {
-        hidden[c] = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);
-        if (masked) s[r][c] = select(s[r][c], (float16)(CLATTN_MASKED), hidden[c]);
-        vmax = max(vmax, s[r][c]);
-      }
-      /* One horizontal reduction per row and tile: lanes first, then across the vector. */
-      const float m_new = max(m[r], hmax16(vmax));
-      const float corr = exp2(m[r] - m_new);
-      float16 vsum = (float16)(0.0f);
-#pragma unroll
-      for (int c = 0; c < KEY_VECS; ++c) {
-        float16 e = exp2(s[r][c] - (float16)(m_new));
-        if (masked) e = select(e, (float16)(0.0f), hidden[c]);
-        vsum += e;
-        vstore16(e, c, p[r]);
-      }
-      l[r] = l[r] * corr + hsum16(vsum);
-      m[r] = m_new;
-      scale_by[r] = corr;
+      for (int r = 0; r < ROWS; ++r) SOFTMAX_ROW(r, 0);
     }
 
     /* O += P V over the keys some row can see, PV_STEP slices of PV_VEC along the head dim
