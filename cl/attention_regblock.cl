@@ -42,21 +42,27 @@ typedef float pv_t;
 #define PV_STEP 1
 #endif
 
-/* One work-item per (key, dim, batch * heads_kv). Kᵀ is stored tile by tile, so that the
+/* One work-item per (16 keys, dim, batch * heads_kv): Kᵀ is stored tile by tile, so that the
  * BLOCK_N x HEAD_DIM block a step of the main kernel reads is contiguous:
- * kt[bh][j / BLOCK_N][d][j % BLOCK_N] = K[b][hk][j][d], zero for j >= seq_kv. */
+ * kt[bh][j / BLOCK_N][d][j % BLOCK_N] = K[b][hk][j][d], zero for j >= seq_kv. Each work-item
+ * writes 16 consecutive keys of one dim as one vector (BLOCK_N is a multiple of 16). */
 __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb, uint k_sh,
                               uint k_sn, uint heads_kv, uint seq_kv, __global float* restrict kt,
                               uint kt_stride) {
-  const uint j = get_global_id(0);
+  const uint j0 = get_global_id(0) * 16;
   const uint d = get_global_id(1);
   const uint bh = get_global_id(2);
   const uint b = bh / heads_kv;
   const uint hk = bh % heads_kv;
-  float x = 0.0f;
-  if (j < seq_kv) x = k[k_off + b * k_sb + hk * k_sh + j * k_sn + d];
-  kt[bh * HEAD_DIM * kt_stride + (j / BLOCK_N) * (HEAD_DIM * BLOCK_N) + d * BLOCK_N + j % BLOCK_N] =
-      x;
+  __global const float* src = k + k_off + b * k_sb + hk * k_sh + d;
+  float x[16];
+#pragma unroll
+  for (int t = 0; t < 16; ++t) x[t] = j0 + t < seq_kv ? src[(j0 + t) * k_sn] : 0.0f;
+  const float16 v = (float16)(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10],
+                              x[11], x[12], x[13], x[14], x[15]);
+  vstore16(v, 0,
+           kt + bh * HEAD_DIM * kt_stride + (j0 / BLOCK_N) * (HEAD_DIM * BLOCK_N) + d * BLOCK_N +
+               j0 % BLOCK_N);
 }
 
 /* max, not fmax: NaN handling is not needed here (a NaN score makes the row NaN anyway). */
