@@ -91,7 +91,6 @@ typedef struct bench {
   size_t peak_global, peak_local; /* local 0: the driver's choice */
   int peak_iters, peak_vec, peak_chains, peak_runs;
   double peak_gflops;
-  double* round_peak; /* the peak run of each round, GFLOP/s (0: none) */
 } bench;
 
 typedef struct impl {
@@ -113,7 +112,6 @@ typedef struct impl {
   /* results */
   double first_ms;
   double* times;
-  long* rounds; /* the round of each timed call */
   long count;
   /* unfused_clblast: profiled time of each stage (Q·Kᵀ GEMM, softmax, P·V GEMM) per call */
   double* stage_times[3];
@@ -835,22 +833,6 @@ static int warm_up(bench* B, impl* m) {
 
 /* ---------------------------------------------------------------- output */
 
-/* Median over an implementation's timed calls of its GFLOP/s over the peak run of the same
- * round: both measured under the same load, so this one moves less on a shared machine than
- * the median over the best peak. NaN when no round had a peak run. */
-static double paired_pct(const bench* B, const impl* m) {
-  double* r = malloc((size_t)(m->count ? m->count : 1) * sizeof *r);
-  if (!r) return (double)NAN;
-  size_t n = 0;
-  for (long i = 0; i < m->count; ++i) {
-    double peak = B->round_peak ? B->round_peak[m->rounds[i]] : 0.0;
-    if (peak > 0 && m->times[i] > 0) r[n++] = 100.0 * B->flops / (m->times[i] * 1e6) / peak;
-  }
-  double med = median_of(r, n);
-  free(r);
-  return med;
-}
-
 static void print_text(const bench* B, const impl* impls) {
   const clattn_attention_desc* d = &B->desc;
   printf("device   %s (%s, %s, %u compute units)\n", B->info.name,
@@ -870,8 +852,8 @@ static void print_text(const bench* B, const impl* impls) {
   }
   printf("errors   against the double-precision reference on every %zu%s query row\n", B->rows_step,
          B->rows_step == 1 ? "st" : "th");
-  printf("\n%-16s %-30s %10s %10s %9s %7s %7s %10s %9s %12s\n", "impl", "config", "median ms",
-         "min ms", "GFLOP/s", "% peak", "paired", "max |err|", "err/tol", "device bytes");
+  printf("\n%-16s %-30s %10s %10s %9s %7s %10s %9s %12s\n", "impl", "config", "median ms", "min ms",
+         "GFLOP/s", "% peak", "max |err|", "err/tol", "device bytes");
   for (int i = 0; i < IMPL_COUNT; ++i) {
     const impl* m = &impls[i];
     if (!B->o->want[i]) continue;
@@ -887,16 +869,10 @@ static void print_text(const bench* B, const impl* impls) {
     double mn = min_of(m->times, (size_t)m->count);
     double g = B->flops / (med * 1e6);
     printf("%-16s %-30s %10.3f %10.3f %9.2f ", impl_names[i], m->config_text, med, mn, g);
-    const double paired = paired_pct(B, m);
     if (B->peak_runs) {
       printf("%6.1f%%", 100.0 * g / B->peak_gflops);
     } else {
       printf("%7s", "-");
-    }
-    if (isfinite(paired)) {
-      printf(" %6.1f%%", paired);
-    } else {
-      printf(" %7s", "-");
     }
     printf(" %10.3g %9.3g", m->max_abs_err, m->max_err_over_tol);
     if (m->bytes_known) {
@@ -927,10 +903,7 @@ static void print_text(const bench* B, const impl* impls) {
     }
   }
   printf(
-      "\n%% peak: median GFLOP/s over the best peak run; paired: median over calls of the "
-      "call's GFLOP/s over the peak run of the same round.\n");
-  printf(
-      "Inputs and output (Q, K, V, O: %zu bytes) are shared and not counted; fused's "
+      "\nInputs and output (Q, K, V, O: %zu bytes) are shared and not counted; fused's "
       "bytes are the scratch each call allocates, unfused's the score matrix (CLBlast's "
       "own temporaries not counted).\n",
       (B->nq + B->nk + B->nv + B->no) * sizeof(float));
@@ -991,8 +964,6 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
     json_number(stdout, g);
     printf(",\"pct_peak\":");
     json_number(stdout, B->peak_runs ? 100.0 * g / B->peak_gflops : (double)NAN);
-    printf(",\"pct_peak_same_round\":");
-    json_number(stdout, paired_pct(B, m));
     printf(",\"max_abs_err\":");
     json_number(stdout, m->max_abs_err);
     printf(",\"max_err_over_tol\":");
@@ -1275,13 +1246,12 @@ int main(int argc, char** argv) {
   }
   B.flops = 4.0 * (double)d->batch * (double)d->heads_q * (double)d->head_dim *
             visible_pairs(d->seq_q, d->seq_kv, d->causal);
-  B.round_peak = calloc((size_t)o.reps, sizeof *B.round_peak);
   B.q = malloc(B.nq * sizeof *B.q);
   B.k = malloc(B.nk * sizeof *B.k);
   B.v = malloc(B.nv * sizeof *B.v);
   B.out = malloc(B.no * sizeof *B.out);
   B.ref = malloc(B.no * sizeof *B.ref);
-  if (!B.round_peak || !B.q || !B.k || !B.v || !B.out || !B.ref) {
+  if (!B.q || !B.k || !B.v || !B.out || !B.ref) {
     fprintf(stderr, "clattn-bench: out of host memory\n");
     goto cleanup;
   }
@@ -1320,9 +1290,8 @@ int main(int argc, char** argv) {
     m->id = i;
     if (!o.want[i]) continue;
     m->times = calloc((size_t)o.reps, sizeof *m->times);
-    m->rounds = calloc((size_t)o.reps, sizeof *m->rounds);
     for (int t = 0; t < 3; ++t) m->stage_times[t] = calloc((size_t)o.reps, sizeof(double));
-    if (!m->times || !m->rounds || !m->stage_times[0] || !m->stage_times[1] || !m->stage_times[2]) {
+    if (!m->times || !m->stage_times[0] || !m->stage_times[1] || !m->stage_times[2]) {
       set_error(m, "out of host memory");
       continue;
     }
@@ -1345,13 +1314,12 @@ int main(int argc, char** argv) {
       if (m->id == IMPL_UNFUSED) {
         for (int t = 0; t < 3; ++t) m->stage_times[t][m->count] = m->last_stage_ms[t];
       }
-      m->rounds[m->count] = round;
       m->times[m->count++] = ms;
       if (m->spent_ms > 1e3 * o.max_seconds) m->active = 0;
       any = 1;
     }
+    if (!o.no_peak) peak_run(&B, NULL);
     if (!any) break;
-    if (!o.no_peak) B.round_peak[round] = fmax(0.0, peak_run(&B, NULL));
   }
 
   if (o.json) {
@@ -1375,7 +1343,6 @@ cleanup:
     if (m->scratch) clReleaseMemObject(m->scratch);
     free(m->ref_out);
     free(m->times);
-    free(m->rounds);
     for (int t = 0; t < 3; ++t) free(m->stage_times[t]);
   }
   if (B.peak_kernel) clReleaseKernel(B.peak_kernel);
@@ -1391,6 +1358,5 @@ cleanup:
   free(B.v);
   free(B.out);
   free(B.ref);
-  free(B.round_peak);
   return exit_code;
 }
