@@ -34,21 +34,35 @@ typedef float pv_t;
 
 #define PV_VECS (HEAD_DIM / PV_VEC)
 
-/* One work-item per (key, dim, batch * heads_kv). Kᵀ is stored tile by tile, so that the
+/* Head-dim slices P·V updates per pass over a tile's keys: two where the ROWS x 2
+ * accumulators fit the registers beside the loads (ROWS <= 8 on AVX-512's 32 registers). */
+#if PV_VECS % 2 == 0 && ROWS <= 8
+#define PV_STEP 2
+#else
+#define PV_STEP 1
+#endif
+
+/* One work-item per (16 keys, dim, batch * heads_kv): Kᵀ is stored tile by tile, so that the
  * BLOCK_N x HEAD_DIM block a step of the main kernel reads is contiguous:
- * kt[bh][j / BLOCK_N][d][j % BLOCK_N] = K[b][hk][j][d], zero for j >= seq_kv. */
+ * kt[bh][j / BLOCK_N][d][j % BLOCK_N] = K[b][hk][j][d], zero for j >= seq_kv. Each work-item
+ * writes 16 consecutive keys of one dim as one vector (BLOCK_N is a multiple of 16). */
 __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb, uint k_sh,
                               uint k_sn, uint heads_kv, uint seq_kv, __global float* restrict kt,
                               uint kt_stride) {
-  const uint j = get_global_id(0);
+  const uint j0 = get_global_id(0) * 16;
   const uint d = get_global_id(1);
   const uint bh = get_global_id(2);
   const uint b = bh / heads_kv;
   const uint hk = bh % heads_kv;
-  float x = 0.0f;
-  if (j < seq_kv) x = k[k_off + b * k_sb + hk * k_sh + j * k_sn + d];
-  kt[bh * HEAD_DIM * kt_stride + (j / BLOCK_N) * (HEAD_DIM * BLOCK_N) + d * BLOCK_N + j % BLOCK_N] =
-      x;
+  __global const float* src = k + k_off + b * k_sb + hk * k_sh + d;
+  float x[16];
+#pragma unroll
+  for (int t = 0; t < 16; ++t) x[t] = j0 + t < seq_kv ? src[(j0 + t) * k_sn] : 0.0f;
+  const float16 v = (float16)(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10],
+                              x[11], x[12], x[13], x[14], x[15]);
+  vstore16(v, 0,
+           kt + bh * HEAD_DIM * kt_stride + (j0 / BLOCK_N) * (HEAD_DIM * BLOCK_N) + d * BLOCK_N +
+               j0 % BLOCK_N);
 }
 
 /* max, not fmax: NaN handling is not needed here (a NaN score makes the row NaN anyway). */
@@ -65,6 +79,37 @@ inline float hsum16(float16 x) {
   float2 c = b.lo + b.hi;
   return c.x + c.y;
 }
+
+/* One row's online-softmax step over a tile of scores s[r] (see the main kernel): new running
+ * maximum, the correction of the old sum and accumulators, and the weights p[r]. With MASK,
+ * keys from limit[r] on get a score of CLATTN_MASKED and a weight of exactly 0. */
+#define SOFTMAX_ROW(r, MASK)                                                              \
+  do {                                                                                    \
+    float16 vmax = (float16)(CLATTN_MASKED);                                              \
+    _Pragma("unroll") for (int c = 0; c < KEY_VECS; ++c) {                                \
+      if (MASK) {                                                                         \
+        const int16 hidden = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);          \
+        s[r][c] = select(s[r][c], (float16)(CLATTN_MASKED), hidden);                      \
+      }                                                                                   \
+      vmax = max(vmax, s[r][c]);                                                          \
+    }                                                                                     \
+    /* One horizontal reduction per row and tile: lanes first, then across the vector. */ \
+    const float m_new = max(m[r], hmax16(vmax));                                          \
+    const float corr = exp2(m[r] - m_new);                                                \
+    float16 vsum = (float16)(0.0f);                                                       \
+    _Pragma("unroll") for (int c = 0; c < KEY_VECS; ++c) {                                \
+      float16 e = exp2(s[r][c] - (float16)(m_new));                                       \
+      if (MASK) {                                                                         \
+        const int16 hidden = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);          \
+        e = select(e, (float16)(0.0f), hidden);                                           \
+      }                                                                                   \
+      vsum += e;                                                                          \
+      vstore16(e, c, p[r]);                                                               \
+    }                                                                                     \
+    l[r] = l[r] * corr + hsum16(vsum);                                                    \
+    m[r] = m_new;                                                                         \
+    scale_by[r] = corr;                                                                   \
+  } while (0)
 
 __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const float* restrict kt,
                                         uint kt_stride) {
@@ -128,62 +173,66 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
       }
     }
 
-    /* Online softmax per row; masked lanes get a finite score and a weight of exactly 0. */
+    /* Online softmax per row; masked lanes get a finite score and a weight of exactly 0.
+     * Tiles with no masked key (all but the last of a row, causal or not) take a copy of the
+     * loop without the mask, so they pay for no compare. */
     const int masked = j0 + BLOCK_N > min_limit;
+    if (masked) {
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      int16 hidden[KEY_VECS];
-      float16 vmax = (float16)(CLATTN_MASKED);
+      for (int r = 0; r < ROWS; ++r) SOFTMAX_ROW(r, 1);
+    } else {
 #pragma unroll
-      for (int c = 0; c < KEY_VECS; ++c) {
-        hidden[c] = (lane + (int16)(j0 + 16 * c)) >= (int16)(limit[r]);
-        if (masked) s[r][c] = select(s[r][c], (float16)(CLATTN_MASKED), hidden[c]);
-        vmax = max(vmax, s[r][c]);
-      }
-      /* One horizontal reduction per row and tile: lanes first, then across the vector. */
-      const float m_new = max(m[r], hmax16(vmax));
-      const float corr = exp2(m[r] - m_new);
-      float16 vsum = (float16)(0.0f);
-#pragma unroll
-      for (int c = 0; c < KEY_VECS; ++c) {
-        float16 e = exp2(s[r][c] - (float16)(m_new));
-        if (masked) e = select(e, (float16)(0.0f), hidden[c]);
-        vsum += e;
-        vstore16(e, c, p[r]);
-      }
-      l[r] = l[r] * corr + hsum16(vsum);
-      m[r] = m_new;
-      scale_by[r] = corr;
+      for (int r = 0; r < ROWS; ++r) SOFTMAX_ROW(r, 0);
     }
 
-    /* O += P V over the keys some row can see, one PV_VEC slice of the head dim at a time
-     * so that the ROWS accumulators of the slice stay in registers. */
+    /* O += P V over the keys some row can see, PV_STEP slices of PV_VEC along the head dim
+     * at a time so that the ROWS x PV_STEP accumulators stay in registers and each value
+     * vector and broadcast weight loaded feeds several multiply-adds. */
     const int n = min(BLOCK_N, max_limit - j0);
-    for (int i = 0; i < PV_VECS; ++i) {
-      pv_t a[ROWS];
+    __global const float* vcol = vb + (uint)j0 * v_sn;
+    for (int i = 0; i < PV_VECS; i += PV_STEP) {
+      pv_t a[ROWS][PV_STEP];
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) a[r] = acc[r][i] * scale_by[r];
-      __global const float* vcol = vb + (uint)j0 * v_sn;
+      for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < PV_STEP; ++t) a[r][t] = acc[r][i + t] * scale_by[r];
       if (masked) {
         /* A key a row cannot see leaves its accumulator as it is rather than adding 0 times
          * the value: a NaN or Inf in a masked key's value must not reach the row. */
         for (int jj = 0; jj < n; ++jj) {
-          const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
+          pv_t vv[PV_STEP];
+#pragma unroll
+          for (int t = 0; t < PV_STEP; ++t)
+            vv[t] = PV_LOAD(0, vcol + (uint)jj * v_sn + (i + t) * PV_VEC);
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) {
-            const pv_t next = fma((pv_t)(p[r][jj]), vv, a[r]);
-            a[r] = j0 + jj < limit[r] ? next : a[r];
+            const pv_t pr = (pv_t)(p[r][jj]);
+            const int seen = j0 + jj < limit[r];
+#pragma unroll
+            for (int t = 0; t < PV_STEP; ++t) {
+              const pv_t next = fma(pr, vv[t], a[r][t]);
+              a[r][t] = seen ? next : a[r][t];
+            }
           }
         }
       } else {
         for (int jj = 0; jj < n; ++jj) {
-          const pv_t vv = PV_LOAD(i, vcol + (uint)jj * v_sn);
+          pv_t vv[PV_STEP];
 #pragma unroll
-          for (int r = 0; r < ROWS; ++r) a[r] = fma((pv_t)(p[r][jj]), vv, a[r]);
+          for (int t = 0; t < PV_STEP; ++t)
+            vv[t] = PV_LOAD(0, vcol + (uint)jj * v_sn + (i + t) * PV_VEC);
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) {
+            const pv_t pr = (pv_t)(p[r][jj]);
+#pragma unroll
+            for (int t = 0; t < PV_STEP; ++t) a[r][t] = fma(pr, vv[t], a[r][t]);
+          }
         }
       }
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) acc[r][i] = a[r];
+      for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < PV_STEP; ++t) acc[r][i + t] = a[r][t];
     }
   }
 

@@ -299,7 +299,8 @@ static clattn_status enqueue_regblock(clattn_context* ctx, const clattn__attenti
   arg_mem(stage, &a, kt, &err);
   arg_uint(stage, &a, kt_stride, &err);
   CLATTN__CL_CHECK(ctx, err);
-  size_t stage_global[3] = {kt_stride, sh->head_dim, sh->batch * sh->heads_kv};
+  /* One work-item per 16 keys of one dim (kt_stride is a multiple of block_n, thus of 16). */
+  size_t stage_global[3] = {kt_stride / 16, sh->head_dim, sh->batch * sh->heads_kv};
   CLATTN__CL_CHECK(ctx, clEnqueueNDRangeKernel(queue, stage, 3, NULL, stage_global, NULL, num_wait,
                                                num_wait ? wait : NULL, NULL));
 

@@ -680,6 +680,17 @@ CLATTN_API clattn_status clattn_tune_attention(clattn_context* ctx,
 CLATTN_API clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* options,
                                           clattn_tune_progress_fn progress, void* user,
                                           clattn_tune_result* result);
+/* ---------------------------------------------------------------- workspace */
+
+/* Device memory, in bytes, that one clattn_attention call with this descriptor and config
+ * (NULL: defaults) allocates for itself beside the caller's buffers (REGISTER_BLOCKED: the
+ * staged Kᵀ, batch * heads_kv * head_dim * seq_kv rounded up to block_n floats; TILED_LOCAL:
+ * 0). The call releases it once its commands complete. Resolves the config as
+ * clattn_attention_get_config does (building the kernel if needed). */
+CLATTN_API clattn_status clattn_attention_workspace_size(clattn_context* ctx,
+                                                         const clattn_attention_desc* desc,
+                                                         const clattn_attention_config* config,
+                                                         size_t* bytes);
 
 #ifdef __cplusplus
 }
