@@ -196,7 +196,15 @@ typedef struct clattn_strides {
 /* O = softmax(Q·Kᵀ·scale + mask)·V for every (batch, query head).
  * Keys a row cannot see (causal mask, kv_lengths) never reach it, so NaN or Inf stored
  * there (padding, say) changes nothing; a NaN or Inf in an element a row does read makes
- * that row's output non-finite.
+ * that row's output non-finite, as follows. A NaN in the row's Q or in a visible key's K, or
+ * a score of +Inf (an Inf in Q or K meeting a nonzero element), makes every element of the
+ * row's O and its LSE NaN. A score of -Inf gives that key weight 0, as if masked (a row whose
+ * visible scores are all -Inf outputs 0 and LSE -INFINITY, like a row that sees no key). A
+ * NaN or Inf in element d of a visible key's V makes element d of the row's O non-finite and
+ * leaves the other elements and the LSE as they are. Finite inputs give finite outputs for
+ * scores up to ±1e30 (the softmax subtracts the running maximum, so large logits neither
+ * overflow nor underflow to 0/0) and values up to 1e30 (the accumulator holds
+ * sum p_j·v_j with p_j <= 1, below FLT_MAX for up to 3·10^8 keys).
  * Q is [batch, heads_q, seq_q, head_dim], K and V [batch, heads_kv, seq_kv, head_dim],
  * O like Q. Query head h reads key/value head h / (heads_q / heads_kv) (MHA, GQA, MQA). */
 typedef struct clattn_attention_desc {
