@@ -141,7 +141,7 @@ cleanup:
   if (program) clReleaseProgram(program);
   free(common);
   free(body);
-  free(full_options);
+  (void)full_options;
   free(log);
   return status;
 }

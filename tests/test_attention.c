@@ -40,10 +40,14 @@ ParameterizedTestParameters(attention, sweep) {
 /* Nq = Nkv = seq over small, tail and large sizes, causal off and on, two heads. */
 ParameterizedTest(sweep_param* param, attention, sweep, .timeout = 600.0) {
   static const size_t seqs[] = {1, 7, 64, 100, 257, 1000};
+  static const size_t small_seqs[] = {1, 7, 37, 100}; /* CLATTN_TEST_SMALL */
+  const size_t* lens = test_small() ? small_seqs : seqs;
+  const size_t num_lens =
+      test_small() ? sizeof small_seqs / sizeof small_seqs[0] : sizeof seqs / sizeof seqs[0];
   clattn_context* ctx = test_context(NULL);
-  for (size_t s = 0; s < sizeof seqs / sizeof seqs[0]; ++s) {
+  for (size_t s = 0; s < num_lens; ++s) {
     for (int causal = 0; causal <= 1; ++causal) {
-      const size_t seq = seqs[s];
+      const size_t seq = lens[s];
       const size_t heads = param->head_dim == 256 && seq == 1000 ? 1 : 2;
       clattn_attention_desc desc = test_desc(1, heads, heads, seq, seq, param->head_dim, causal);
       test_run_host(ctx, &desc, param->variant, NULL,
@@ -254,6 +258,7 @@ Test(attention, causal_tails, .timeout = 300.0) {
   clattn_context* ctx = test_context(NULL);
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+      if (test_small() && shapes[s][0] + shapes[s][1] > 300) continue;
       for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d) {
         clattn_attention_desc desc = test_desc(1, 2, 2, shapes[s][0], shapes[s][1], dims[d], 1);
         test_run_host(ctx, &desc, kVariants[v], NULL, 8000 + s * 8 + d);
