@@ -141,7 +141,7 @@ cleanup:
   if (program) clReleaseProgram(program);
   free(common);
   free(body);
-  (void)full_options;
+  free(full_options);
   free(log);
   return status;
 }
