@@ -111,9 +111,10 @@ Test(attention, grouped_heads, .timeout = 300.0) {
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (size_t g = 0; g < sizeof heads / sizeof heads[0]; ++g) {
       for (int causal = 0; causal <= 1; ++causal) {
-        clattn_attention_desc desc = test_desc(2, heads[g][0], heads[g][1], 70, 70, 64, causal);
+        clattn_attention_desc desc =
+            test_desc(2, heads[g][0], heads[g][1], test_len(70), test_len(70), 64, causal);
         test_run_host(ctx, &desc, kVariants[v], NULL, 900 + g * 2 + (uint64_t)causal);
-        desc = test_desc(1, heads[g][0], heads[g][1], 33, 90, 40, causal);
+        desc = test_desc(1, heads[g][0], heads[g][1], test_len(33), test_len(90), 40, causal);
         test_run_host(ctx, &desc, kVariants[v], NULL, 950 + g * 2 + (uint64_t)causal);
       }
     }
@@ -126,10 +127,10 @@ Test(attention, layout_bnhd, .timeout = 300.0) {
   clattn_context* ctx = test_context(NULL);
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (int causal = 0; causal <= 1; ++causal) {
-      clattn_attention_desc desc = test_desc(2, 4, 2, 50, 77, 40, causal);
+      clattn_attention_desc desc = test_desc(2, 4, 2, test_len(50), test_len(77), 40, causal);
       desc.layout = CLATTN_LAYOUT_BNHD;
       test_run_host(ctx, &desc, kVariants[v], NULL, 31 + (uint64_t)causal);
-      desc = test_desc(1, 3, 3, 64, 64, 64, causal);
+      desc = test_desc(1, 3, 3, test_len(64), test_len(64), 64, causal);
       desc.layout = CLATTN_LAYOUT_BNHD;
       test_run_host(ctx, &desc, kVariants[v], NULL, 41 + (uint64_t)causal);
     }
@@ -258,9 +259,9 @@ Test(attention, causal_tails, .timeout = 300.0) {
   clattn_context* ctx = test_context(NULL);
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
-      if (test_small() && shapes[s][0] + shapes[s][1] > 300) continue;
       for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d) {
-        clattn_attention_desc desc = test_desc(1, 2, 2, shapes[s][0], shapes[s][1], dims[d], 1);
+        clattn_attention_desc desc =
+            test_desc(1, 2, 2, test_len(shapes[s][0]), test_len(shapes[s][1]), dims[d], 1);
         test_run_host(ctx, &desc, kVariants[v], NULL, 8000 + s * 8 + d);
       }
     }
@@ -275,7 +276,7 @@ Test(attention, explicit_scale, .timeout = 300.0) {
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (size_t s = 0; s < sizeof scales / sizeof scales[0]; ++s) {
       for (int causal = 0; causal <= 1; ++causal) {
-        clattn_attention_desc desc = test_desc(1, 2, 2, 70, 90, 64, causal);
+        clattn_attention_desc desc = test_desc(1, 2, 2, test_len(70), test_len(90), 64, causal);
         desc.scale = scales[s];
         test_run_host(ctx, &desc, kVariants[v], NULL, 300 + s * 2 + (uint64_t)causal);
       }
@@ -624,7 +625,7 @@ Test(attention, explicit_configs, .timeout = 300.0) {
   for (size_t c = 0; c < sizeof configs / sizeof configs[0]; ++c) {
     for (int causal = 0; causal <= 1; ++causal) {
       const clattn_attention_config* req = &configs[c];
-      clattn_attention_desc desc = test_desc(1, 2, 2, 45, 131, 24, causal);
+      clattn_attention_desc desc = test_desc(1, 2, 2, test_len(45), test_len(131), 24, causal);
       char label[256];
       test_label(label, sizeof label, &desc, req->variant);
       clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;

@@ -36,6 +36,9 @@ static inline int test_small(void) {
   return s != NULL && *s != '\0' && strcmp(s, "0") != 0;
 }
 
+/* A sequence length, a third as long (rounded up) under CLATTN_TEST_SMALL. */
+static inline size_t test_len(size_t n) { return test_small() ? (n + 2) / 3 : n; }
+
 /* The context's last error message, for assertion messages. */
 static inline const char* test_last_error(const clattn_context* ctx) {
   static char buf[2048];
