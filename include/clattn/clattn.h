@@ -77,7 +77,9 @@ typedef struct clattn_context_options {
    * else first CPU, platforms in ICD order). Forms: "P:D" (platform and device indices,
    * as clattn-info lists them); "gpu", "cpu" or "accelerator" (the first device of that
    * type); or a case-insensitive substring of the device name or vendor, or of the
-   * platform name or vendor (the first device that matches). */
+   * platform name or vendor (the first device that matches). A selector that starts with a
+   * digit and contains a colon must be exactly "P:D" (decimal, each up to 4294967295); any
+   * other such text is CLATTN_ERROR_INVALID_ARGUMENT. */
   const char* device;
   /* Directory whose <name>.cl files replace the embedded kernel sources. NULL: the
    * environment variable CLATTN_KERNEL_DIR, and if that is unset the embedded sources. */
