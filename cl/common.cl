@@ -33,7 +33,10 @@ inline int clattn_row_limit(int row, uint seq_q, uint seq_kv, int kv_len, int ca
 }
 
 /* The row's outputs from its running state: O = acc / l and LSE = ln(sum exp(score)), with
- * m the running maximum in log2 units. A row that saw no key (l == 0) writes 0 and -inf. */
-inline float clattn_inv_sum(float l) { return l > 0.0f ? 1.0f / l : 0.0f; }
+ * m the running maximum in log2 units. A row that saw no key (l == 0) writes 0 and -inf; a
+ * row whose sum is NaN (a NaN or +Inf score) writes NaN to both. */
+inline float clattn_inv_sum(float l) { return l > 0.0f ? 1.0f / l : (l == 0.0f ? 0.0f : l); }
 
-inline float clattn_lse(float m, float l) { return l > 0.0f ? (m + log2(l)) * M_LN2_F : -INFINITY; }
+inline float clattn_lse(float m, float l) {
+  return l > 0.0f ? (m + log2(l)) * M_LN2_F : (l == 0.0f ? -INFINITY : l);
+}

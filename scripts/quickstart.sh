@@ -20,7 +20,8 @@ case "${1:-}" in
 esac
 
 packages=(build-essential cmake pkg-config pocl-opencl-icd ocl-icd-opencl-dev opencl-headers
-  libclblast-dev libcriterion-dev libcjson-dev clinfo oclgrind clang-format)
+  libclblast-dev libcriterion-dev libcjson-dev clinfo oclgrind clang-format
+  valgrind)
 
 log() { printf '\n== %s\n' "$*"; }
 

@@ -16,7 +16,7 @@ static clattn_status options_check(const clattn_context_options* options) {
 /* Allocates a context with its lock, program cache and kernel directory, holding no
  * OpenCL object yet. */
 static clattn_status context_alloc(const clattn_context_options* options, clattn_context** out) {
-  clattn_context* ctx = calloc(1, sizeof *ctx);
+  clattn_context* ctx = clattn__calloc(1, sizeof *ctx);
   if (!ctx) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   if (pthread_mutex_init(&ctx->error_lock, NULL) != 0) {
     free(ctx);

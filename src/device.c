@@ -1,5 +1,6 @@
 /* Device choice (CLATTN_DEVICE selectors) and device capability queries. */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +30,7 @@ static void get_string(cl_device_id device, cl_device_info param, char* out, siz
   if (clGetDeviceInfo(device, param, size, out, &got) != CL_SUCCESS) {
     /* Too long for the field: read it whole, then truncate. */
     if (clGetDeviceInfo(device, param, 0, NULL, &got) == CL_SUCCESS && got > 0) {
-      char* tmp = malloc(got);
+      char* tmp = clattn__malloc(got);
       if (tmp && clGetDeviceInfo(device, param, got, tmp, NULL) == CL_SUCCESS) {
         strncpy(out, tmp, size - 1);
       }
@@ -87,19 +88,6 @@ clattn_status clattn_device_query(cl_device_id device, clattn_device_info* info)
   return CLATTN_SUCCESS;
 }
 
-/* Parses "P:D"; returns 1 if spec has that form (digits, colon, digits), -1 if it starts
- * like it but is malformed ("1:x"), 0 if it is a name. */
-static int parse_indices(const char* spec, unsigned long* p, unsigned long* d) {
-  if (!isdigit((unsigned char)spec[0])) return 0;
-  char* end = NULL;
-  *p = strtoul(spec, &end, 10);
-  if (*end != ':') return strchr(spec, ':') ? -1 : 0;
-  const char* ds = end + 1;
-  if (!isdigit((unsigned char)ds[0])) return -1;
-  *d = strtoul(ds, &end, 10);
-  return *end == '\0' ? 1 : -1;
-}
-
 static int type_rank(cl_device_type t) {
   if (t & CL_DEVICE_TYPE_GPU) return 0;
   if (t & CL_DEVICE_TYPE_ACCELERATOR) return 1;
@@ -107,30 +95,68 @@ static int type_rank(cl_device_type t) {
   return 3;
 }
 
-/* A selector that names a device type: "gpu", "cpu" or "accelerator". */
-static cl_device_type selector_type(const char* spec) {
-  static const struct {
-    const char* name;
-    cl_device_type type;
-  } types[] = {{"gpu", CL_DEVICE_TYPE_GPU},
-               {"cpu", CL_DEVICE_TYPE_CPU},
-               {"accelerator", CL_DEVICE_TYPE_ACCELERATOR}};
-  for (size_t i = 0; i < sizeof types / sizeof types[0]; ++i) {
-    const char* a = spec;
-    const char* b = types[i].name;
-    while (*a && *b && tolower((unsigned char)*a) == *b) ++a, ++b;
-    if (!*a && !*b) return types[i].type;
+/* Selectors that name a device type. */
+static const struct {
+  const char* name;
+  cl_device_type type;
+} kTypes[] = {{"gpu", CL_DEVICE_TYPE_GPU},
+              {"cpu", CL_DEVICE_TYPE_CPU},
+              {"accelerator", CL_DEVICE_TYPE_ACCELERATOR}};
+
+/* Parses a selector without looking at any platform: "P:D" (decimal indices, each at most
+ * UINT32_MAX), a type keyword, or a name substring. Pure, so it can be fuzzed. */
+clattn_status clattn__device_spec_parse(const char* spec, clattn__device_spec* out) {
+  if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
+  memset(out, 0, sizeof *out);
+  if (!spec || !*spec) {
+    out->kind = CLATTN__DEVICE_SPEC_DEFAULT;
+    return CLATTN_SUCCESS;
   }
-  return 0;
+  if (isdigit((unsigned char)spec[0]) && strchr(spec, ':')) {
+    /* Starts like "P:D" ("12abc", with no colon, is a name): digits, a colon, digits, and
+     * nothing else. */
+    const char* s = spec;
+    unsigned long long idx[2] = {0, 0};
+    for (int part = 0; part < 2; ++part) {
+      if (!isdigit((unsigned char)*s)) goto malformed;
+      while (isdigit((unsigned char)*s)) {
+        idx[part] = idx[part] * 10 + (unsigned long long)(*s - '0');
+        if (idx[part] > UINT32_MAX) goto malformed;
+        ++s;
+      }
+      if (part == 0 && *s++ != ':') goto malformed;
+    }
+    if (*s != '\0') goto malformed;
+    out->kind = CLATTN__DEVICE_SPEC_INDEX;
+    out->platform_index = (cl_uint)idx[0];
+    out->device_index = (cl_uint)idx[1];
+    return CLATTN_SUCCESS;
+  malformed:
+    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "malformed device selector \"%.200s\" (expected P:D or a name)", spec);
+  }
+  for (size_t i = 0; i < sizeof kTypes / sizeof kTypes[0]; ++i) {
+    const char* a = spec;
+    const char* b = kTypes[i].name;
+    while (*a && *b && tolower((unsigned char)*a) == *b) ++a, ++b;
+    if (!*a && !*b) {
+      out->kind = CLATTN__DEVICE_SPEC_TYPE;
+      out->type = kTypes[i].type;
+      return CLATTN_SUCCESS;
+    }
+  }
+  out->kind = CLATTN__DEVICE_SPEC_NAME;
+  out->name = spec;
+  return CLATTN_SUCCESS;
 }
 
-static int matches_name(cl_platform_id platform, cl_device_id device, const char* spec) {
-  cl_device_type want = selector_type(spec);
-  if (want) {
+static int matches(cl_platform_id platform, cl_device_id device, const clattn__device_spec* sel) {
+  if (sel->kind == CLATTN__DEVICE_SPEC_TYPE) {
     cl_device_type t = 0;
     clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof t, &t, NULL);
-    return (t & want) != 0;
+    return (t & sel->type) != 0;
   }
+  const char* spec = sel->name;
   char buf[1024];
   const cl_device_info device_fields[] = {CL_DEVICE_NAME, CL_DEVICE_VENDOR};
   for (size_t i = 0; i < 2; ++i) {
@@ -152,7 +178,9 @@ static int matches_name(cl_platform_id platform, cl_device_id device, const char
 clattn_status clattn__device_select(const char* spec, cl_platform_id* out_platform,
                                     cl_device_id* out_device, cl_uint* out_pi, cl_uint* out_di) {
   if (!spec) spec = getenv("CLATTN_DEVICE");
-  if (spec && spec[0] == '\0') spec = NULL;
+  clattn__device_spec sel;
+  clattn_status status = clattn__device_spec_parse(spec, &sel);
+  if (status != CLATTN_SUCCESS) return status;
 
   cl_platform_id platforms[MAX_PLATFORMS];
   cl_uint np = 0;
@@ -162,13 +190,6 @@ clattn_status clattn__device_select(const char* spec, cl_platform_id* out_platfo
   }
   if (err != CL_SUCCESS) return clattn__fail_cl(NULL, err, "clGetPlatformIDs", __FILE__, __LINE__);
   if (np > MAX_PLATFORMS) np = MAX_PLATFORMS;
-
-  unsigned long want_p = 0, want_d = 0;
-  int form = spec ? parse_indices(spec, &want_p, &want_d) : 0;
-  if (form < 0) {
-    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "malformed device selector \"%s\" (expected P:D or a name)", spec);
-  }
 
   int best_rank = 99, any = 0;
   cl_platform_id best_p = NULL;
@@ -185,10 +206,10 @@ clattn_status clattn__device_select(const char* spec, cl_platform_id* out_platfo
     for (cl_uint di = 0; di < nd; ++di) {
       any = 1;
       int chosen = 0;
-      if (form == 1) {
-        chosen = pi == want_p && di == want_d;
-      } else if (spec) {
-        chosen = matches_name(platforms[pi], devices[di], spec);
+      if (sel.kind == CLATTN__DEVICE_SPEC_INDEX) {
+        chosen = pi == sel.platform_index && di == sel.device_index;
+      } else if (sel.kind != CLATTN__DEVICE_SPEC_DEFAULT) {
+        chosen = matches(platforms[pi], devices[di], &sel);
       } else {
         cl_device_type t = 0;
         clGetDeviceInfo(devices[di], CL_DEVICE_TYPE, sizeof t, &t, NULL);
@@ -211,8 +232,8 @@ clattn_status clattn__device_select(const char* spec, cl_platform_id* out_platfo
     }
   }
   if (!any) return clattn__fail(NULL, CLATTN_ERROR_NO_DEVICE, "no OpenCL device found");
-  if (spec) {
-    return clattn__fail(NULL, CLATTN_ERROR_DEVICE_NOT_FOUND, "no OpenCL device matches \"%s\"",
+  if (sel.kind != CLATTN__DEVICE_SPEC_DEFAULT) {
+    return clattn__fail(NULL, CLATTN_ERROR_DEVICE_NOT_FOUND, "no OpenCL device matches \"%.200s\"",
                         spec);
   }
 found:

@@ -91,7 +91,7 @@ void clattn__error_to_thread(const clattn_context* cctx) {
 
 void clattn__set_build_log(const clattn_context* cctx, const char* log) {
   clattn_context* ctx = mutable_ctx(cctx);
-  char* copy = log ? strdup(log) : NULL;
+  char* copy = log ? clattn__strdup(log) : NULL;
   pthread_mutex_lock(&ctx->error_lock);
   free(ctx->build_log);
   ctx->build_log = copy;

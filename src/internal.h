@@ -55,6 +55,26 @@ clattn_status clattn__copy_out(const char* text, char* buf, size_t buf_size, siz
 
 /* ------------------------------------------------------------ devices */
 
+/* A parsed device selector (see clattn_context_options.device). */
+typedef enum clattn__device_spec_kind {
+  CLATTN__DEVICE_SPEC_DEFAULT = 0, /* NULL or "": the default rule */
+  CLATTN__DEVICE_SPEC_INDEX = 1,   /* "P:D" */
+  CLATTN__DEVICE_SPEC_TYPE = 2,    /* "gpu", "cpu", "accelerator" (any case) */
+  CLATTN__DEVICE_SPEC_NAME = 3     /* any other text: a substring of a name or vendor */
+} clattn__device_spec_kind;
+
+typedef struct clattn__device_spec {
+  clattn__device_spec_kind kind;
+  cl_uint platform_index, device_index; /* INDEX */
+  cl_device_type type;                  /* TYPE */
+  const char* name;                     /* NAME: points into the parsed string */
+} clattn__device_spec;
+
+/* Parses a selector without enumerating platforms (pure: no OpenCL call, no allocation).
+ * Returns CLATTN_ERROR_INVALID_ARGUMENT for a malformed "P:D" (an index that is not a
+ * decimal number up to UINT32_MAX, text after D, more than one colon) or a NULL out. */
+clattn_status clattn__device_spec_parse(const char* spec, clattn__device_spec* out);
+
 /* Resolves a selector (see clattn_context_options.device) to a device. */
 clattn_status clattn__device_select(const char* spec, cl_platform_id* platform,
                                     cl_device_id* device, cl_uint* platform_index,
@@ -71,6 +91,10 @@ void clattn__program_cache_destroy(clattn__program_cache* cache);
  * first use (once per context, under a lock). The program stays owned by the cache. */
 clattn_status clattn__program_get(clattn_context* ctx, const char* source_name, const char* options,
                                   cl_program* program);
+
+/* Test hook: how many program builds the context's cache has started (each (source, options)
+ * pair once, unless its build failed). */
+size_t clattn__program_build_count(clattn_context* ctx);
 
 /* Creates a kernel from a cached program (the caller releases it). */
 clattn_status clattn__kernel_create(clattn_context* ctx, const char* source_name,
@@ -189,6 +213,8 @@ clattn_status clattn__buffer_create(clattn_context* ctx, cl_mem_flags flags, siz
 /* malloc and calloc that honour the fault-injection hook. */
 void* clattn__malloc(size_t bytes);
 void* clattn__calloc(size_t count, size_t size);
+void* clattn__realloc(void* p, size_t bytes);
+char* clattn__strdup(const char* s);
 
 /* Test hook (not exported from the shared library; tests link the static one): the nth
  * allocation from now through the functions above fails; 0 turns injection off. */

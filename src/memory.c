@@ -1,6 +1,7 @@
 /* Device and host allocations, with a fault-injection hook for tests. */
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -22,6 +23,15 @@ void* clattn__malloc(size_t bytes) { return fault_injected() ? NULL : malloc(byt
 
 void* clattn__calloc(size_t count, size_t size) {
   return fault_injected() ? NULL : calloc(count, size);
+}
+
+void* clattn__realloc(void* p, size_t bytes) { return fault_injected() ? NULL : realloc(p, bytes); }
+
+char* clattn__strdup(const char* s) {
+  size_t n = strlen(s) + 1;
+  char* copy = clattn__malloc(n);
+  if (copy) memcpy(copy, s, n);
+  return copy;
 }
 
 clattn_status clattn__buffer_create(clattn_context* ctx, cl_mem_flags flags, size_t bytes,

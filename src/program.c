@@ -18,10 +18,11 @@ struct clattn__program_cache {
   pthread_mutex_t lock;
   program_entry* entries;
   size_t count, capacity;
+  size_t builds; /* programs built (successfully or not), for tests */
 };
 
 clattn_status clattn__program_cache_create(clattn__program_cache** out) {
-  clattn__program_cache* cache = calloc(1, sizeof *cache);
+  clattn__program_cache* cache = clattn__calloc(1, sizeof *cache);
   if (!cache) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   if (pthread_mutex_init(&cache->lock, NULL) != 0) {
     free(cache);
@@ -65,7 +66,7 @@ static clattn_status read_override(const clattn_context* ctx, const char* dir, c
   if (fseek(f, 0, SEEK_END) != 0) goto read_error;
   long size = ftell(f);
   if (size < 0 || fseek(f, 0, SEEK_SET) != 0) goto read_error;
-  text = malloc((size_t)size + 1);
+  text = clattn__malloc((size_t)size + 1);
   if (!text) {
     status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
     goto cleanup;
@@ -90,7 +91,7 @@ clattn_status clattn__kernel_source_read(const clattn_context* ctx, const char* 
   if (!src) {
     return clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no embedded kernel source \"%s\"", name);
   }
-  *out = strdup(src->text);
+  *out = clattn__strdup(src->text);
   if (!*out) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   return CLATTN_SUCCESS;
 }
@@ -118,7 +119,7 @@ static clattn_status build_program(clattn_context* ctx, const char* source_name,
   CLATTN__CL_CHECK(ctx, err);
 
   size_t n = strlen(options) + 64;
-  full_options = malloc(n);
+  full_options = clattn__malloc(n);
   if (!full_options) {
     status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
     goto cleanup;
@@ -129,7 +130,7 @@ static clattn_status build_program(clattn_context* ctx, const char* source_name,
   if (err != CL_SUCCESS) {
     size_t log_size = 0;
     clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_size);
-    log = calloc(log_size + 1, 1);
+    log = clattn__calloc(log_size + 1, 1);
     if (log) {
       clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, log_size, log, NULL);
       clattn__set_build_log(ctx, log);
@@ -165,7 +166,7 @@ clattn_status clattn__program_get(clattn_context* ctx, const char* source_name, 
   }
   if (cache->count == cache->capacity) {
     size_t capacity = cache->capacity ? 2 * cache->capacity : 8;
-    program_entry* entries = realloc(cache->entries, capacity * sizeof *entries);
+    program_entry* entries = clattn__realloc(cache->entries, capacity * sizeof *entries);
     if (!entries) {
       status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
       goto cleanup;
@@ -175,10 +176,11 @@ clattn_status clattn__program_get(clattn_context* ctx, const char* source_name, 
   }
   /* Building under the lock makes concurrent first uses wait for one build. */
   cl_program built = NULL;
+  cache->builds++;
   CLATTN__CHECK(build_program(ctx, source_name, options, &built));
   program_entry* e = &cache->entries[cache->count];
-  e->source_name = strdup(source_name);
-  e->options = strdup(options);
+  e->source_name = clattn__strdup(source_name);
+  e->options = clattn__strdup(options);
   if (!e->source_name || !e->options) {
     free(e->source_name);
     free(e->options);
@@ -207,4 +209,12 @@ clattn_status clattn__kernel_create(clattn_context* ctx, const char* source_name
     return clattn__fail_cl(ctx, err, "clCreateKernel", __FILE__, __LINE__);
   }
   return CLATTN_SUCCESS;
+}
+
+size_t clattn__program_build_count(clattn_context* ctx) {
+  clattn__program_cache* cache = ctx->programs;
+  pthread_mutex_lock(&cache->lock);
+  size_t n = cache->builds;
+  pthread_mutex_unlock(&cache->lock);
+  return n;
 }

@@ -9,10 +9,12 @@ run=$2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 failed=0
+# Tails (lengths no tile size divides), causal masks in both alignments, GQA and MQA, a
+# batch, both layouts, LSE on and off, head dims 1 and 256.
 shapes=(
-  "--seq 37 --seq-kv 45 --head-dim 8 --heads 4 --kv-heads 2 --causal"
-  "--seq 45 --seq-kv 37 --head-dim 1 --heads 2 --kv-heads 1 --causal"
-  "--seq 20 --seq-kv 17 --head-dim 256 --heads 1"
+  "--seq 37 --seq-kv 45 --head-dim 8 --heads 4 --kv-heads 2 --causal --lse"
+  "--seq 45 --seq-kv 37 --head-dim 1 --heads 2 --kv-heads 1 --causal --batch 2 --lse"
+  "--seq 20 --seq-kv 17 --head-dim 256 --heads 1 --lse"
   "--seq 33 --seq-kv 33 --head-dim 80 --heads 2 --layout bnhd --causal"
 )
 configs=(

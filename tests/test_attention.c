@@ -40,10 +40,14 @@ ParameterizedTestParameters(attention, sweep) {
 /* Nq = Nkv = seq over small, tail and large sizes, causal off and on, two heads. */
 ParameterizedTest(sweep_param* param, attention, sweep, .timeout = 600.0) {
   static const size_t seqs[] = {1, 7, 64, 100, 257, 1000};
+  static const size_t small_seqs[] = {1, 7, 37, 100}; /* CLATTN_TEST_SMALL */
+  const size_t* lens = test_small() ? small_seqs : seqs;
+  const size_t num_lens =
+      test_small() ? sizeof small_seqs / sizeof small_seqs[0] : sizeof seqs / sizeof seqs[0];
   clattn_context* ctx = test_context(NULL);
-  for (size_t s = 0; s < sizeof seqs / sizeof seqs[0]; ++s) {
+  for (size_t s = 0; s < num_lens; ++s) {
     for (int causal = 0; causal <= 1; ++causal) {
-      const size_t seq = seqs[s];
+      const size_t seq = lens[s];
       const size_t heads = param->head_dim == 256 && seq == 1000 ? 1 : 2;
       clattn_attention_desc desc = test_desc(1, heads, heads, seq, seq, param->head_dim, causal);
       test_run_host(ctx, &desc, param->variant, NULL,
@@ -107,9 +111,10 @@ Test(attention, grouped_heads, .timeout = 300.0) {
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (size_t g = 0; g < sizeof heads / sizeof heads[0]; ++g) {
       for (int causal = 0; causal <= 1; ++causal) {
-        clattn_attention_desc desc = test_desc(2, heads[g][0], heads[g][1], 70, 70, 64, causal);
+        clattn_attention_desc desc =
+            test_desc(2, heads[g][0], heads[g][1], test_len(70), test_len(70), 64, causal);
         test_run_host(ctx, &desc, kVariants[v], NULL, 900 + g * 2 + (uint64_t)causal);
-        desc = test_desc(1, heads[g][0], heads[g][1], 33, 90, 40, causal);
+        desc = test_desc(1, heads[g][0], heads[g][1], test_len(33), test_len(90), 40, causal);
         test_run_host(ctx, &desc, kVariants[v], NULL, 950 + g * 2 + (uint64_t)causal);
       }
     }
@@ -122,10 +127,10 @@ Test(attention, layout_bnhd, .timeout = 300.0) {
   clattn_context* ctx = test_context(NULL);
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (int causal = 0; causal <= 1; ++causal) {
-      clattn_attention_desc desc = test_desc(2, 4, 2, 50, 77, 40, causal);
+      clattn_attention_desc desc = test_desc(2, 4, 2, test_len(50), test_len(77), 40, causal);
       desc.layout = CLATTN_LAYOUT_BNHD;
       test_run_host(ctx, &desc, kVariants[v], NULL, 31 + (uint64_t)causal);
-      desc = test_desc(1, 3, 3, 64, 64, 64, causal);
+      desc = test_desc(1, 3, 3, test_len(64), test_len(64), 64, causal);
       desc.layout = CLATTN_LAYOUT_BNHD;
       test_run_host(ctx, &desc, kVariants[v], NULL, 41 + (uint64_t)causal);
     }
@@ -255,7 +260,8 @@ Test(attention, causal_tails, .timeout = 300.0) {
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
       for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d) {
-        clattn_attention_desc desc = test_desc(1, 2, 2, shapes[s][0], shapes[s][1], dims[d], 1);
+        clattn_attention_desc desc =
+            test_desc(1, 2, 2, test_len(shapes[s][0]), test_len(shapes[s][1]), dims[d], 1);
         test_run_host(ctx, &desc, kVariants[v], NULL, 8000 + s * 8 + d);
       }
     }
@@ -270,7 +276,7 @@ Test(attention, explicit_scale, .timeout = 300.0) {
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
     for (size_t s = 0; s < sizeof scales / sizeof scales[0]; ++s) {
       for (int causal = 0; causal <= 1; ++causal) {
-        clattn_attention_desc desc = test_desc(1, 2, 2, 70, 90, 64, causal);
+        clattn_attention_desc desc = test_desc(1, 2, 2, test_len(70), test_len(90), 64, causal);
         desc.scale = scales[s];
         test_run_host(ctx, &desc, kVariants[v], NULL, 300 + s * 2 + (uint64_t)causal);
       }
@@ -619,7 +625,7 @@ Test(attention, explicit_configs, .timeout = 300.0) {
   for (size_t c = 0; c < sizeof configs / sizeof configs[0]; ++c) {
     for (int causal = 0; causal <= 1; ++causal) {
       const clattn_attention_config* req = &configs[c];
-      clattn_attention_desc desc = test_desc(1, 2, 2, 45, 131, 24, causal);
+      clattn_attention_desc desc = test_desc(1, 2, 2, test_len(45), test_len(131), 24, causal);
       char label[256];
       test_label(label, sizeof label, &desc, req->variant);
       clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;

@@ -443,3 +443,34 @@ Test(context, version) {
   cr_assert_eq(clattn_version(NULL, &only_minor, NULL), CLATTN_SUCCESS);
   cr_assert_eq(only_minor, minor);
 }
+
+/* With CLATTN_TEST_EXPECT_PLATFORM set (the platform_oclgrind_* CTest entries), the context
+ * that CLATTN_DEVICE selects is on that platform, and a context on another platform's device
+ * (given by index) is not: the device choice of those runs is checked, not assumed. */
+Test(context, expected_platform) {
+  const char* want = getenv("CLATTN_TEST_EXPECT_PLATFORM");
+  if (want == NULL || *want == '\0') cr_skip_test("CLATTN_TEST_EXPECT_PLATFORM is not set");
+  clattn_context* ctx = test_context(NULL);
+  clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
+  cr_assert_eq(clattn_context_get_device_info(ctx, &info), CLATTN_SUCCESS);
+  cr_assert(strstr(info.platform_name, want) != NULL,
+            "CLATTN_DEVICE=%s chose \"%s\" on platform \"%s\", expected platform \"%s\"",
+            getenv("CLATTN_DEVICE") ? getenv("CLATTN_DEVICE") : "(unset)", info.name,
+            info.platform_name, want);
+  clattn_context_destroy(ctx);
+  cl_uint np = 0;
+  cr_assert_eq(clGetPlatformIDs(0, NULL, &np), CL_SUCCESS);
+  for (cl_uint p = 0; p < np; ++p) {
+    char spec[32];
+    snprintf(spec, sizeof spec, "%u:0", (unsigned)p);
+    clattn_context_options opts = CLATTN_CONTEXT_OPTIONS_INIT;
+    opts.device = spec;
+    if (clattn_context_create(&opts, &ctx) != CLATTN_SUCCESS) continue;
+    clattn_device_info other = CLATTN_DEVICE_INFO_INIT;
+    cr_assert_eq(clattn_context_get_device_info(ctx, &other), CLATTN_SUCCESS);
+    clattn_context_destroy(ctx);
+    cr_assert_eq(strcmp(other.platform_name, info.platform_name) == 0,
+                 strstr(other.platform_name, want) != NULL, "selector %s chose platform \"%s\"",
+                 spec, other.platform_name);
+  }
+}

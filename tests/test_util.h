@@ -29,6 +29,16 @@ static inline clattn_context* test_context(const clattn_context_options* options
   return ctx;
 }
 
+/* 1 when CLATTN_TEST_SMALL is set (and not "0"): suites with long shapes use shorter ones,
+ * for slow devices such as Oclgrind's simulator (the `platform_oclgrind` CTest entry). */
+static inline int test_small(void) {
+  const char* s = getenv("CLATTN_TEST_SMALL");
+  return s != NULL && *s != '\0' && strcmp(s, "0") != 0;
+}
+
+/* A sequence length, a third as long (rounded up) under CLATTN_TEST_SMALL. */
+static inline size_t test_len(size_t n) { return test_small() ? (n + 2) / 3 : n; }
+
 /* The context's last error message, for assertion messages. */
 static inline const char* test_last_error(const clattn_context* ctx) {
   static char buf[2048];

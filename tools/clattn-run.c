@@ -33,6 +33,7 @@ typedef struct options {
   uint64_t seed;
   int json;
   int check;
+  int lse; /* pass an LSE buffer (its values are not checked) */
 } options;
 
 typedef struct results {
@@ -75,6 +76,7 @@ static void print_usage(FILE* f) {
           "  --seq-kv N            key/value length (= seq)\n"
           "  --head-dim N          head dimension, 1..256 (64)\n"
           "  --causal              causal mask, bottom-right aligned\n"
+          "  --lse                 also write each row's log-sum-exp (an extra buffer)\n"
           "  --layout bhnd|bnhd    tensor layout (bhnd)\n"
           "  --variant auto|tiled|regblock   kernel variant (auto: from the device type)\n"
           "  --block-m N, --block-n N, --rows-per-item N, --threads-per-row N\n"
@@ -138,6 +140,8 @@ static int parse_options(int argc, char** argv, options* o) {
       exit(0);
     } else if (strcmp(a, "--causal") == 0) {
       o->causal = 1;
+    } else if (strcmp(a, "--lse") == 0) {
+      o->lse = 1;
     } else if (strcmp(a, "--json") == 0) {
       o->json = 1;
     } else if (strcmp(a, "--no-check") == 0) {
@@ -476,7 +480,7 @@ static int run_core(int argc, char** argv) {
   clattn_context* ctx = NULL;
   cl_context cl_ctx = NULL;
   cl_command_queue queue = NULL;
-  cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL;
+  cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL, blse = NULL;
   float *q = NULL, *k = NULL, *v = NULL, *out = NULL;
   double* ref = NULL;
   double *wall = NULL, *kern = NULL, *span = NULL;
@@ -569,6 +573,10 @@ static int run_core(int argc, char** argv) {
   if (err == CL_SUCCESS) {
     bo = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, no * sizeof *out, NULL, &err);
   }
+  if (err == CL_SUCCESS && o.lse) {
+    blse = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY,
+                          desc.batch * desc.heads_q * desc.seq_q * sizeof(float), NULL, &err);
+  }
   if (err != CL_SUCCESS) {
     report_cl_error(&o, "clCreateBuffer", err);
     goto cleanup;
@@ -579,6 +587,7 @@ static int run_core(int argc, char** argv) {
   bufs.k = bk;
   bufs.v = bv;
   bufs.o = bo;
+  bufs.lse = blse;
 
   /* The first call pays for what get_config did not (argument set-up, first launch). */
   double t1 = now_ms();
@@ -695,6 +704,7 @@ cleanup:
   if (bk) clReleaseMemObject(bk);
   if (bv) clReleaseMemObject(bv);
   if (bo) clReleaseMemObject(bo);
+  if (blse) clReleaseMemObject(blse);
   clattn_context_destroy(ctx);
   free(q);
   free(k);

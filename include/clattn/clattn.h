@@ -78,7 +78,9 @@ typedef struct clattn_context_options {
    * else first CPU, platforms in ICD order). Forms: "P:D" (platform and device indices,
    * as clattn-info lists them); "gpu", "cpu" or "accelerator" (the first device of that
    * type); or a case-insensitive substring of the device name or vendor, or of the
-   * platform name or vendor (the first device that matches). */
+   * platform name or vendor (the first device that matches). A selector that starts with a
+   * digit and contains a colon must be exactly "P:D" (decimal, each up to 4294967295); any
+   * other such text is CLATTN_ERROR_INVALID_ARGUMENT. */
   const char* device;
   /* Directory whose <name>.cl files replace the embedded kernel sources. NULL: the
    * environment variable CLATTN_KERNEL_DIR, and if that is unset the embedded sources. */
@@ -197,7 +199,15 @@ typedef struct clattn_strides {
 /* O = softmax(Q·Kᵀ·scale + mask)·V for every (batch, query head).
  * Keys a row cannot see (causal mask, kv_lengths) never reach it, so NaN or Inf stored
  * there (padding, say) changes nothing; a NaN or Inf in an element a row does read makes
- * that row's output non-finite.
+ * that row's output non-finite, as follows. A NaN in the row's Q or in a visible key's K, or
+ * a score of +Inf (an Inf in Q or K meeting a nonzero element), makes every element of the
+ * row's O and its LSE NaN. A score of -Inf gives that key weight 0, as if masked (a row whose
+ * visible scores are all -Inf outputs 0 and LSE -INFINITY, like a row that sees no key). A
+ * NaN or Inf in element d of a visible key's V makes element d of the row's O non-finite and
+ * leaves the other elements and the LSE as they are. Finite inputs give finite outputs for
+ * scores up to ±1e30 (the softmax subtracts the running maximum, so large logits neither
+ * overflow nor underflow to 0/0) and values up to 1e30 (the accumulator holds
+ * sum p_j·v_j with p_j <= 1, below FLT_MAX for up to 3·10^8 keys).
  * Q is [batch, heads_q, seq_q, head_dim], K and V [batch, heads_kv, seq_kv, head_dim],
  * O like Q. Query head h reads key/value head h / (heads_q / heads_kv) (MHA, GQA, MQA). */
 typedef struct clattn_attention_desc {

@@ -1,0 +1,292 @@
+/* Faults: an allocation that fails (injected through the library's test hook) at every
+ * point of context creation and of a first attention call returns OUT_OF_MEMORY and leaves
+ * nothing behind; a kernel that does not compile returns BUILD_FAILED with the compiler's
+ * log; destroying a context releases every OpenCL object it made, counted through the
+ * reference count of the caller's cl_context (every buffer, program, kernel and queue made
+ * from a context holds a reference to it). Host leaks are caught by the sanitizer build
+ * (CLATTN_SANITIZE), which runs this suite under LeakSanitizer. Links the static library
+ * for the internal hook. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clattn/clattn.h"
+#include "internal.h"
+#include "test_util.h"
+
+/* The most allocations one call is expected to make; a loop that reaches it without the
+ * call succeeding means injection is not reaching the call. */
+#define MAX_INJECTION_POINTS 200
+
+/* A caller-made OpenCL context, device and queue on the device clattn would pick. */
+typedef struct cl_setup {
+  cl_context ctx;
+  cl_device_id device;
+  cl_command_queue queue;
+} cl_setup;
+
+static cl_setup cl_setup_create(void) {
+  cl_setup s;
+  memset(&s, 0, sizeof s);
+  clattn_context* probe = test_context(NULL); /* skips without a device */
+  cl_device_id device = NULL;
+  clattn_context_get_cl(probe, NULL, &device, NULL);
+  cl_platform_id platform = NULL;
+  cr_assert_eq(clGetDeviceInfo(device, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL),
+               CL_SUCCESS);
+  cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)platform, 0};
+  cl_int err = CL_SUCCESS;
+  s.ctx = clCreateContext(props, 1, &device, NULL, NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS, "clCreateContext: %d", (int)err);
+  s.device = device;
+  s.queue = clCreateCommandQueue(s.ctx, device, 0, &err);
+  cr_assert_eq(err, CL_SUCCESS, "clCreateCommandQueue: %d", (int)err);
+  clattn_context_destroy(probe);
+  return s;
+}
+
+static void cl_setup_destroy(cl_setup* s) {
+  clReleaseCommandQueue(s->queue);
+  clReleaseContext(s->ctx);
+}
+
+static cl_uint context_refs(cl_context ctx) {
+  cl_uint n = 0;
+  cr_assert_eq(clGetContextInfo(ctx, CL_CONTEXT_REFERENCE_COUNT, sizeof n, &n, NULL), CL_SUCCESS);
+  return n;
+}
+
+/* Every allocation of clattn_context_create in turn fails: each returns OUT_OF_MEMORY with
+ * no context, until one past the last allocation, which succeeds. */
+Test(faults, context_create_allocation_failures) {
+  clattn_context_destroy(test_context(NULL)); /* skips without a device */
+  int failures = 0;
+  for (int nth = 1; nth <= MAX_INJECTION_POINTS; ++nth) {
+    clattn_context* ctx = NULL;
+    clattn__test_fail_allocation(nth);
+    clattn_status st = clattn_context_create(NULL, &ctx);
+    clattn__test_fail_allocation(0);
+    if (st == CLATTN_SUCCESS) {
+      cr_assert_not_null(ctx);
+      clattn_context_destroy(ctx);
+      break;
+    }
+    cr_assert_eq(st, CLATTN_ERROR_OUT_OF_MEMORY, "allocation %d failed: %s, expected %s", nth,
+                 clattn_status_name(st), clattn_status_name(CLATTN_ERROR_OUT_OF_MEMORY));
+    cr_assert_null(ctx, "allocation %d failed but a context came back", nth);
+    char msg[2048];
+    clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
+    cr_assert(strstr(msg, "memory") != NULL, "allocation %d: message \"%s\"", nth, msg);
+    ++failures;
+  }
+  cr_assert_geq(failures, 2, "only %d injection points in clattn_context_create", failures);
+  cr_assert_lt(failures, MAX_INJECTION_POINTS, "clattn_context_create never succeeded");
+}
+
+/* Every allocation (host and device) of a first attention call in a fresh context fails in
+ * turn: OUT_OF_MEMORY each time, the caller's cl_context back at its reference count once
+ * the clattn context is destroyed, and the call after the last injection point correct. */
+static void check_attention_allocation_failures(clattn_variant variant) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  clattn_attention_desc desc = test_desc(2, 4, 2, 37, 45, 24, 1);
+  char label[256];
+  test_label(label, sizeof label, &desc, variant);
+  test_problem p;
+  test_problem_init(&p, &desc, 4242);
+  const int32_t lengths[2] = {45, 30};
+  const clattn_attention_config config = test_config(variant);
+  int failures = 0, succeeded = 0;
+  for (int nth = 1; nth <= MAX_INJECTION_POINTS && !succeeded; ++nth) {
+    clattn_context* ctx = NULL;
+    cr_assert_eq(clattn_context_create_from_cl(s.ctx, s.device, s.queue, NULL, &ctx),
+                 CLATTN_SUCCESS);
+    clattn__test_fail_allocation(nth);
+    clattn_status st =
+        clattn_attention_host(ctx, &desc, p.q, p.k, p.v, p.o, p.lse, lengths, &config);
+    clattn__test_fail_allocation(0);
+    if (st == CLATTN_SUCCESS) {
+      succeeded = 1;
+      test_check(&desc, p.q, p.k, p.v, lengths, p.o, p.lse, label);
+    } else {
+      cr_assert_eq(st, CLATTN_ERROR_OUT_OF_MEMORY, "%s: allocation %d failed: %s (%s)", label, nth,
+                   clattn_status_name(st), test_last_error(ctx));
+      cr_assert(strstr(test_last_error(ctx), "memory") != NULL ||
+                    strstr(test_last_error(ctx), "ALLOCATION") != NULL,
+                "%s: allocation %d: message \"%s\"", label, nth, test_last_error(ctx));
+      ++failures;
+    }
+    clFinish(s.queue);
+    clattn_context_destroy(ctx);
+    const cl_uint refs = context_refs(s.ctx);
+    cr_assert_eq(refs, base_refs,
+                 "%s: after allocation %d failed and the context was destroyed, the cl_context "
+                 "has %u references, %u before: OpenCL objects leaked",
+                 label, nth, refs, base_refs);
+  }
+  cr_assert(succeeded, "%s: never succeeded within %d injection points", label,
+            MAX_INJECTION_POINTS);
+  /* Program building (sources, options, cache entries) and the device buffers at least. */
+  cr_assert_geq(failures, 8, "%s: only %d injection points", label, failures);
+  test_problem_free(&p);
+  cl_setup_destroy(&s);
+}
+
+Test(faults, attention_allocation_failures_tiled, .timeout = 300.0) {
+  check_attention_allocation_failures(CLATTN_VARIANT_TILED_LOCAL);
+}
+
+Test(faults, attention_allocation_failures_regblock, .timeout = 300.0) {
+  check_attention_allocation_failures(CLATTN_VARIANT_REGISTER_BLOCKED);
+}
+
+/* A failure injected into clattn_context_create_from_cl leaves the caller's objects at
+ * their reference counts. */
+Test(faults, create_from_cl_allocation_failures) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  int failures = 0;
+  for (int nth = 1; nth <= MAX_INJECTION_POINTS; ++nth) {
+    clattn_context* ctx = NULL;
+    clattn__test_fail_allocation(nth);
+    clattn_status st = clattn_context_create_from_cl(s.ctx, s.device, s.queue, NULL, &ctx);
+    clattn__test_fail_allocation(0);
+    if (st == CLATTN_SUCCESS) {
+      clattn_context_destroy(ctx);
+      cr_assert_eq(context_refs(s.ctx), base_refs);
+      break;
+    }
+    cr_assert_eq(st, CLATTN_ERROR_OUT_OF_MEMORY, "allocation %d: %s", nth, clattn_status_name(st));
+    cr_assert_null(ctx);
+    cr_assert_eq(context_refs(s.ctx), base_refs, "allocation %d: cl_context references leaked",
+                 nth);
+    ++failures;
+  }
+  cr_assert_geq(failures, 2, "only %d injection points", failures);
+  cl_setup_destroy(&s);
+}
+
+/* ---------------------------------------------------------------- build failure */
+
+static void write_file(const char* dir, const char* name, const char* text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE* f = fopen(path, "wb");
+  cr_assert_not_null(f, "cannot write %s", path);
+  fputs(text, f);
+  fclose(f);
+}
+
+static void remove_file(const char* dir, const char* name) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  unlink(path);
+}
+
+/* Kernel overrides that do not compile: BUILD_FAILED with the compiler's log naming the
+ * broken code, for both variants, and no OpenCL object left once the context is gone. */
+Test(faults, build_failure_returns_log, .timeout = 120.0) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  char dir[] = "/tmp/clattn-faults-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  static const char* broken = "__kernel void clattn_broken(void) { undeclared_identifier_xyz; }\n";
+  write_file(dir, "common.cl", "/* empty */\n");
+  write_file(dir, "attention_tiled.cl", broken);
+  write_file(dir, "attention_regblock.cl", broken);
+
+  clattn_context_options opts = CLATTN_CONTEXT_OPTIONS_INIT;
+  opts.kernel_dir = dir;
+  clattn_context* ctx = NULL;
+  cr_assert_eq(clattn_context_create_from_cl(s.ctx, s.device, s.queue, &opts, &ctx),
+               CLATTN_SUCCESS);
+  clattn_attention_desc desc = test_desc(1, 2, 2, 9, 9, 8, 0);
+  test_problem p;
+  test_problem_init(&p, &desc, 7);
+  for (int v = CLATTN_VARIANT_TILED_LOCAL; v <= CLATTN_VARIANT_REGISTER_BLOCKED; ++v) {
+    const clattn_attention_config config = test_config((clattn_variant)v);
+    clattn_status st = clattn_attention_host(ctx, &desc, p.q, p.k, p.v, p.o, NULL, NULL, &config);
+    cr_assert_eq(st, CLATTN_ERROR_BUILD_FAILED, "%s: %s", test_variant_name((clattn_variant)v),
+                 clattn_status_name(st));
+    char log[8192];
+    cr_assert_eq(clattn_context_get_build_log(ctx, log, sizeof log, NULL), CLATTN_SUCCESS);
+    cr_assert(strstr(log, "undeclared_identifier_xyz") != NULL,
+              "%s: the build log does not name the broken code:\n%s",
+              test_variant_name((clattn_variant)v), log);
+    cr_assert(strstr(test_last_error(ctx), "build") != NULL, "last error \"%s\"",
+              test_last_error(ctx));
+  }
+  clattn_context_destroy(ctx);
+  cr_assert_eq(context_refs(s.ctx), base_refs, "a failed build leaked OpenCL objects");
+  test_problem_free(&p);
+  remove_file(dir, "common.cl");
+  remove_file(dir, "attention_tiled.cl");
+  remove_file(dir, "attention_regblock.cl");
+  rmdir(dir);
+  cl_setup_destroy(&s);
+}
+
+/* ---------------------------------------------------------------- object counting */
+
+/* A context that ran every variant holds OpenCL objects (programs, kernels, buffers) while
+ * alive, counted as references to the cl_context, and releases every one on destroy. */
+Test(faults, destroy_releases_every_object, .timeout = 120.0) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  clattn_context* ctx = NULL;
+  cr_assert_eq(clattn_context_create_from_cl(s.ctx, s.device, s.queue, NULL, &ctx), CLATTN_SUCCESS);
+  const cl_uint refs_created = context_refs(s.ctx);
+  cr_assert_gt(refs_created, base_refs, "the clattn context holds no reference to the cl_context");
+  clattn_attention_desc desc = test_desc(1, 2, 1, 20, 33, 16, 1);
+  test_problem p;
+  test_problem_init(&p, &desc, 11);
+  for (int v = CLATTN_VARIANT_TILED_LOCAL; v <= CLATTN_VARIANT_REGISTER_BLOCKED; ++v) {
+    const clattn_attention_config config = test_config((clattn_variant)v);
+    cr_assert_eq(clattn_attention_host(ctx, &desc, p.q, p.k, p.v, p.o, p.lse, NULL, &config),
+                 CLATTN_SUCCESS, "%s", test_last_error(ctx));
+    test_check(&desc, p.q, p.k, p.v, NULL, p.o, p.lse, test_variant_name((clattn_variant)v));
+  }
+  const cl_uint refs_used = context_refs(s.ctx);
+  /* The cached programs (one per variant and options) stay alive with the context. */
+  cr_assert_geq(refs_used, refs_created + 2,
+                "the context's cached programs hold no reference (%u, %u after creation)",
+                refs_used, refs_created);
+  clattn_context_destroy(ctx);
+  const cl_uint refs_after = context_refs(s.ctx);
+  cr_assert_eq(refs_after, base_refs,
+               "destroy left %u of the %u objects the context held (cl_context references: %u "
+               "before, %u in use, %u after)",
+               refs_after - base_refs, refs_used - base_refs, base_refs, refs_used, refs_after);
+  test_problem_free(&p);
+  cl_setup_destroy(&s);
+}
+
+/* The same for a context clattn made itself: once it is destroyed, the only reference left
+ * to its cl_context is the one this test took. */
+Test(faults, destroy_releases_own_context, .timeout = 120.0) {
+  clattn_context* ctx = test_context(NULL);
+  cl_context cl_ctx = NULL;
+  clattn_context_get_cl(ctx, &cl_ctx, NULL, NULL);
+  cr_assert_eq(clRetainContext(cl_ctx), CL_SUCCESS);
+  clattn_attention_desc desc = test_desc(1, 1, 1, 5, 70, 33, 0);
+  test_problem p;
+  test_problem_init(&p, &desc, 12);
+  for (int v = CLATTN_VARIANT_TILED_LOCAL; v <= CLATTN_VARIANT_REGISTER_BLOCKED; ++v) {
+    const clattn_attention_config config = test_config((clattn_variant)v);
+    cr_assert_eq(clattn_attention_host(ctx, &desc, p.q, p.k, p.v, p.o, NULL, NULL, &config),
+                 CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  }
+  const cl_uint in_use = context_refs(cl_ctx);
+  cr_assert_gt(in_use, 2, "queue and programs hold no reference (%u)", in_use);
+  clattn_context_destroy(ctx);
+  const cl_uint after = context_refs(cl_ctx);
+  cr_assert_eq(after, 1, "%u references left after destroy (%u in use), 1 expected", after, in_use);
+  clReleaseContext(cl_ctx);
+  test_problem_free(&p);
+}
