@@ -43,8 +43,11 @@ echo "== CMake consumer (find_package(clattn))"
 "$work/consumer/consumer_static"
 # The shared consumer must use the installed library, not the build tree's.
 if command -v ldd >/dev/null; then
-  ldd "$work/consumer/consumer_shared" | grep -q "$libdir/libclattn.so" ||
-    { echo "consumer_shared does not load $libdir/libclattn.so"; ldd "$work/consumer/consumer_shared"; exit 1; }
+  # Capture first: grep -q may exit before ldd has written everything, and pipefail would
+  # then report ldd's SIGPIPE as a failure.
+  deps=$(ldd "$work/consumer/consumer_shared")
+  grep -q "$libdir/libclattn.so" <<<"$deps" ||
+    { echo "consumer_shared does not load $libdir/libclattn.so"; echo "$deps"; exit 1; }
 fi
 
 echo "== pkg-config consumer"
