@@ -197,6 +197,10 @@ clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue
 clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name, size_t count,
                                     const char** names, const size_t* values);
 
+/* Sets clattn's own default GEMM parameters where CLBlast has none worth using (PoCL's CPU
+ * devices); called when a context is created, before the tuning file's entries. */
+void clattn__gemm_device_defaults(clattn_context* ctx);
+
 /* Drops CLBlast's cached programs (CLBlastClearCache). They retain their cl_context, so a
  * context destroyed without this would stay alive until exit, and be released after the
  * OpenCL runtime itself on some (Oclgrind). CLBlast has no per-context clear: other

@@ -234,25 +234,6 @@ cleanup:
   return status;
 }
 
-/* CLBlast has no tuned GEMM parameters for PoCL's CPU devices, and its defaults (local-memory
- * tiles for GPUs) run the layer's projections at 4-6 GFLOP/s on two Zen 5 cores. Register-
- * tiled parameters without local memory (8x8 outputs per work-item in float8 vectors) run
- * them 3-4 times faster there. CLBlast keeps overrides per device for the whole process;
- * a failure leaves its defaults in place. */
-static void gemm_defaults(clattn_context* ctx) {
-  if (ctx->info.type != CLATTN_DEVICE_TYPE_CPU ||
-      !strstr(ctx->info.platform_name, "Portable Computing Language")) {
-    return;
-  }
-  static const char* names[] = {"GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
-                                "NDIMC", "NWG",  "SA",  "SB",  "STRM",  "STRN",  "VWM", "VWN"};
-  static const size_t values[] = {0, 1, 16, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8};
-  if (clattn__gemm_override(ctx, "Xgemm", sizeof values / sizeof values[0], names, values) !=
-      CLATTN_SUCCESS) {
-    clattn__log("keeping CLBlast's default GEMM parameters on this device");
-  }
-}
-
 clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha_desc* desc,
                                 const clattn_mha_weights* weights, clattn_mha** out) {
   if (!out)
@@ -270,7 +251,6 @@ clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha_desc* desc
   m->ctx = ctx;
   CLATTN__CHECK(desc_resolve(ctx, desc, m));
   CLATTN__CHECK(weights_load(ctx, weights, m));
-  gemm_defaults(ctx);
   *out = m;
   m = NULL;
 cleanup:

@@ -1078,7 +1078,8 @@ clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* o
   CLATTN__CHECK(
       clattn__buffer_create(ctx, CL_MEM_READ_WRITE, gb.m * 3 * gb.e * sizeof(float), NULL, &gb.dc));
 
-  /* CLBlast's own parameters first (or those in force in this process). */
+  /* The parameters in force first: clattn's built-in ones on PoCL's CPU devices, CLBlast's
+   * own elsewhere (or whatever this process applied since). */
   {
     double med = 0, mn = 0;
     int slow = 0;
@@ -1091,7 +1092,7 @@ clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* o
       result->default_ms = med;
       result->default_min_ms = mn;
     }
-    if (report(&t, "gemm", "CLBlast defaults", outcome, med)) goto cleanup;
+    if (report(&t, "gemm", "default parameters", outcome, med)) goto cleanup;
   }
   for (size_t i = 0; i < norder && t.res->tried < t.total; ++i) {
     if (elapsed(&t) >= t.budget) break;

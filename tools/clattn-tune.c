@@ -215,7 +215,7 @@ static void describe_winner(const phase* ph, char* buf, size_t size) {
     return;
   }
   if (!r->written && r->entry.param_count == 0) {
-    snprintf(buf, size, "CLBlast defaults");
+    snprintf(buf, size, "GEMM defaults");
     return;
   }
   size_t v[4] = {0};
@@ -237,7 +237,7 @@ static void print_table(const phase* phases, size_t n) {
     const clattn_tune_result* r = &ph->result;
     char def[64], win[64];
     if (ph->gemm) {
-      snprintf(def, sizeof def, "CLBlast defaults");
+      snprintf(def, sizeof def, "GEMM defaults");
     } else {
       describe_config(&r->default_config, def, sizeof def);
     }
@@ -261,7 +261,7 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
     const clattn_tune_result* r = &ph->result;
     char def[64], win[64];
     if (ph->gemm) {
-      snprintf(def, sizeof def, "CLBlast defaults");
+      snprintf(def, sizeof def, "GEMM defaults");
     } else {
       describe_config(&r->default_config, def, sizeof def);
     }

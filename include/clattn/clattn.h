@@ -557,8 +557,9 @@ typedef struct clattn_tuning_info {
   char message[512];
   size_t entries;        /* entries in the file */
   size_t device_entries; /* attention entries for this device, any driver, current kernels */
-  /* CLBlast parameters applied at creation: 0 none (CLBlast's defaults), or the level they
-   * came from (CLATTN_CONFIG_SOURCE_TUNED or CLATTN_CONFIG_SOURCE_TUNED_OTHER_DRIVER). */
+  /* CLBlast parameters applied at creation from the file: 0 none (clattn's built-in GEMM
+   * parameters on PoCL's CPU devices, CLBlast's own elsewhere), or the level they came from
+   * (CLATTN_CONFIG_SOURCE_TUNED or CLATTN_CONFIG_SOURCE_TUNED_OTHER_DRIVER). */
   int gemm_source;
 } clattn_tuning_info;
 
