@@ -13,6 +13,11 @@
  * benchmark. Implementations run in turns (one call each per round), so that load changes on
  * a shared machine hit all of them alike and their ratios stay meaningful.
  *
+ * --mha --d-model E times the whole layer instead (projections, attention, output projection;
+ * self-attention): `fused` is clattn_mha_forward, `unfused_clblast` the same CLBlast GEMMs for
+ * the projections around the unfused attention above, `reference` the double-precision layer
+ * (tests/reference.c); there is no naive layer. GFLOP/s count the projections too.
+ *
  * --startup measures context creation plus the first attention call in fresh processes: once
  * with an empty PoCL kernel cache (cold) and once with the cache that run filled (warm).
  *
@@ -45,6 +50,8 @@
 #define FULL_CHECK_LIMIT 2e9
 /* Shortest run of the peak kernel, so launch overhead does not count. */
 #define PEAK_MIN_MS 40.0
+/* Stages of the unfused paths, timed with markers between them. */
+#define MAX_STAGES 5
 
 enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_NAIVE, IMPL_REFERENCE, IMPL_COUNT };
 static const char* const impl_names[IMPL_COUNT] = {"fused", "unfused_clblast", "naive",
@@ -54,9 +61,10 @@ typedef struct options {
   const char* device;
   size_t batch, heads, kv_heads, seq, seq_kv, head_dim;
   int causal;
-  /* The whole layer (--mha --d-model): parsed, not run yet (see run_layer_mode). */
+  /* The whole layer (--mha --d-model); head_dim is then d_model / heads unless given. */
   int mha;
   size_t d_model;
+  int head_dim_given;
   clattn_variant variant;
   unsigned block_m, block_n, rows_per_item, threads_per_row;
   long reps, warmup;
@@ -79,7 +87,22 @@ typedef struct bench {
   size_t nq, nk, nv, no;
   float *q, *k, *v, *out;
   cl_mem bq, bk, bv, bo;
+  /* The output every implementation writes (O, or y in layer mode), checked after warm-up. */
+  cl_mem out_mem;
+  size_t out_elems;
   double flops;
+  /* Layer mode: dimensions (E, H, Hkv, D; rows = batch * seq), host weights and input, their
+   * buffers, the layer, and the reference y with its per-element tolerance. */
+  int layer;
+  size_t e, h, hkv, d, rows;
+  float *w_in, *b_in, *w_out, *b_out, *x, *y;
+  cl_mem bx, by, bw_in, bb_in, bw_out, bb_out;
+  clattn_mha* mha;
+  double *ref_y, *tol_y;
+  /* Names of the unfused path's stages (text, JSON). */
+  int stage_count;
+  const char* const* stage_names;
+  const char* const* stage_keys;
   /* Reference values of every rows_step-th query row, and their error bounds. */
   double* ref;
   size_t rows_step;
@@ -108,14 +131,15 @@ typedef struct impl {
   cl_program program;
   cl_kernel kernel;
   cl_mem scratch;
-  double* ref_out; /* reference impl: full double output */
+  cl_mem qkv, concat, ones; /* unfused layer: projected rows, heads' outputs, a column of 1 */
+  double* ref_out;          /* reference impl: full double output */
   /* results */
   double first_ms;
   double* times;
   long count;
-  /* unfused_clblast: profiled time of each stage (Q·Kᵀ GEMM, softmax, P·V GEMM) per call */
-  double* stage_times[3];
-  double last_stage_ms[3];
+  /* unfused_clblast: profiled time of each stage (bench.stage_names) per call */
+  double* stage_times[MAX_STAGES];
+  double last_stage_ms[MAX_STAGES];
   double spent_ms;
   int checked;
   size_t rows_checked, nan_count;
@@ -253,8 +277,9 @@ static void print_usage(FILE* f) {
           "  --seq-kv N             key/value length (= seq)\n"
           "  --head-dim N           head dimension, 1..256 (64)\n"
           "  --causal               causal mask, bottom-right aligned\n"
-          "  --mha --d-model N      the whole layer (projections + attention): not in this\n"
-          "                         build yet\n"
+          "  --mha --d-model N      time the whole layer instead (self-attention: Q/K/V\n"
+          "                         projections, attention, output projection, biases);\n"
+          "                         --head-dim defaults to d_model / heads there\n"
           "  --impl LIST            comma-separated: fused,unfused_clblast,naive,reference\n"
           "                         (default: all)\n"
           "  --variant auto|tiled|regblock, --block-m N, --block-n N, --rows-per-item N,\n"
@@ -378,6 +403,7 @@ static int parse_options(int argc, char** argv, options* o) {
         o->seq_kv = n;
       } else if (strcmp(a, "--head-dim") == 0) {
         o->head_dim = n;
+        o->head_dim_given = 1;
       } else if (strcmp(a, "--d-model") == 0) {
         o->d_model = n;
       } else if (strcmp(a, "--block-m") == 0) {
@@ -570,6 +596,79 @@ static size_t heads_kv_of(const clattn_attention_desc* d) {
   return d->heads_kv ? d->heads_kv : d->heads_q;
 }
 
+/* Which GEMM parameters CLBlast runs with: a tuning file's entry applied when the context was
+ * created, clattn's built-in ones (PoCL's CPU devices), or CLBlast's own. The setting is
+ * process-wide per device, so clattn's layer and the unfused paths here share it. */
+static const char* gemm_tuning_label(const bench* B) {
+  clattn_tuning_info ti = CLATTN_TUNING_INFO_INIT;
+  if (clattn_context_get_tuning_info(B->ctx, &ti) == CLATTN_SUCCESS && ti.gemm_source != 0) {
+    return ti.gemm_source == CLATTN_CONFIG_SOURCE_TUNED ? "tuned" : "tuned (other driver)";
+  }
+  if (B->info.type == CLATTN_DEVICE_TYPE_CPU &&
+      strstr(B->info.platform_name, "Portable Computing Language")) {
+    return "built-in (PoCL CPU)";
+  }
+  return "CLBlast default";
+}
+
+/* The same in one word, for the table. */
+static const char* gemm_tuning_word(const bench* B) {
+  const char* l = gemm_tuning_label(B);
+  return strncmp(l, "tuned", 5) == 0      ? "tuned"
+         : strncmp(l, "built-in", 8) == 0 ? "built-in"
+                                          : "CLBlast";
+}
+
+/* Device time between consecutive markers (the queue is in-order) into m->last_stage_ms. */
+static void stage_times_from_marks(impl* m, cl_event* mark, int stages) {
+  for (int i = 0; i < stages; ++i) {
+    cl_ulong a = 0, b = 0;
+    m->last_stage_ms[i] = (double)NAN;
+    if (mark[i] && mark[i + 1] &&
+        clGetEventProfilingInfo(mark[i], CL_PROFILING_COMMAND_END, sizeof a, &a, NULL) ==
+            CL_SUCCESS &&
+        clGetEventProfilingInfo(mark[i + 1], CL_PROFILING_COMMAND_END, sizeof b, &b, NULL) ==
+            CL_SUCCESS &&
+        b >= a) {
+      m->last_stage_ms[i] = (double)(b - a) * 1e-6;
+    }
+  }
+}
+
+/* Builds the unfused paths' row softmax over S [rows, seq_kv] (rows = batch·heads·seq_q). */
+static int softmax_setup(bench* B, impl* m, size_t seq_q, size_t seq_kv, int causal) {
+  m->program = build_bench_program(B, "softmax", "", m->error, sizeof m->error);
+  if (!m->program) return -1;
+  cl_int e = CL_SUCCESS;
+  m->kernel = clCreateKernel(m->program, "bench_softmax_rows", &e);
+  cl_uint sq = (cl_uint)seq_q, skv = (cl_uint)seq_kv;
+  cl_int c = causal;
+  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 0, sizeof(cl_mem), &m->scratch);
+  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 1, sizeof sq, &sq);
+  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 2, sizeof skv, &skv);
+  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 3, sizeof c, &c);
+  if (e != CL_SUCCESS) {
+    set_error(m, "setting up the softmax kernel failed: %d", (int)e);
+    return -1;
+  }
+  return 0;
+}
+
+/* Skips an unfused path whose score matrix (bytes) the device cannot hold; 1 when skipped. */
+static int skip_large_scores(const bench* B, impl* m, size_t s_elems) {
+  const size_t bytes = s_elems * sizeof(float);
+  if (bytes / sizeof(float) == s_elems && bytes <= B->info.max_mem_alloc_size &&
+      bytes <= B->info.global_mem_size / 2) {
+    return 0;
+  }
+  snprintf(m->skip_reason, sizeof m->skip_reason,
+           "the score matrix needs %.3g GB; the device allows %.3g GB per buffer and has %.3g GB",
+           (double)bytes * 1e-9, (double)B->info.max_mem_alloc_size * 1e-9,
+           (double)B->info.global_mem_size * 1e-9);
+  m->skipped = 1;
+  return 1;
+}
+
 /* Unfused: S = Q·Kᵀ (alpha = scale·log2 e), P = softmax(S) in place, O = P·V. With the
  * [B, H, N, D] layout the query heads of one key/value head are contiguous, so one GEMM per
  * (batch, kv head) with M = group * Nq covers MHA, GQA and MQA. */
@@ -577,15 +676,7 @@ static int setup_unfused(bench* B, impl* m) {
   const clattn_attention_desc* d = &B->desc;
   const size_t s_elems = d->batch * d->heads_q * d->seq_q * d->seq_kv;
   const size_t bytes = s_elems * sizeof(float);
-  if (bytes / sizeof(float) != s_elems || bytes > B->info.max_mem_alloc_size ||
-      bytes > B->info.global_mem_size / 2) {
-    snprintf(m->skip_reason, sizeof m->skip_reason,
-             "the score matrix needs %.3g GB; the device allows %.3g GB per buffer and has %.3g GB",
-             (double)bytes * 1e-9, (double)B->info.max_mem_alloc_size * 1e-9,
-             (double)B->info.global_mem_size * 1e-9);
-    m->skipped = 1;
-    return 0;
-  }
+  if (skip_large_scores(B, m, s_elems)) return 0;
   cl_int e = CL_SUCCESS;
   m->scratch = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &e);
   if (e != CL_SUCCESS) {
@@ -594,26 +685,13 @@ static int setup_unfused(bench* B, impl* m) {
   }
   m->bytes_known = 1;
   m->bytes_allocated = bytes;
-  m->program = build_bench_program(B, "softmax", "", m->error, sizeof m->error);
-  if (!m->program) return -1;
-  m->kernel = clCreateKernel(m->program, "bench_softmax_rows", &e);
-  cl_uint sq = (cl_uint)d->seq_q, skv = (cl_uint)d->seq_kv;
-  cl_int causal = d->causal;
-  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 0, sizeof(cl_mem), &m->scratch);
-  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 1, sizeof sq, &sq);
-  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 2, sizeof skv, &skv);
-  if (e == CL_SUCCESS) e = clSetKernelArg(m->kernel, 3, sizeof causal, &causal);
-  if (e != CL_SUCCESS) {
-    set_error(m, "setting up the softmax kernel failed: %d", (int)e);
-    return -1;
-  }
-  /* CLBlast's default parameters for the device (its database, else its generic ones). The
-   * layer's GEMM tuning, once it exists, belongs here too, so both paths use the same. */
+  if (softmax_setup(B, m, d->seq_q, d->seq_kv, d->causal) != 0) return -1;
+  /* The GEMM parameters in force for the device, the same the layer runs with. */
   snprintf(m->config_json, sizeof m->config_json,
-           "{\"gemm\":\"CLBlastSgemmStridedBatched\",\"gemm_tuning\":\"CLBlast default\","
+           "{\"gemm\":\"CLBlastSgemmStridedBatched\",\"gemm_tuning\":\"%s\","
            "\"softmax\":\"one work-item per row, float16\",\"batches\":%zu}",
-           d->batch * heads_kv_of(d));
-  snprintf(m->config_text, sizeof m->config_text, "CLBlast default x2 + softmax");
+           gemm_tuning_label(B), d->batch * heads_kv_of(d));
+  snprintf(m->config_text, sizeof m->config_text, "2 %s GEMMs + softmax", gemm_tuning_word(B));
   return 0;
 }
 
@@ -659,18 +737,7 @@ static int run_unfused(bench* B, impl* m) {
     set_error(m, "clFinish failed: %d", (int)e);
     goto cleanup;
   }
-  for (int i = 0; i < 3; ++i) {
-    cl_ulong a = 0, b = 0;
-    m->last_stage_ms[i] = (double)NAN;
-    if (mark[i] && mark[i + 1] &&
-        clGetEventProfilingInfo(mark[i], CL_PROFILING_COMMAND_END, sizeof a, &a, NULL) ==
-            CL_SUCCESS &&
-        clGetEventProfilingInfo(mark[i + 1], CL_PROFILING_COMMAND_END, sizeof b, &b, NULL) ==
-            CL_SUCCESS &&
-        b >= a) {
-      m->last_stage_ms[i] = (double)(b - a) * 1e-6;
-    }
-  }
+  stage_times_from_marks(m, mark, 3);
   rc = 0;
 cleanup:
   for (int i = 0; i < 4; ++i) {
@@ -755,24 +822,305 @@ static int run_reference(bench* B, impl* m) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- layer implementations */
+
+static double layer_macs(const bench* B) { return 0.5 * B->flops; }
+
+static size_t layer_in_width(const bench* B) { return (B->h + 2 * B->hkv) * B->d; }
+
+/* The core's descriptor inside the layer (heads read through strides from the projected
+ * rows), to report the config the layer's attention runs with. */
+static clattn_attention_desc layer_core_desc(const bench* B) {
+  const size_t ld = layer_in_width(B), hd = B->h * B->d;
+  clattn_attention_desc d = B->desc;
+  d.q_strides = (clattn_strides){.batch = B->o->seq * ld, .head = B->d, .seq = ld};
+  d.k_strides = d.q_strides;
+  d.v_strides = d.q_strides;
+  d.o_strides = (clattn_strides){.batch = B->o->seq * hd, .head = B->d, .seq = hd};
+  return d;
+}
+
+static int setup_layer_fused(bench* B, impl* m) {
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = B->o->batch;
+  fwd.seq = B->o->seq;
+  fwd.causal = B->o->causal;
+  clattn_status st = clattn_mha_workspace_size(B->mha, &fwd, 0, &m->bytes_allocated);
+  if (st != CLATTN_SUCCESS) {
+    clattn_error(B, m, "clattn_mha_workspace_size", st);
+    return -1;
+  }
+  m->bytes_known = 1;
+  const clattn_attention_desc core = layer_core_desc(B);
+  m->used = (clattn_attention_config)CLATTN_ATTENTION_CONFIG_INIT;
+  st = clattn_attention_get_config(B->ctx, &core, NULL, &m->used);
+  if (st != CLATTN_SUCCESS) {
+    clattn_error(B, m, "clattn_attention_get_config", st);
+    return -1;
+  }
+  const clattn_attention_config* c = &m->used;
+  snprintf(m->config_json, sizeof m->config_json,
+           "{\"layer\":\"clattn_mha_forward\",\"gemm_tuning\":\"%s\",\"core\":{\"variant\":\"%s\","
+           "\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,\"threads_per_row\":%u,"
+           "\"source\":\"%s\"}}",
+           gemm_tuning_label(B), variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item,
+           c->threads_per_row, config_origin(c->source));
+  if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
+    snprintf(m->config_text, sizeof m->config_text, "mha, core regblock %ux%u (%s)",
+             c->rows_per_item, c->block_n, config_origin(c->source));
+  } else {
+    snprintf(m->config_text, sizeof m->config_text, "mha, core tiled m%u n%u (%s)", c->block_m,
+             c->block_n, config_origin(c->source));
+  }
+  return 0;
+}
+
+static int run_layer_fused(bench* B, impl* m) {
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = B->o->batch;
+  fwd.seq = B->o->seq;
+  fwd.causal = B->o->causal;
+  clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+  b.x = B->bx;
+  b.y = B->by;
+  clattn_status st = clattn_mha_forward(B->mha, &fwd, &b, B->queue, 0, NULL, NULL);
+  if (st != CLATTN_SUCCESS) {
+    clattn_error(B, m, "clattn_mha_forward", st);
+    return -1;
+  }
+  cl_int e = clFinish(B->queue);
+  if (e != CL_SUCCESS) {
+    set_error(m, "clFinish failed: %d", (int)e);
+    return -1;
+  }
+  return 0;
+}
+
+static int setup_layer_unfused(bench* B, impl* m) {
+  const options* o = B->o;
+  const size_t s_elems = o->batch * B->h * o->seq * o->seq;
+  if (skip_large_scores(B, m, s_elems)) return 0;
+  const size_t qkv = B->rows * layer_in_width(B), concat = B->rows * B->h * B->d;
+  cl_int e = CL_SUCCESS;
+  m->scratch = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, s_elems * sizeof(float), NULL, &e);
+  if (e == CL_SUCCESS) {
+    m->qkv = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, qkv * sizeof(float), NULL, &e);
+  }
+  if (e == CL_SUCCESS) {
+    m->concat = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, concat * sizeof(float), NULL, &e);
+  }
+  if (e == CL_SUCCESS) {
+    m->ones = clCreateBuffer(B->cl_ctx, CL_MEM_READ_ONLY, B->rows * sizeof(float), NULL, &e);
+  }
+  const float one = 1.0f;
+  if (e == CL_SUCCESS) {
+    e = clEnqueueFillBuffer(B->queue, m->ones, &one, sizeof one, 0, B->rows * sizeof(float), 0,
+                            NULL, NULL);
+  }
+  if (e == CL_SUCCESS) e = clFinish(B->queue);
+  if (e != CL_SUCCESS) {
+    set_error(m, "allocating the unfused layer's buffers failed: %d", (int)e);
+    return -1;
+  }
+  m->bytes_known = 1;
+  m->bytes_allocated = (s_elems + qkv + concat + B->rows) * sizeof(float);
+  if (softmax_setup(B, m, o->seq, o->seq, o->causal) != 0) return -1;
+  snprintf(m->config_json, sizeof m->config_json,
+           "{\"gemm\":\"CLBlastSgemm / CLBlastSgemmStridedBatched\",\"gemm_tuning\":\"%s\","
+           "\"bias\":\"rank-1 GEMM with a column of ones\",\"softmax\":\"one work-item per row, "
+           "float16\"}",
+           gemm_tuning_label(B));
+  snprintf(m->config_text, sizeof m->config_text, "%s GEMMs + softmax", gemm_tuning_word(B));
+  return 0;
+}
+
+/* One row-major CLBlast GEMM, C = alpha·A·op(B) + beta·C, with a message on failure. */
+static int layer_gemm(impl* m, cl_command_queue q, int trans_b, size_t rows, size_t cols,
+                      size_t inner, float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem b,
+                      size_t b_off, size_t ldb, float beta, cl_mem c, size_t c_off, size_t ldc,
+                      size_t batch, size_t a_stride, size_t b_stride, size_t c_stride,
+                      const char* what) {
+  const CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
+  CLBlastStatusCode s =
+      batch == 1
+          ? CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, tb, rows, cols, inner, alpha, a,
+                         a_off, lda, b, b_off, ldb, beta, c, c_off, ldc, &q, NULL)
+          : CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, CLBlastTransposeNo, tb, rows, cols,
+                                       inner, alpha, a, a_off, lda, a_stride, b, b_off, ldb,
+                                       b_stride, beta, c, c_off, ldc, c_stride, batch, &q, NULL);
+  if (s != CLBlastSuccess) {
+    set_error(m, "CLBlast GEMM (%s) failed: CLBlast status %d", what, (int)s);
+    return -1;
+  }
+  return 0;
+}
+
+/* QKV = 1·b_inᵀ + x·W_inᵀ; per sequence, S = Q_h·K_gᵀ (all heads in one batched GEMM when
+ * there is one key/value head per query head, else one GEMM per head), the row softmax,
+ * O_h = P·V_g written into the heads' concatenation; y = 1·boᵀ + concat·W_oᵀ. */
+static int run_layer_unfused(bench* B, impl* m) {
+  const options* o = B->o;
+  const size_t n = o->seq, D = B->d, ld = layer_in_width(B), hd = B->h * D;
+  const size_t group = B->h / B->hkv;
+  const float alpha = (float)(1.0 / sqrt((double)D) * 1.4426950408889634);
+  cl_command_queue q = B->queue;
+  cl_event mark[MAX_STAGES + 1] = {NULL};
+  int rc = -1, stage = 0;
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[stage++]);
+  if (layer_gemm(m, q, 0, B->rows, ld, 1, 1.0f, m->ones, 0, 1, B->bb_in, 0, ld, 0.0f, m->qkv, 0, ld,
+                 1, 0, 0, 0, "input bias") ||
+      layer_gemm(m, q, 1, B->rows, ld, B->e, 1.0f, B->bx, 0, B->e, B->bw_in, 0, B->e, 1.0f, m->qkv,
+                 0, ld, 1, 0, 0, 0, "QKV projection")) {
+    goto cleanup;
+  }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[stage++]);
+  for (size_t b = 0; b < o->batch; ++b) {
+    const size_t row0 = b * n * ld, s0 = b * B->h * n * n;
+    const size_t heads_per_call = group == 1 ? B->h : 1;
+    for (size_t h = 0; h < B->h; h += heads_per_call) {
+      if (layer_gemm(m, q, 1, n, n, D, alpha, m->qkv, row0 + h * D, ld, m->qkv,
+                     row0 + hd + (h / group) * D, ld, 0.0f, m->scratch, s0 + h * n * n, n,
+                     heads_per_call, D, D, n * n, "Q·Kᵀ")) {
+        goto cleanup;
+      }
+    }
+  }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[stage++]);
+  size_t global[2] = {n, o->batch * B->h};
+  cl_int e = clEnqueueNDRangeKernel(q, m->kernel, 2, NULL, global, NULL, 0, NULL, NULL);
+  if (e != CL_SUCCESS) {
+    set_error(m, "clEnqueueNDRangeKernel (softmax) failed: %d", (int)e);
+    goto cleanup;
+  }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[stage++]);
+  for (size_t b = 0; b < o->batch; ++b) {
+    const size_t row0 = b * n * ld, s0 = b * B->h * n * n;
+    const size_t heads_per_call = group == 1 ? B->h : 1;
+    for (size_t h = 0; h < B->h; h += heads_per_call) {
+      if (layer_gemm(m, q, 0, n, D, n, 1.0f, m->scratch, s0 + h * n * n, n, m->qkv,
+                     row0 + hd + B->hkv * D + (h / group) * D, ld, 0.0f, m->concat,
+                     b * n * hd + h * D, hd, heads_per_call, n * n, D, D, "P·V")) {
+        goto cleanup;
+      }
+    }
+  }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[stage++]);
+  if (layer_gemm(m, q, 0, B->rows, B->e, 1, 1.0f, m->ones, 0, 1, B->bb_out, 0, B->e, 0.0f, B->by, 0,
+                 B->e, 1, 0, 0, 0, "output bias") ||
+      layer_gemm(m, q, 1, B->rows, B->e, hd, 1.0f, m->concat, 0, hd, B->bw_out, 0, hd, 1.0f, B->by,
+                 0, B->e, 1, 0, 0, 0, "output projection")) {
+    goto cleanup;
+  }
+  clEnqueueMarkerWithWaitList(q, 0, NULL, &mark[stage]);
+  e = clFinish(q);
+  if (e != CL_SUCCESS) {
+    set_error(m, "clFinish failed: %d", (int)e);
+    goto cleanup;
+  }
+  stage_times_from_marks(m, mark, B->stage_count);
+  rc = 0;
+cleanup:
+  clFinish(q);
+  for (int i = 0; i <= MAX_STAGES; ++i) {
+    if (mark[i]) clReleaseEvent(mark[i]);
+  }
+  return rc;
+}
+
+static int setup_layer_naive(bench* B, impl* m) {
+  (void)B;
+  snprintf(m->skip_reason, sizeof m->skip_reason,
+           "no naive layer (the naive kernel is an attention core: run without --mha)");
+  m->skipped = 1;
+  return 0;
+}
+
+static int setup_layer_reference(bench* B, impl* m) {
+  if (layer_macs(B) > B->o->reference_limit) {
+    snprintf(m->skip_reason, sizeof m->skip_reason,
+             "%.3g multiply-adds exceed --reference-limit %.3g (errors still use the reference)",
+             layer_macs(B), B->o->reference_limit);
+    m->skipped = 1;
+    return 0;
+  }
+  m->ref_out = malloc(B->out_elems * sizeof *m->ref_out);
+  if (!m->ref_out) {
+    set_error(m, "out of host memory for the reference output");
+    return -1;
+  }
+  snprintf(m->config_json, sizeof m->config_json,
+           "{\"host\":\"CPU\",\"precision\":\"double\",\"threads\":1}");
+  snprintf(m->config_text, sizeof m->config_text, "CPU double, 1 thread");
+  return 0;
+}
+
+static clattn_ref_mha_layer layer_reference_weights(const bench* B) {
+  const size_t hd = B->h * B->d, kvd = B->hkv * B->d;
+  clattn_ref_mha_layer L = {.d_model = B->e,
+                            .heads = B->h,
+                            .heads_kv = B->hkv,
+                            .head_dim = B->d,
+                            .k_dim = B->e,
+                            .v_dim = B->e,
+                            .wq = B->w_in,
+                            .wk = B->w_in + hd * B->e,
+                            .wv = B->w_in + (hd + kvd) * B->e,
+                            .wo = B->w_out,
+                            .bq = B->b_in,
+                            .bk = B->b_in + hd,
+                            .bv = B->b_in + hd + kvd,
+                            .bo = B->b_out};
+  return L;
+}
+
+static int run_layer_reference(bench* B, impl* m) {
+  const clattn_ref_mha_layer L = layer_reference_weights(B);
+  if (clattn_ref_mha_forward(&L, B->o->batch, B->o->seq, B->o->seq, B->o->causal, B->x, NULL, NULL,
+                             NULL, m->ref_out, NULL) != 0) {
+    set_error(m, "clattn_ref_mha_forward rejected the shape");
+    return -1;
+  }
+  return 0;
+}
+
 typedef int (*impl_fn)(bench*, impl*);
 static const impl_fn setup_fns[IMPL_COUNT] = {setup_fused, setup_unfused, setup_naive,
                                               setup_reference};
 static const impl_fn run_fns[IMPL_COUNT] = {run_fused, run_unfused, run_naive, run_reference};
+static const impl_fn layer_setup_fns[IMPL_COUNT] = {setup_layer_fused, setup_layer_unfused,
+                                                    setup_layer_naive, setup_layer_reference};
+static const impl_fn layer_run_fns[IMPL_COUNT] = {run_layer_fused, run_layer_unfused, NULL,
+                                                  run_layer_reference};
 
 /* Compares the output of the last call (O on the device, or the reference's own array) with
  * the sampled reference. */
 static int check_output(bench* B, impl* m) {
   const clattn_attention_desc* d = &B->desc;
   if (m->id != IMPL_REFERENCE) {
-    cl_int e = clEnqueueReadBuffer(B->queue, B->bo, CL_TRUE, 0, B->no * sizeof(float), B->out, 0,
-                                   NULL, NULL);
+    cl_int e = clEnqueueReadBuffer(B->queue, B->out_mem, CL_TRUE, 0, B->out_elems * sizeof(float),
+                                   B->out, 0, NULL, NULL);
     if (e != CL_SUCCESS) {
-      set_error(m, "reading O back failed: %d", (int)e);
+      set_error(m, "reading the output back failed: %d", (int)e);
       return -1;
     }
   }
   m->checked = 1;
+  if (B->layer) { /* every element of y, with the layer reference's own tolerance */
+    for (size_t i = 0; i < B->out_elems; ++i) {
+      const double x = m->ref_out ? m->ref_out[i] : (double)B->out[i];
+      const double err = fabs(x - B->ref_y[i]);
+      if (isnan(err)) {
+        m->nan_count++;
+        continue;
+      }
+      if (err > m->max_abs_err) m->max_abs_err = err;
+      const double tol = B->tol_y[i];
+      const double r = tol > 0 ? err / tol : (err > 0 ? (double)INFINITY : 0.0);
+      if (r > m->max_err_over_tol) m->max_err_over_tol = r;
+    }
+    m->rows_checked = B->rows;
+    return 0;
+  }
   for (size_t b = 0; b < d->batch; ++b) {
     for (size_t h = 0; h < d->heads_q; ++h) {
       for (size_t i = 0; i < d->seq_q; i += B->rows_step) {
@@ -799,7 +1147,7 @@ static int check_output(bench* B, impl* m) {
 /* One timed call; 0 on success. */
 static int timed_call(bench* B, impl* m, double* ms) {
   double t = now_ms();
-  int rc = run_fns[m->id](B, m);
+  int rc = (B->layer ? layer_run_fns : run_fns)[m->id](B, m);
   *ms = now_ms() - t;
   m->spent_ms += *ms;
   return rc;
@@ -815,8 +1163,8 @@ static int warm_up(bench* B, impl* m) {
   for (long w = 0; w < calls; ++w) {
     int last = w == calls - 1 || m->spent_ms > 0.5e3 * o->max_seconds;
     if (last && m->id != IMPL_REFERENCE) {
-      cl_int e = clEnqueueFillBuffer(B->queue, B->bo, &nan_value, sizeof nan_value, 0,
-                                     B->no * sizeof(float), 0, NULL, NULL);
+      cl_int e = clEnqueueFillBuffer(B->queue, B->out_mem, &nan_value, sizeof nan_value, 0,
+                                     B->out_elems * sizeof(float), 0, NULL, NULL);
       if (e == CL_SUCCESS) e = clFinish(B->queue);
       if (e != CL_SUCCESS) {
         set_error(m, "clEnqueueFillBuffer failed: %d", (int)e);
@@ -837,11 +1185,19 @@ static void print_text(const bench* B, const impl* impls) {
   const clattn_attention_desc* d = &B->desc;
   printf("device   %s (%s, %s, %u compute units)\n", B->info.name,
          tool_device_type_name(B->info.type), B->info.platform_name, B->info.compute_units);
-  printf(
-      "shape    B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu%s, fp32, [B,H,N,D]; %.4g GFLOP per "
-      "call (4*B*H*D per visible query-key pair)\n",
-      d->batch, d->heads_q, heads_kv_of(d), d->seq_q, d->seq_kv, d->head_dim,
-      d->causal ? ", causal" : "", B->flops * 1e-9);
+  if (B->layer) {
+    printf(
+        "layer    d_model=%zu H=%zu Hkv=%zu D=%zu B=%zu N=%zu%s, self-attention with biases, fp32; "
+        "%.4g GFLOP per call (projections 2*B*N*E*(H+2*Hkv)*D, attention 4*B*H*D per visible "
+        "pair, output 2*B*N*H*D*E)\n",
+        B->e, B->h, B->hkv, B->d, d->batch, d->seq_q, d->causal ? ", causal" : "", B->flops * 1e-9);
+  } else {
+    printf(
+        "shape    B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu%s, fp32, [B,H,N,D]; %.4g GFLOP per "
+        "call (4*B*H*D per visible query-key pair)\n",
+        d->batch, d->heads_q, heads_kv_of(d), d->seq_q, d->seq_kv, d->head_dim,
+        d->causal ? ", causal" : "", B->flops * 1e-9);
+  }
   if (B->peak_runs) {
     printf(
         "peak     %.1f GFLOP/s: best of %d runs of %d independent FMA chains of float%d per "
@@ -850,9 +1206,13 @@ static void print_text(const bench* B, const impl* impls) {
   } else {
     printf("peak     not measured\n");
   }
-  printf("errors   against the double-precision reference on every %zu%s query row\n", B->rows_step,
-         B->rows_step == 1 ? "st" : "th");
-  printf("\n%-16s %-30s %10s %10s %9s %7s %10s %9s %12s\n", "impl", "config", "median ms", "min ms",
+  if (B->layer) {
+    printf("errors   against the double-precision layer reference on every element of y\n");
+  } else {
+    printf("errors   against the double-precision reference on every %zu%s query row\n",
+           B->rows_step, B->rows_step == 1 ? "st" : "th");
+  }
+  printf("\n%-16s %-34s %10s %10s %9s %7s %10s %9s %12s\n", "impl", "config", "median ms", "min ms",
          "GFLOP/s", "% peak", "max |err|", "err/tol", "device bytes");
   for (int i = 0; i < IMPL_COUNT; ++i) {
     const impl* m = &impls[i];
@@ -868,7 +1228,7 @@ static void print_text(const bench* B, const impl* impls) {
     double med = median_of(m->times, (size_t)m->count);
     double mn = min_of(m->times, (size_t)m->count);
     double g = B->flops / (med * 1e6);
-    printf("%-16s %-30s %10.3f %10.3f %9.2f ", impl_names[i], m->config_text, med, mn, g);
+    printf("%-16s %-34s %10.3f %10.3f %9.2f ", impl_names[i], m->config_text, med, mn, g);
     if (B->peak_runs) {
       printf("%6.1f%%", 100.0 * g / B->peak_gflops);
     } else {
@@ -884,12 +1244,12 @@ static void print_text(const bench* B, const impl* impls) {
     if (m->count < B->o->reps) printf("  (%ld reps: time limit)", m->count);
     printf("\n");
     if (m->id == IMPL_UNFUSED) {
-      printf(
-          "%-16s stages (profiled medians): Q·Kᵀ GEMM %.3f ms, softmax %.3f ms, P·V GEMM %.3f "
-          "ms\n",
-          "", median_of(m->stage_times[0], (size_t)m->count),
-          median_of(m->stage_times[1], (size_t)m->count),
-          median_of(m->stage_times[2], (size_t)m->count));
+      printf("%-16s stages (profiled medians):", "");
+      for (int t = 0; t < B->stage_count; ++t) {
+        printf("%s %s %.3f ms", t ? "," : "", B->stage_names[t],
+               median_of(m->stage_times[t], (size_t)m->count));
+      }
+      printf("\n");
     }
   }
   const impl* f = &impls[IMPL_FUSED];
@@ -902,11 +1262,18 @@ static void print_text(const bench* B, const impl* impls) {
              impl_names[i]);
     }
   }
-  printf(
-      "\nInputs and output (Q, K, V, O: %zu bytes) are shared and not counted; fused's "
-      "bytes are the scratch each call allocates, unfused's the score matrix (CLBlast's "
-      "own temporaries not counted).\n",
-      (B->nq + B->nk + B->nv + B->no) * sizeof(float));
+  if (B->layer) {
+    printf(
+        "\nx, y and the weights are shared and not counted; fused's bytes are the layer's "
+        "workspace (clattn_mha_workspace_size), unfused's the score matrix, the projected rows, "
+        "the heads' outputs and a column of ones (CLBlast's own temporaries not counted).\n");
+  } else {
+    printf(
+        "\nInputs and output (Q, K, V, O: %zu bytes) are shared and not counted; fused's "
+        "bytes are the scratch each call allocates, unfused's the score matrix (CLBlast's "
+        "own temporaries not counted).\n",
+        (B->nq + B->nk + B->nv + B->no) * sizeof(float));
+  }
 }
 
 static void print_json(const bench* B, const impl* impls, int argc, char** argv) {
@@ -930,10 +1297,15 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   }
   printf("\"");
   printf(
-      ",\"shape\":{\"batch\":%zu,\"heads_q\":%zu,\"heads_kv\":%zu,\"seq_q\":%zu,\"seq_kv\":%zu,"
-      "\"head_dim\":%zu,\"causal\":%s,\"layout\":\"bhnd\",\"dtype\":\"f32\"}",
-      d->batch, d->heads_q, heads_kv_of(d), d->seq_q, d->seq_kv, d->head_dim,
-      d->causal ? "true" : "false");
+      ",\"mode\":\"%s\",\"shape\":{\"batch\":%zu,\"heads_q\":%zu,\"heads_kv\":%zu,\"seq_q\":%zu,"
+      "\"seq_kv\":%zu,\"head_dim\":%zu,\"causal\":%s,",
+      B->layer ? "layer" : "core", d->batch, d->heads_q, heads_kv_of(d), d->seq_q, d->seq_kv,
+      d->head_dim, d->causal ? "true" : "false");
+  if (B->layer) {
+    printf("\"d_model\":%zu,\"bias\":true,\"dtype\":\"f32\"}", B->e);
+  } else {
+    printf("\"layout\":\"bhnd\",\"dtype\":\"f32\"}");
+  }
   printf(",\"flops_per_call\":%.17g", B->flops);
   printf(",\"peak_gflops\":");
   if (B->peak_runs) {
@@ -945,8 +1317,12 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   } else {
     printf("null");
   }
-  printf(",\"check\":{\"rows_step\":%zu},\"io_bytes\":%zu", B->rows_step,
-         (B->nq + B->nk + B->nv + B->no) * sizeof(float));
+  if (B->layer) {
+    printf(",\"check\":{\"rows_step\":1}");
+  } else {
+    printf(",\"check\":{\"rows_step\":%zu},\"io_bytes\":%zu", B->rows_step,
+           (B->nq + B->nk + B->nv + B->no) * sizeof(float));
+  }
   printf(",\"results\":[");
   int first = 1;
   for (int i = 0; i < IMPL_COUNT; ++i) {
@@ -977,10 +1353,9 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
     printf(",\"reps\":%ld,\"first_call_ms\":", m->count);
     json_number(stdout, m->first_ms);
     if (m->id == IMPL_UNFUSED) {
-      const char* stage[3] = {"qk_gemm", "softmax", "pv_gemm"};
       printf(",\"stages_ms\":{");
-      for (int t = 0; t < 3; ++t) {
-        printf("%s\"%s\":", t ? "," : "", stage[t]);
+      for (int t = 0; t < B->stage_count; ++t) {
+        printf("%s\"%s\":", t ? "," : "", B->stage_keys[t]);
         json_number(stdout, median_of(m->stage_times[t], (size_t)m->count));
       }
       printf("}");
@@ -1170,15 +1545,143 @@ static int run_startup(const options* o, const clattn_attention_desc* d, int arg
 
 /* ---------------------------------------------------------------- layer mode */
 
-/* The whole layer (projections + attention, --mha --d-model) is measured here once the
- * layer exists: same structure as the core (fused layer, an unfused CLBlast layer, the
- * reference), with the layer's own FLOP count. Until then it is refused. */
-static int run_layer_mode(const options* o) {
-  fprintf(stderr,
-          "clattn-bench: --mha (d_model %zu) needs the projection layer, which this build of "
-          "clattn does not have yet\n",
-          o->d_model);
-  return 2;
+static const char* const core_stage_names[] = {"Q·Kᵀ GEMM", "softmax", "P·V GEMM"};
+static const char* const core_stage_keys[] = {"qk_gemm", "softmax", "pv_gemm"};
+static const char* const layer_stage_names[] = {"QKV projection", "Q·Kᵀ GEMMs", "softmax",
+                                                "P·V GEMMs", "output projection"};
+static const char* const layer_stage_keys[] = {"qkv_gemm", "qk_gemm", "softmax", "pv_gemm",
+                                               "out_gemm"};
+
+static float* random_floats(size_t n, float bound, uint64_t* state) {
+  float* p = malloc((n ? n : 1) * sizeof *p);
+  if (p) clattn_ref_fill_uniform(p, n, -bound, bound, state);
+  return p;
+}
+
+/* Layer mode: random weights like PyTorch's initialisation (uniform in ±1/sqrt(fan_in)),
+ * biases in ±0.1, x in [-1, 1]; the layer, the buffers the unfused path reads, and the
+ * reference y. Returns 0, or 2 with err set for a bad shape, 1 for other failures. */
+static int layer_inputs(bench* B, char* err, size_t err_size) {
+  const options* o = B->o;
+  if (o->variant != CLATTN_VARIANT_AUTO || o->block_m || o->block_n || o->rows_per_item ||
+      o->threads_per_row) {
+    snprintf(err, err_size,
+             "--variant and the tile flags pick the core's config; the layer takes its config "
+             "from the tuning file or the defaults (time the core without --mha)");
+    return 2;
+  }
+  if (o->seq_kv && o->seq_kv != o->seq) {
+    snprintf(err, err_size,
+             "--mha times self-attention (--seq-kv must equal --seq); clattn-run --seq-kv "
+             "times the layer's cross-attention");
+    return 2;
+  }
+  B->layer = 1;
+  B->e = o->d_model;
+  B->h = o->heads;
+  B->hkv = o->kv_heads ? o->kv_heads : o->heads;
+  if (!B->e || !B->h || !o->batch || !o->seq) {
+    snprintf(err, err_size, "--d-model, --heads, --batch and --seq must be at least 1");
+    return 2;
+  }
+  if (o->head_dim_given) {
+    B->d = o->head_dim;
+  } else if (B->e % B->h == 0) {
+    B->d = B->e / B->h;
+  } else {
+    snprintf(err, err_size, "--d-model %zu is not a multiple of --heads %zu: give --head-dim", B->e,
+             B->h);
+    return 2;
+  }
+  B->rows = o->batch * o->seq;
+  const size_t hd = B->h * B->d, nin = (B->h + 2 * B->hkv) * B->d;
+
+  clattn_mha_desc desc = CLATTN_MHA_DESC_INIT;
+  desc.d_model = B->e;
+  desc.heads = B->h;
+  desc.heads_kv = B->hkv;
+  desc.head_dim = B->d;
+  uint64_t state = o->seed ? o->seed : 0x9e3779b97f4a7c15ull;
+  B->w_in = random_floats(nin * B->e, 1.0f / sqrtf((float)B->e), &state);
+  B->b_in = random_floats(nin, 0.1f, &state);
+  B->w_out = random_floats(B->e * hd, 1.0f / sqrtf((float)hd), &state);
+  B->b_out = random_floats(B->e, 0.1f, &state);
+  B->x = random_floats(B->rows * B->e, 1.0f, &state);
+  B->out = malloc(B->rows * B->e * sizeof *B->out);
+  B->ref_y = malloc(B->rows * B->e * sizeof *B->ref_y);
+  B->tol_y = malloc(B->rows * B->e * sizeof *B->tol_y);
+  if (!B->w_in || !B->b_in || !B->w_out || !B->b_out || !B->x || !B->out || !B->ref_y ||
+      !B->tol_y) {
+    snprintf(err, err_size, "out of host memory");
+    return 1;
+  }
+  clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
+  w.in_proj_weight.host = B->w_in;
+  w.in_proj_bias.host = B->b_in;
+  w.out_proj_weight.host = B->w_out;
+  w.out_proj_bias.host = B->b_out;
+  clattn_status st = clattn_mha_create(B->ctx, &desc, &w, &B->mha);
+  if (st != CLATTN_SUCCESS) {
+    char detail[700] = "";
+    clattn_context_get_last_error(B->ctx, detail, sizeof detail, NULL);
+    snprintf(err, err_size, "clattn_mha_create failed: %s: %s", clattn_status_name(st), detail);
+    return st == CLATTN_ERROR_INVALID_ARGUMENT || st == CLATTN_ERROR_INVALID_SHAPE ||
+                   st == CLATTN_ERROR_UNSUPPORTED
+               ? 2
+               : 1;
+  }
+  cl_int e = CL_SUCCESS;
+  const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
+  B->bx = clCreateBuffer(B->cl_ctx, in, B->rows * B->e * sizeof(float), B->x, &e);
+  if (e == CL_SUCCESS) {
+    B->by = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, B->rows * B->e * sizeof(float), NULL, &e);
+  }
+  if (e == CL_SUCCESS) {
+    B->bw_in = clCreateBuffer(B->cl_ctx, in, nin * B->e * sizeof(float), B->w_in, &e);
+  }
+  if (e == CL_SUCCESS) B->bb_in = clCreateBuffer(B->cl_ctx, in, nin * sizeof(float), B->b_in, &e);
+  if (e == CL_SUCCESS) {
+    B->bw_out = clCreateBuffer(B->cl_ctx, in, B->e * hd * sizeof(float), B->w_out, &e);
+  }
+  if (e == CL_SUCCESS) {
+    B->bb_out = clCreateBuffer(B->cl_ctx, in, B->e * sizeof(float), B->b_out, &e);
+  }
+  if (e != CL_SUCCESS) {
+    snprintf(err, err_size, "clCreateBuffer (layer inputs) failed: OpenCL error %d", (int)e);
+    return 1;
+  }
+  B->out_mem = B->by;
+  B->out_elems = B->rows * B->e;
+  B->rows_step = 1;
+  B->stage_count = 5;
+  B->stage_names = layer_stage_names;
+  B->stage_keys = layer_stage_keys;
+  const double proj = 2.0 * (double)B->rows * (double)B->e * (double)nin;
+  const double attn = 4.0 * (double)o->batch * (double)B->h * (double)B->d *
+                      visible_pairs(o->seq, o->seq, o->causal);
+  B->flops = proj + attn + 2.0 * (double)B->rows * (double)hd * (double)B->e;
+  const clattn_ref_mha_layer L = layer_reference_weights(B);
+  if (clattn_ref_mha_forward(&L, o->batch, o->seq, o->seq, o->causal, B->x, NULL, NULL, NULL,
+                             B->ref_y, B->tol_y) != 0) {
+    snprintf(err, err_size, "the layer reference rejected the shape");
+    return 1;
+  }
+  return 0;
+}
+
+static void layer_release(bench* B) {
+  cl_mem mems[6] = {B->bx, B->by, B->bw_in, B->bb_in, B->bw_out, B->bb_out};
+  for (int i = 0; i < 6; ++i) {
+    if (mems[i]) clReleaseMemObject(mems[i]);
+  }
+  clattn_mha_destroy(B->mha);
+  free(B->w_in);
+  free(B->b_in);
+  free(B->w_out);
+  free(B->b_out);
+  free(B->x);
+  free(B->ref_y);
+  free(B->tol_y);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -1199,7 +1702,15 @@ int main(int argc, char** argv) {
     fprintf(stderr, "(clattn-bench --help lists the options)\n");
     return 2;
   }
-  if (o.mha || o.d_model) return run_layer_mode(&o);
+  const int layer_mode = o.mha || o.d_model;
+  if (layer_mode && !o.d_model) {
+    fprintf(stderr, "clattn-bench: --mha needs --d-model\n");
+    return 2;
+  }
+  if (layer_mode && (o.startup || o.startup_child)) {
+    fprintf(stderr, "clattn-bench: --startup measures the attention core; drop --mha\n");
+    return 2;
+  }
 
   bench B;
   memset(&B, 0, sizeof B);
@@ -1212,6 +1723,9 @@ int main(int argc, char** argv) {
   B.desc.seq_kv = o.seq_kv ? o.seq_kv : o.seq;
   B.desc.head_dim = o.head_dim;
   B.desc.causal = o.causal;
+  B.stage_count = 3;
+  B.stage_names = core_stage_names;
+  B.stage_keys = core_stage_keys;
   if (o.startup_child) return startup_child(&o, &B.desc);
   if (o.startup) return run_startup(&o, &B.desc, argc, argv);
 
@@ -1234,6 +1748,18 @@ int main(int argc, char** argv) {
   clattn_context_get_cl(B.ctx, &B.cl_ctx, &B.device, &B.queue);
 
   const clattn_attention_desc* d = &B.desc;
+  if (layer_mode) {
+    int rc = layer_inputs(&B, err, sizeof err);
+    if (rc != 0) {
+      fprintf(stderr, "clattn-bench: %s\n", err);
+      exit_code = rc;
+      goto cleanup;
+    }
+    B.desc.head_dim = B.d;
+    B.desc.heads_kv = B.hkv;
+    B.desc.seq_kv = o.seq;
+    goto inputs_ready;
+  }
   if ((st = clattn_attention_tensor_size(d, 'q', &B.nq)) != CLATTN_SUCCESS ||
       (st = clattn_attention_tensor_size(d, 'k', &B.nk)) != CLATTN_SUCCESS ||
       (st = clattn_attention_tensor_size(d, 'v', &B.nv)) != CLATTN_SUCCESS ||
@@ -1271,6 +1797,8 @@ int main(int argc, char** argv) {
     fprintf(stderr, "clattn-bench: clCreateBuffer (inputs) failed: OpenCL error %d\n", (int)e);
     goto cleanup;
   }
+  B.out_mem = B.bo;
+  B.out_elems = B.no;
 
   /* The sampled reference every implementation is compared with. */
   double work = work_macs(d);
@@ -1280,6 +1808,7 @@ int main(int argc, char** argv) {
     goto cleanup;
   }
 
+inputs_ready:
   if (!o.no_peak && peak_setup(&B, err, sizeof err) != 0) {
     fprintf(stderr, "clattn-bench: peak: %s\n", err);
     goto cleanup;
@@ -1290,12 +1819,16 @@ int main(int argc, char** argv) {
     m->id = i;
     if (!o.want[i]) continue;
     m->times = calloc((size_t)o.reps, sizeof *m->times);
-    for (int t = 0; t < 3; ++t) m->stage_times[t] = calloc((size_t)o.reps, sizeof(double));
-    if (!m->times || !m->stage_times[0] || !m->stage_times[1] || !m->stage_times[2]) {
+    int ok = m->times != NULL;
+    for (int t = 0; t < MAX_STAGES; ++t) {
+      m->stage_times[t] = calloc((size_t)o.reps, sizeof(double));
+      ok = ok && m->stage_times[t];
+    }
+    if (!ok) {
       set_error(m, "out of host memory");
       continue;
     }
-    if (setup_fns[i](&B, m) != 0 || m->skipped) continue;
+    if ((B.layer ? layer_setup_fns : setup_fns)[i](&B, m) != 0 || m->skipped) continue;
     if (warm_up(&B, m) != 0) continue;
     m->active = 1;
   }
@@ -1312,7 +1845,7 @@ int main(int argc, char** argv) {
         continue;
       }
       if (m->id == IMPL_UNFUSED) {
-        for (int t = 0; t < 3; ++t) m->stage_times[t][m->count] = m->last_stage_ms[t];
+        for (int t = 0; t < B.stage_count; ++t) m->stage_times[t][m->count] = m->last_stage_ms[t];
       }
       m->times[m->count++] = ms;
       if (m->spent_ms > 1e3 * o.max_seconds) m->active = 0;
@@ -1340,10 +1873,13 @@ cleanup:
     impl* m = &impls[i];
     if (m->kernel) clReleaseKernel(m->kernel);
     if (m->program) clReleaseProgram(m->program);
-    if (m->scratch) clReleaseMemObject(m->scratch);
+    cl_mem mems[4] = {m->scratch, m->qkv, m->concat, m->ones};
+    for (int t = 0; t < 4; ++t) {
+      if (mems[t]) clReleaseMemObject(mems[t]);
+    }
     free(m->ref_out);
     free(m->times);
-    for (int t = 0; t < 3; ++t) free(m->stage_times[t]);
+    for (int t = 0; t < MAX_STAGES; ++t) free(m->stage_times[t]);
   }
   if (B.peak_kernel) clReleaseKernel(B.peak_kernel);
   if (B.peak_program) clReleaseProgram(B.peak_program);
@@ -1352,6 +1888,7 @@ cleanup:
   for (int i = 0; i < 4; ++i) {
     if (mems[i]) clReleaseMemObject(mems[i]);
   }
+  layer_release(&B);
   clattn_context_destroy(B.ctx);
   free(B.q);
   free(B.k);
