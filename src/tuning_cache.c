@@ -169,7 +169,7 @@ static int same_slot(const clattn_tuning_entry* a, const clattn_tuning_entry* b)
 static clattn_status table_append(clattn__tuning_table* t, const clattn_tuning_entry* e) {
   if (t->count == t->capacity) {
     size_t cap = t->capacity ? 2 * t->capacity : 16;
-    clattn_tuning_entry* p = realloc(t->entries, cap * sizeof *p);
+    clattn_tuning_entry* p = clattn__realloc(t->entries, cap * sizeof *p);
     if (!p) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
     t->entries = p;
     t->capacity = cap;
@@ -488,7 +488,7 @@ static clattn_status read_file(const char* path, char** text, size_t* size, int*
   while (buf) {
     if (n == cap) {
       if (cap > CLATTN__TUNING_MAX_BYTES) break; /* too large: the parser says so */
-      char* p = realloc(buf, 2 * cap);
+      char* p = clattn__realloc(buf, 2 * cap);
       if (!p) {
         free(buf);
         buf = NULL;

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,4 +306,87 @@ Test(faults, destroy_releases_own_context, .timeout = 120.0) {
   cr_assert_eq(after, 1, "%u references left after destroy (%u in use), 1 expected", after, in_use);
   clReleaseContext(cl_ctx);
   test_problem_free(&p);
+}
+
+/* ---------------------------------------------------------------- the layer */
+
+/* Every allocation of creating a layer and running its first forward call fails in turn:
+ * OUT_OF_MEMORY each time with nothing leaked (the caller's cl_context back at its count once
+ * the layer and the context are destroyed), and the run after the last injection point is
+ * correct against the double-precision layer. */
+Test(faults, mha_allocation_failures, .timeout = 300.0) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  enum { E = 32, H = 4, HKV = 2, D = 8, BATCH = 2, N = 9, NIN = (H + 2 * HKV) * D };
+  static float w_in[NIN * E], b_in[NIN], w_out[E * H * D], b_out[E], x[BATCH * N * E],
+      y[BATCH * N * E];
+  static double ref[BATCH * N * E], tol[BATCH * N * E];
+  uint64_t state = 99;
+  clattn_ref_fill_uniform(w_in, NIN * E, -0.2f, 0.2f, &state);
+  clattn_ref_fill_uniform(b_in, NIN, -0.1f, 0.1f, &state);
+  clattn_ref_fill_uniform(w_out, E * H * D, -0.2f, 0.2f, &state);
+  clattn_ref_fill_uniform(b_out, E, -0.1f, 0.1f, &state);
+  clattn_ref_fill_uniform(x, BATCH * N * E, -1.0f, 1.0f, &state);
+  clattn_mha_desc desc = CLATTN_MHA_DESC_INIT;
+  desc.d_model = E;
+  desc.heads = H;
+  desc.heads_kv = HKV;
+  desc.head_dim = D;
+  clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
+  w.in_proj_weight.host = w_in;
+  w.in_proj_bias.host = b_in;
+  w.out_proj_weight.host = w_out;
+  w.out_proj_bias.host = b_out;
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = BATCH;
+  fwd.seq = N;
+  fwd.causal = 1;
+  int failures = 0, succeeded = 0;
+  for (int nth = 1; nth <= MAX_INJECTION_POINTS && !succeeded; ++nth) {
+    clattn_context* ctx = NULL;
+    cr_assert_eq(clattn_context_create_from_cl(s.ctx, s.device, s.queue, NULL, &ctx),
+                 CLATTN_SUCCESS);
+    clattn_mha* mha = NULL;
+    clattn__test_fail_allocation(nth);
+    clattn_status st = clattn_mha_create(ctx, &desc, &w, &mha);
+    if (st == CLATTN_SUCCESS) st = clattn_mha_forward_host(mha, &fwd, x, NULL, NULL, y, NULL);
+    clattn__test_fail_allocation(0);
+    if (st == CLATTN_SUCCESS) {
+      succeeded = 1;
+    } else {
+      cr_assert_eq(st, CLATTN_ERROR_OUT_OF_MEMORY, "allocation %d failed: %s (%s)", nth,
+                   clattn_status_name(st), test_last_error(ctx));
+      ++failures;
+    }
+    clattn_mha_destroy(mha);
+    clFinish(s.queue);
+    clattn_context_destroy(ctx);
+    const cl_uint refs = settled_refs(s.ctx, base_refs);
+    cr_assert_eq(refs, base_refs,
+                 "after allocation %d failed and the layer and context were destroyed, the "
+                 "cl_context has %u references, %u before: OpenCL objects leaked",
+                 nth, refs, base_refs);
+  }
+  cr_assert(succeeded, "never succeeded within %d injection points", MAX_INJECTION_POINTS);
+  cr_assert_geq(failures, 4, "only %d injection points in the layer", failures);
+  const clattn_ref_mha_layer L = {.d_model = E,
+                                  .heads = H,
+                                  .heads_kv = HKV,
+                                  .head_dim = D,
+                                  .k_dim = E,
+                                  .v_dim = E,
+                                  .wq = w_in,
+                                  .wk = w_in + H * D * E,
+                                  .wv = w_in + (H + HKV) * D * E,
+                                  .wo = w_out,
+                                  .bq = b_in,
+                                  .bk = b_in + H * D,
+                                  .bv = b_in + (H + HKV) * D,
+                                  .bo = b_out};
+  cr_assert_eq(clattn_ref_mha_forward(&L, BATCH, N, N, 1, x, NULL, NULL, NULL, ref, tol), 0);
+  for (size_t i = 0; i < BATCH * N * E; ++i) {
+    cr_assert_leq(fabs((double)y[i] - ref[i]), tol[i], "y[%zu] = %.9g, reference %.9g", i,
+                  (double)y[i], ref[i]);
+  }
+  cl_setup_destroy(&s);
 }
