@@ -3,11 +3,11 @@
 #
 # Run from anywhere; it works in the repository root. Expects a build folder (BUILD_DIR,
 # default ./build) made elsewhere, and optionally .gpu/ with the OpenCL runtime libraries the
-# machine may lack (unpacked .debs: ocl-icd-libopencl1, libclblast1, libcriterion3 and its
+# machine may lack (unpacked .debs: ocl-icd-libopencl1, libclblast1, libcjson1, libcriterion3 and its
 # dependencies; .deb files found there are unpacked in place first).
 #
 # Steps: report NVIDIA's OpenCL driver (and register it with the ICD loader if no vendor
-# file names it), clattn-info, the device tests, clattn-run on a few shapes, then
+# file names it), clattn-info, the device tests, clattn-run and clattn-bench on a few shapes, then
 # tools/sdpa_torch.py on the same shapes. Each step runs under `timeout`; a failing step does
 # not stop the others; a summary comes at the end. With $OUT set, everything is also written
 # to $OUT/gpu-check.log, and the JSON results to $OUT/*.json*.
@@ -213,6 +213,16 @@ run_tests() {
 }
 
 # clattn-run with --json; the JSON line also goes to clattn-run.jsonl.
+# clattn-bench with --json (all implementations; the CPU reference only on small shapes);
+# the JSON line also goes to bench.jsonl.
+run_bench() {
+  local out rc=0
+  out=$("$CLATTN_BENCH" --json --reps 20 --max-seconds 20 "$@") || rc=$?
+  echo "$out"
+  echo "$out" | grep '^{' >>"$RESULTS/bench.jsonl"
+  return $rc
+}
+
 run_clattn() {
   local out rc=0
   out=$("$CLATTN_RUN" --core --json "$@") || rc=$?
@@ -296,7 +306,7 @@ EOF
 }
 
 # Runtime packages the build links against that a CUDA image may lack (Debian 12 names).
-GPU_DEBS=(ocl-icd-libopencl1 libclblast1 libcriterion3 libgit2-1.5 libnanomsg5 libmbedtls14
+GPU_DEBS=(ocl-icd-libopencl1 libclblast1 libcjson1 libcriterion3 libgit2-1.5 libnanomsg5 libmbedtls14
   libmbedx509-1 libmbedcrypto7 libhttp-parser2.9 libssh2-1)
 
 prepare() {
@@ -333,7 +343,7 @@ main() {
   info=$(find_tool clattn-info)
   CLATTN_RUN=$(find_tool clattn-run)
   export ROOT BUILD_DIR RESULTS CLATTN_RUN
-  export -f run_tests fix_ctest_paths run_clattn sweep_tiled
+  export -f run_tests fix_ctest_paths run_clattn run_bench sweep_tiled
   if [[ -n "$info" ]]; then
     step "clattn-info" 60 "$info"
     timeout 30 "$info" --json >"$RESULTS/clattn-info.json" 2>/dev/null && device_ok=1
@@ -380,6 +390,22 @@ main() {
     # The CPU-style variant on the GPU, for comparison (work-groups of one item: slow there).
     step "clattn-run N=1024 D=64 regblock" 60 run_clattn --batch 1 --heads 8 --reps 5 \
       --warmup 1 --seq 1024 --head-dim 64 --variant regblock
+  fi
+
+  # clattn-bench: fused beside unfused CLBlast, naive and the device's FMA peak, and the layer;
+  # its JSON objects go to bench.jsonl.
+  CLATTN_BENCH=$(find_tool clattn-bench)
+  export CLATTN_BENCH
+  if ((!device_ok)) || [[ -z "$CLATTN_BENCH" ]]; then
+    skip "clattn-bench" "no device or no clattn-bench"
+  else
+    rm -f "$RESULTS/bench.jsonl"
+    local shape
+    for shape in "--seq 1024" "--seq 4096" "--seq 4096 --causal" "--seq 4096 --head-dim 128" \
+      "--mha --d-model 512 --heads 8 --seq 1024"; do
+      # shellcheck disable=SC2086  # shape is an argument list
+      step "clattn-bench $shape" 120 run_bench $shape
+    done
   fi
 
   if command -v python3 >/dev/null; then
