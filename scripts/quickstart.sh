@@ -80,6 +80,6 @@ case "$mode" in
     build
     run_main "$@"
     log "ctest"
-    ctest --test-dir "$build_dir" --output-on-failure
+    ctest --test-dir "$build_dir" --output-on-failure --parallel "$(nproc 2>/dev/null || echo 2)"
     ;;
 esac

@@ -29,6 +29,16 @@ static inline clattn_context* test_context(const clattn_context_options* options
   return ctx;
 }
 
+/* Skips the test on Oclgrind's device (and releases ctx), saying why. */
+static inline void test_skip_on_oclgrind(clattn_context* ctx, const char* why) {
+  clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
+  if (clattn_context_get_device_info(ctx, &info) == CLATTN_SUCCESS &&
+      strstr(info.platform_name, "Oclgrind") != NULL) {
+    clattn_context_destroy(ctx);
+    cr_skip_test("Oclgrind: %s", why);
+  }
+}
+
 /* 1 when CLATTN_TEST_SMALL is set (and not "0"): suites with long shapes use shorter ones,
  * for slow devices such as Oclgrind's simulator (the `platform_oclgrind` CTest entry). */
 static inline int test_small(void) {
