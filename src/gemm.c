@@ -83,10 +83,10 @@ clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name
  * Every shape from 128 up takes the tiled kernel. CLBlast keeps overrides per device for
  * the whole process; a failure leaves its defaults in place. A tuning file's entry, applied
  * after this, wins. */
-void clattn__gemm_device_defaults(clattn_context* ctx) {
+int clattn__gemm_device_defaults(clattn_context* ctx) {
   if (ctx->info.type != CLATTN_DEVICE_TYPE_CPU ||
       !strstr(ctx->info.platform_name, "Portable Computing Language")) {
-    return;
+    return 0;
   }
   cl_uint width = 0;
   if (clGetDeviceInfo(ctx->device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, sizeof width, &width,
@@ -103,7 +103,9 @@ void clattn__gemm_device_defaults(clattn_context* ctx) {
                             width >= 16 ? wide : narrow) != CLATTN_SUCCESS ||
       clattn__gemm_override(ctx, "GemmRoutine", 1, routine, &min_indirect) != CLATTN_SUCCESS) {
     clattn__log("keeping CLBlast's default GEMM parameters on this device");
+    return 0;
   }
+  return 1;
 }
 
 void clattn__gemm_release_programs(void) { CLBlastClearCache(); }

@@ -198,8 +198,9 @@ clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name
                                     const char** names, const size_t* values);
 
 /* Sets clattn's own default GEMM parameters where CLBlast has none worth using (PoCL's CPU
- * devices); called when a context is created, before the tuning file's entries. */
-void clattn__gemm_device_defaults(clattn_context* ctx);
+ * devices); called when a context is created, before the tuning file's entries. Returns 1
+ * when it set them, 0 where CLBlast's own stay (or CLBlast refused). */
+int clattn__gemm_device_defaults(clattn_context* ctx);
 
 /* Drops CLBlast's cached programs (CLBlastClearCache). They retain their cl_context, so a
  * context destroyed without this would stay alive until exit, and be released after the
