@@ -303,7 +303,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   /* The tuner's own context reads no tuning file, so "default" means the built-in
-   * heuristics and CLBlast's own parameters. */
+   * heuristics and the default GEMM parameters. */
   setenv("CLATTN_TUNING_FILE", "/dev/null", 1);
 
   clattn_context_options copts = CLATTN_CONTEXT_OPTIONS_INIT;

@@ -683,11 +683,13 @@ CLATTN_API clattn_status clattn_tune_attention(clattn_context* ctx,
 
 /* Tunes CLBlast's Xgemm parameters for the projection GEMMs of the shape in options
  * (Y = X·Wᵀ with X [batch*seq, E] and W [3E, E] and [E, E]), in the same way. The
- * parameters in force are timed first (CLBlast's own, unless this process applied others,
- * for instance from a tuning file when a context was created); an entry is written only
- * when the winner beats them. The parameters are a process-wide setting of CLBlast for the
- * device: after the run the winner (or the last candidate, when none beat the first
- * timing) stays in force in this process. */
+ * parameters in force are timed first (clattn's built-in ones on PoCL's CPU devices,
+ * CLBlast's own elsewhere, unless this process applied others, for instance from a tuning
+ * file when a context was created); where the built-in ones can be set again, the winner
+ * and they are timed again alternately, and the winner must beat them by 3%. An entry is
+ * written only when the winner beats them. The parameters are a process-wide setting of
+ * CLBlast for the device: after the run the winner (or the defaults, when they were kept
+ * and can be set again; else the last candidate) stays in force in this process. */
 CLATTN_API clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* options,
                                           clattn_tune_progress_fn progress, void* user,
                                           clattn_tune_result* result);
