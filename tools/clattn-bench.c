@@ -148,53 +148,6 @@ typedef struct impl {
 
 /* ---------------------------------------------------------------- small helpers */
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int compare_double(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return (x > y) - (x < y);
-}
-
-static double median_of(const double* v, size_t n) {
-  if (n == 0) return (double)NAN;
-  double* c = malloc(n * sizeof *c);
-  if (!c) return (double)NAN;
-  memcpy(c, v, n * sizeof *c);
-  qsort(c, n, sizeof *c, compare_double);
-  double m = n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
-  free(c);
-  return m;
-}
-
-static double min_of(const double* v, size_t n) {
-  double m = (double)INFINITY;
-  for (size_t i = 0; i < n; ++i) m = v[i] < m ? v[i] : m;
-  return n ? m : (double)NAN;
-}
-
-static void json_number(FILE* f, double v) {
-  if (isfinite(v)) {
-    fprintf(f, "%.6g", v);
-  } else {
-    fputs("null", f);
-  }
-}
-
-static const char* variant_name(clattn_variant v) {
-  switch (v) {
-    case CLATTN_VARIANT_TILED_LOCAL:
-      return "TILED_LOCAL";
-    case CLATTN_VARIANT_REGISTER_BLOCKED:
-      return "REGISTER_BLOCKED";
-    default:
-      return "AUTO";
-  }
-}
-
 /* "default" for the built-in heuristic; other sources by name. */
 static const char* config_origin(clattn_config_source s) {
   switch (s) {
@@ -207,20 +160,6 @@ static const char* config_origin(clattn_config_source s) {
     default:
       return "other";
   }
-}
-
-/* Query-key pairs a mask leaves visible in one (batch, head) (bottom-right causal). */
-static double visible_pairs(size_t seq_q, size_t seq_kv, int causal) {
-  if (!causal) return (double)seq_q * (double)seq_kv;
-  double pairs = 0.0;
-  long long nq = (long long)seq_q, nkv = (long long)seq_kv;
-  for (long long i = 0; i < nq; ++i) {
-    long long seen = i + nkv - nq + 1;
-    if (seen < 0) seen = 0;
-    if (seen > nkv) seen = nkv;
-    pairs += (double)seen;
-  }
-  return pairs;
 }
 
 static const char* bench_source(const char* name) {
@@ -560,8 +499,8 @@ static int setup_fused(bench* B, impl* m) {
   snprintf(m->config_json, sizeof m->config_json,
            "{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
            "\"threads_per_row\":%u,\"source\":\"%s\"}",
-           variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item, c->threads_per_row,
-           config_origin(c->source));
+           tool_variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item,
+           c->threads_per_row, config_origin(c->source));
   if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
     snprintf(m->config_text, sizeof m->config_text, "regblock %ux%u (%s)", c->rows_per_item,
              c->block_n, config_origin(c->source));
@@ -863,8 +802,8 @@ static int setup_layer_fused(bench* B, impl* m) {
            "{\"layer\":\"clattn_mha_forward\",\"gemm_tuning\":\"%s\",\"core\":{\"variant\":\"%s\","
            "\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,\"threads_per_row\":%u,"
            "\"source\":\"%s\"}}",
-           gemm_tuning_label(B), variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item,
-           c->threads_per_row, config_origin(c->source));
+           gemm_tuning_label(B), tool_variant_name(c->variant), c->block_m, c->block_n,
+           c->rows_per_item, c->threads_per_row, config_origin(c->source));
   if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
     snprintf(m->config_text, sizeof m->config_text, "mha, core regblock %ux%u (%s)",
              c->rows_per_item, c->block_n, config_origin(c->source));
@@ -1146,9 +1085,9 @@ static int check_output(bench* B, impl* m) {
 
 /* One timed call; 0 on success. */
 static int timed_call(bench* B, impl* m, double* ms) {
-  double t = now_ms();
+  double t = tool_now_ms();
   int rc = (B->layer ? layer_run_fns : run_fns)[m->id](B, m);
-  *ms = now_ms() - t;
+  *ms = tool_now_ms() - t;
   m->spent_ms += *ms;
   return rc;
 }
@@ -1225,8 +1164,8 @@ static void print_text(const bench* B, const impl* impls) {
       printf("%-16s error: %s\n", impl_names[i], m->error);
       continue;
     }
-    double med = median_of(m->times, (size_t)m->count);
-    double mn = min_of(m->times, (size_t)m->count);
+    double med = tool_median(m->times, (size_t)m->count);
+    double mn = tool_min(m->times, (size_t)m->count);
     double g = B->flops / (med * 1e6);
     printf("%-16s %-34s %10.3f %10.3f %9.2f ", impl_names[i], m->config_text, med, mn, g);
     if (B->peak_runs) {
@@ -1247,19 +1186,19 @@ static void print_text(const bench* B, const impl* impls) {
       printf("%-16s stages (profiled medians):", "");
       for (int t = 0; t < B->stage_count; ++t) {
         printf("%s %s %.3f ms", t ? "," : "", B->stage_names[t],
-               median_of(m->stage_times[t], (size_t)m->count));
+               tool_median(m->stage_times[t], (size_t)m->count));
       }
       printf("\n");
     }
   }
   const impl* f = &impls[IMPL_FUSED];
   if (B->o->want[IMPL_FUSED] && !f->skipped && !f->error[0] && f->count) {
-    double fm = median_of(f->times, (size_t)f->count);
+    double fm = tool_median(f->times, (size_t)f->count);
     for (int i = 1; i < IMPL_COUNT; ++i) {
       const impl* m = &impls[i];
       if (!B->o->want[i] || m->skipped || m->error[0] || !m->count) continue;
-      printf("fused is %.2fx %s (median over median)\n", median_of(m->times, (size_t)m->count) / fm,
-             impl_names[i]);
+      printf("fused is %.2fx %s (median over median)\n",
+             tool_median(m->times, (size_t)m->count) / fm, impl_names[i]);
     }
   }
   if (B->layer) {
@@ -1309,7 +1248,7 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   printf(",\"flops_per_call\":%.17g", B->flops);
   printf(",\"peak_gflops\":");
   if (B->peak_runs) {
-    json_number(stdout, B->peak_gflops);
+    tool_json_number(stdout, B->peak_gflops);
     printf(
         ",\"peak\":{\"kernel\":\"independent FMA chains\",\"vector_width\":%d,\"chains\":%d,"
         "\"work_items\":%zu,\"runs\":%d}",
@@ -1328,22 +1267,22 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   for (int i = 0; i < IMPL_COUNT; ++i) {
     const impl* m = &impls[i];
     if (!B->o->want[i] || m->skipped || m->error[0]) continue;
-    double med = median_of(m->times, (size_t)m->count);
+    double med = tool_median(m->times, (size_t)m->count);
     double g = B->flops / (med * 1e6);
     printf("%s{\"impl\":\"%s\",\"config\":%s,\"ms\":", first ? "" : ",", impl_names[i],
            m->config_json);
     first = 0;
-    json_number(stdout, med);
+    tool_json_number(stdout, med);
     printf(",\"ms_min\":");
-    json_number(stdout, min_of(m->times, (size_t)m->count));
+    tool_json_number(stdout, tool_min(m->times, (size_t)m->count));
     printf(",\"gflops\":");
-    json_number(stdout, g);
+    tool_json_number(stdout, g);
     printf(",\"pct_peak\":");
-    json_number(stdout, B->peak_runs ? 100.0 * g / B->peak_gflops : (double)NAN);
+    tool_json_number(stdout, B->peak_runs ? 100.0 * g / B->peak_gflops : (double)NAN);
     printf(",\"max_abs_err\":");
-    json_number(stdout, m->max_abs_err);
+    tool_json_number(stdout, m->max_abs_err);
     printf(",\"max_err_over_tol\":");
-    json_number(stdout, m->max_err_over_tol);
+    tool_json_number(stdout, m->max_err_over_tol);
     printf(",\"nan_count\":%zu,\"bytes_allocated\":", m->nan_count);
     if (m->bytes_known) {
       printf("%zu", m->bytes_allocated);
@@ -1351,12 +1290,12 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
       printf("null");
     }
     printf(",\"reps\":%ld,\"first_call_ms\":", m->count);
-    json_number(stdout, m->first_ms);
+    tool_json_number(stdout, m->first_ms);
     if (m->id == IMPL_UNFUSED) {
       printf(",\"stages_ms\":{");
       for (int t = 0; t < B->stage_count; ++t) {
         printf("%s\"%s\":", t ? "," : "", B->stage_keys[t]);
-        json_number(stdout, median_of(m->stage_times[t], (size_t)m->count));
+        tool_json_number(stdout, tool_median(m->stage_times[t], (size_t)m->count));
       }
       printf("}");
     }
@@ -1376,12 +1315,12 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   const impl* f = &impls[IMPL_FUSED];
   first = 1;
   if (B->o->want[IMPL_FUSED] && !f->skipped && !f->error[0] && f->count) {
-    double fm = median_of(f->times, (size_t)f->count);
+    double fm = tool_median(f->times, (size_t)f->count);
     for (int i = 1; i < IMPL_COUNT; ++i) {
       const impl* m = &impls[i];
       if (!B->o->want[i] || m->skipped || m->error[0] || !m->count) continue;
       printf("%s\"fused_speedup_over_%s\":", first ? "" : ",", impl_names[i]);
-      json_number(stdout, median_of(m->times, (size_t)m->count) / fm);
+      tool_json_number(stdout, tool_median(m->times, (size_t)m->count) / fm);
       first = 0;
     }
   }
@@ -1400,12 +1339,12 @@ static int remove_entry(const char* path, const struct stat* sb, int flag, struc
 /* In a fresh process (--startup-child): context creation, then the first clattn_attention +
  * clFinish on device buffers. Prints "context_ms first_call_ms". */
 static int startup_child(const options* o, const clattn_attention_desc* desc) {
-  double t0 = now_ms();
+  double t0 = tool_now_ms();
   clattn_context* ctx = NULL;
   clattn_context_options copt = CLATTN_CONTEXT_OPTIONS_INIT;
   copt.device = o->device;
   clattn_status st = clattn_context_create(&copt, &ctx);
-  double t1 = now_ms();
+  double t1 = tool_now_ms();
   if (st != CLATTN_SUCCESS) {
     fprintf(stderr, "clattn-bench: clattn_context_create failed: %s\n", clattn_status_name(st));
     return 1;
@@ -1434,14 +1373,14 @@ static int startup_child(const options* o, const clattn_attention_desc* desc) {
   bufs.k = mem[1];
   bufs.v = mem[2];
   bufs.o = mem[3];
-  double t2 = now_ms();
+  double t2 = tool_now_ms();
   st = clattn_attention(ctx, desc, &bufs, NULL, NULL, 0, NULL, NULL);
   if (st != CLATTN_SUCCESS || clFinish(queue) != CL_SUCCESS) {
     fprintf(stderr, "clattn-bench: the first clattn_attention failed: %s\n",
             clattn_status_name(st));
     goto cleanup;
   }
-  double t3 = now_ms();
+  double t3 = tool_now_ms();
   printf("%.3f %.3f\n", t1 - t0, t3 - t2);
   rc = 0;
 cleanup:
@@ -1458,7 +1397,7 @@ static int run_child(char** child_argv, const char* cache_dir, double* ctx_ms, d
                      double* process_ms) {
   int fd[2];
   if (pipe(fd) != 0) return -1;
-  double t0 = now_ms();
+  double t0 = tool_now_ms();
   pid_t pid = fork();
   if (pid < 0) {
     close(fd[0]);
@@ -1484,7 +1423,7 @@ static int run_child(char** child_argv, const char* cache_dir, double* ctx_ms, d
   close(fd[0]);
   int status = 0;
   waitpid(pid, &status, 0);
-  *process_ms = now_ms() - t0;
+  *process_ms = tool_now_ms() - t0;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
   if (sscanf(buf, "%lf %lf", ctx_ms, first_ms) != 2) return -1;
   return 0;
@@ -1658,7 +1597,7 @@ static int layer_inputs(bench* B, char* err, size_t err_size) {
   B->stage_keys = layer_stage_keys;
   const double proj = 2.0 * (double)B->rows * (double)B->e * (double)nin;
   const double attn = 4.0 * (double)o->batch * (double)B->h * (double)B->d *
-                      visible_pairs(o->seq, o->seq, o->causal);
+                      tool_visible_pairs(o->seq, o->seq, o->causal);
   B->flops = proj + attn + 2.0 * (double)B->rows * (double)hd * (double)B->e;
   const clattn_ref_mha_layer L = layer_reference_weights(B);
   if (clattn_ref_mha_forward(&L, o->batch, o->seq, o->seq, o->causal, B->x, NULL, NULL, NULL,
@@ -1771,7 +1710,7 @@ int main(int argc, char** argv) {
     goto cleanup;
   }
   B.flops = 4.0 * (double)d->batch * (double)d->heads_q * (double)d->head_dim *
-            visible_pairs(d->seq_q, d->seq_kv, d->causal);
+            tool_visible_pairs(d->seq_q, d->seq_kv, d->causal);
   B.q = malloc(B.nq * sizeof *B.q);
   B.k = malloc(B.nk * sizeof *B.k);
   B.v = malloc(B.nv * sizeof *B.v);

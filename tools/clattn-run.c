@@ -91,30 +91,6 @@ static void print_usage(FILE* f) {
           "Exit status: 0 within tolerance, 3 outside it, 1 clattn or OpenCL error, 2 usage.\n");
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int compare_double(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return (x > y) - (x < y);
-}
-
-/* Median of n values (sorts them in place). */
-static double median(double* v, size_t n) {
-  if (n == 0) return (double)NAN;
-  qsort(v, n, sizeof *v, compare_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double min_of(const double* v, size_t n) {
-  double m = (double)INFINITY;
-  for (size_t i = 0; i < n; ++i) m = v[i] < m ? v[i] : m;
-  return n ? m : (double)NAN;
-}
-
 /* Parses a non-negative integer; returns 0 on success. */
 static int parse_size(const char* flag, const char* text, size_t* out) {
   char* end = NULL;
@@ -211,26 +187,6 @@ static int parse_options(int argc, char** argv, options* o) {
   return 0;
 }
 
-/* A JSON number, or null for NaN and infinities (JSON has neither). */
-static void json_number(FILE* f, double v) {
-  if (isfinite(v)) {
-    fprintf(f, "%.6g", v);
-  } else {
-    fputs("null", f);
-  }
-}
-
-static const char* variant_name(clattn_variant v) {
-  switch (v) {
-    case CLATTN_VARIANT_TILED_LOCAL:
-      return "TILED_LOCAL";
-    case CLATTN_VARIANT_REGISTER_BLOCKED:
-      return "REGISTER_BLOCKED";
-    default:
-      return "AUTO";
-  }
-}
-
 static const char* source_name(clattn_config_source s) {
   switch (s) {
     case CLATTN_CONFIG_SOURCE_USER:
@@ -246,21 +202,6 @@ static const char* source_name(clattn_config_source s) {
     default:
       return "unknown";
   }
-}
-
-/* Query-key pairs the mask leaves visible in one (batch, head): all Nq*Nkv, or for causal
- * masks sum over i of clamp(i + Nkv - Nq + 1, 0, Nkv) (bottom-right alignment). */
-static double visible_pairs(size_t seq_q, size_t seq_kv, int causal) {
-  if (!causal) return (double)seq_q * (double)seq_kv;
-  double pairs = 0.0;
-  long long nq = (long long)seq_q, nkv = (long long)seq_kv;
-  for (long long i = 0; i < nq; ++i) {
-    long long seen = i + nkv - nq + 1;
-    if (seen < 0) seen = 0;
-    if (seen > nkv) seen = nkv;
-    pairs += (double)seen;
-  }
-  return pairs;
 }
 
 /* Element offset of (b, h, i, 0) of a Q/O-shaped tensor with default strides. */
@@ -347,7 +288,7 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
          d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
          d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd", d->causal ? ", causal" : "");
   printf("config     %s block_m=%u block_n=%u rows_per_item=%u threads_per_row=%u (source: %s)\n",
-         variant_name(r->config.variant), r->config.block_m, r->config.block_n,
+         tool_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
          r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf("first call %.3f ms = get_config %.3f ms (builds the kernel) + first run %.3f ms\n",
          r->first_ms, r->get_config_ms, r->first_attention_ms);
@@ -393,24 +334,24 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   printf(
       ",\"config\":{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
       "\"threads_per_row\":%u,\"source\":\"%s\"}",
-      variant_name(r->config.variant), r->config.block_m, r->config.block_n,
+      tool_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
       r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf(",\"reps\":%ld,\"warmup\":%ld,\"first_call_ms\":", o->reps, o->warmup);
-  json_number(stdout, r->first_ms);
+  tool_json_number(stdout, r->first_ms);
   printf(",\"get_config_ms\":");
-  json_number(stdout, r->get_config_ms);
+  tool_json_number(stdout, r->get_config_ms);
   printf(",\"first_run_ms\":");
-  json_number(stdout, r->first_attention_ms);
+  tool_json_number(stdout, r->first_attention_ms);
   printf(",\"wall_ms\":{\"median\":");
-  json_number(stdout, r->wall_median_ms);
+  tool_json_number(stdout, r->wall_median_ms);
   printf(",\"min\":");
-  json_number(stdout, r->wall_min_ms);
+  tool_json_number(stdout, r->wall_min_ms);
   printf("},\"kernel_ms\":");
   if (r->have_kernel_time) {
     printf("{\"median\":");
-    json_number(stdout, r->kernel_median_ms);
+    tool_json_number(stdout, r->kernel_median_ms);
     printf(",\"min\":");
-    json_number(stdout, r->kernel_min_ms);
+    tool_json_number(stdout, r->kernel_min_ms);
     printf("}");
   } else {
     printf("null");
@@ -418,24 +359,24 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   printf(",\"device_ms\":");
   if (r->have_span_time) {
     printf("{\"median\":");
-    json_number(stdout, r->span_median_ms);
+    tool_json_number(stdout, r->span_median_ms);
     printf(",\"min\":");
-    json_number(stdout, r->span_min_ms);
+    tool_json_number(stdout, r->span_min_ms);
     printf("}");
   } else {
     printf("null");
   }
   printf(",\"flops\":%.17g,\"gflops\":{\"wall_median\":", r->flops);
-  json_number(stdout, r->flops / (r->wall_median_ms * 1e6));
+  tool_json_number(stdout, r->flops / (r->wall_median_ms * 1e6));
   printf(",\"device_median\":");
   if (r->have_span_time) {
-    json_number(stdout, r->flops / (r->span_median_ms * 1e6));
+    tool_json_number(stdout, r->flops / (r->span_median_ms * 1e6));
   } else {
     printf("null");
   }
   printf(",\"kernel_median\":");
   if (r->have_kernel_time) {
-    json_number(stdout, r->flops / (r->kernel_median_ms * 1e6));
+    tool_json_number(stdout, r->flops / (r->kernel_median_ms * 1e6));
   } else {
     printf("null");
   }
@@ -443,9 +384,9 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   if (r->checked) {
     printf("{\"rows_step\":%zu,\"rows_checked\":%zu,\"max_abs_err\":", r->rows_step,
            r->rows_checked);
-    json_number(stdout, r->max_abs_err);
+    tool_json_number(stdout, r->max_abs_err);
     printf(",\"max_err_over_tol\":");
-    json_number(stdout, r->max_err_over_tol);
+    tool_json_number(stdout, r->max_err_over_tol);
     printf(",\"nan_count\":%zu,\"pass\":%s}", r->nan_count, r->pass ? "true" : "false");
   } else {
     printf("null");
@@ -527,13 +468,13 @@ static int run_core(int argc, char** argv) {
 
   /* Validates the shape with a detailed message, and builds the kernel (timed as part of the
    * first call). */
-  double t0 = now_ms();
+  double t0 = tool_now_ms();
   st = clattn_attention_get_config(ctx, &desc, &requested, &r.config);
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&o, ctx, "clattn_attention_get_config", st);
     goto cleanup;
   }
-  r.get_config_ms = now_ms() - t0;
+  r.get_config_ms = tool_now_ms() - t0;
 
   size_t nq = 0, nk = 0, nv = 0, no = 0;
   if ((st = clattn_attention_tensor_size(&desc, 'q', &nq)) != CLATTN_SUCCESS ||
@@ -590,13 +531,13 @@ static int run_core(int argc, char** argv) {
   bufs.lse = blse;
 
   /* The first call pays for what get_config did not (argument set-up, first launch). */
-  double t1 = now_ms();
+  double t1 = tool_now_ms();
   st = clattn_attention(ctx, &desc, &bufs, &requested, NULL, 0, NULL, NULL);
   if (st == CLATTN_SUCCESS && (err = clFinish(queue)) != CL_SUCCESS) {
     report_cl_error(&o, "clFinish", err);
     goto cleanup;
   }
-  r.first_attention_ms = now_ms() - t1;
+  r.first_attention_ms = tool_now_ms() - t1;
   r.first_ms = r.get_config_ms + r.first_attention_ms;
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&o, ctx, "clattn_attention", st);
@@ -608,7 +549,7 @@ static int run_core(int argc, char** argv) {
   for (long rep = -o.warmup; rep < o.reps; ++rep) {
     /* The queue is in-order: the marker completes before the call's first command starts. */
     if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) != CL_SUCCESS) marker = NULL;
-    double t = now_ms();
+    double t = tool_now_ms();
     st = clattn_attention(ctx, &desc, &bufs, &requested, NULL, 0, NULL, &ev);
     if (st != CLATTN_SUCCESS) {
       report_clattn_error(&o, ctx, "clattn_attention", st);
@@ -618,7 +559,7 @@ static int run_core(int argc, char** argv) {
       report_cl_error(&o, "clFinish", err);
       goto cleanup;
     }
-    double elapsed = now_ms() - t;
+    double elapsed = tool_now_ms() - t;
     if (rep >= 0) {
       wall[rep] = elapsed;
       kern[rep] = event_ms(ev);
@@ -630,18 +571,18 @@ static int run_core(int argc, char** argv) {
     if (marker) clReleaseEvent(marker);
     ev = marker = NULL;
   }
-  r.wall_min_ms = min_of(wall, (size_t)o.reps);
-  r.wall_median_ms = median(wall, (size_t)o.reps);
+  r.wall_min_ms = tool_min(wall, (size_t)o.reps);
+  r.wall_median_ms = tool_median(wall, (size_t)o.reps);
   if (r.have_kernel_time) {
-    r.kernel_min_ms = min_of(kern, (size_t)o.reps);
-    r.kernel_median_ms = median(kern, (size_t)o.reps);
+    r.kernel_min_ms = tool_min(kern, (size_t)o.reps);
+    r.kernel_median_ms = tool_median(kern, (size_t)o.reps);
   }
   if (r.have_span_time) {
-    r.span_min_ms = min_of(span, (size_t)o.reps);
-    r.span_median_ms = median(span, (size_t)o.reps);
+    r.span_min_ms = tool_min(span, (size_t)o.reps);
+    r.span_median_ms = tool_median(span, (size_t)o.reps);
   }
   r.flops = 4.0 * (double)desc.batch * (double)desc.heads_q * (double)desc.head_dim *
-            visible_pairs(desc.seq_q, desc.seq_kv, desc.causal);
+            tool_visible_pairs(desc.seq_q, desc.seq_kv, desc.causal);
 
   exit_code = 0;
   if (o.check) {
@@ -905,13 +846,13 @@ static int run_layer(int argc, char** argv) {
   w.in_proj_bias.host = b_in;
   w.out_proj_weight.host = wo;
   w.out_proj_bias.host = bo;
-  double t0 = now_ms();
+  double t0 = tool_now_ms();
   st = clattn_mha_create(ctx, &desc, &w, &mha);
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&report, ctx, "clattn_mha_create", st);
     goto cleanup;
   }
-  const double create_ms = now_ms() - t0;
+  const double create_ms = tool_now_ms() - t0;
 
   bx = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, rows * e * sizeof *x, x,
                       &err);
@@ -939,7 +880,7 @@ static int run_layer(int argc, char** argv) {
   clattn_mha_workspace_size(mha, &fwd, cross, &workspace);
 
   /* First call: builds the core's and CLBlast's kernels. */
-  t0 = now_ms();
+  t0 = tool_now_ms();
   st = clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL);
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&report, ctx, "clattn_mha_forward", st);
@@ -949,11 +890,11 @@ static int run_layer(int argc, char** argv) {
     report_cl_error(&report, "clFinish", err);
     goto cleanup;
   }
-  const double first_ms = now_ms() - t0;
+  const double first_ms = tool_now_ms() - t0;
   int have_span = 1;
   for (long rep = -o.warmup; rep < o.reps; ++rep) {
     if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) != CL_SUCCESS) marker = NULL;
-    const double t = now_ms();
+    const double t = tool_now_ms();
     st = clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, &ev);
     if (st != CLATTN_SUCCESS) {
       report_clattn_error(&report, ctx, "clattn_mha_forward", st);
@@ -964,7 +905,7 @@ static int run_layer(int argc, char** argv) {
       goto cleanup;
     }
     if (rep >= 0) {
-      wall[rep] = now_ms() - t;
+      wall[rep] = tool_now_ms() - t;
       span[rep] = span_ms(marker, ev);
       if (span[rep] < 0) have_span = 0;
     }
@@ -972,14 +913,14 @@ static int run_layer(int argc, char** argv) {
     if (marker) clReleaseEvent(marker);
     ev = marker = NULL;
   }
-  const double wall_min = min_of(wall, (size_t)o.reps);
-  const double wall_med = median(wall, (size_t)o.reps);
-  const double span_med = have_span ? median(span, (size_t)o.reps) : (double)NAN;
+  const double wall_min = tool_min(wall, (size_t)o.reps);
+  const double wall_med = tool_median(wall, (size_t)o.reps);
+  const double span_med = have_span ? tool_median(span, (size_t)o.reps) : (double)NAN;
   /* Multiply-adds x 2: projections, Q·Kᵀ and P·V over the visible pairs, output projection. */
   const double proj = 2.0 * (double)rows * (double)e * (double)hd +
                       2.0 * (double)rows_kv * (double)e * 2.0 * (double)kvd;
   const double attn =
-      4.0 * (double)o.batch * (double)h * (double)d * visible_pairs(o.seq, seq_kv, o.causal);
+      4.0 * (double)o.batch * (double)h * (double)d * tool_visible_pairs(o.seq, seq_kv, o.causal);
   const double flops = proj + attn + 2.0 * (double)rows * (double)hd * (double)e;
   const double best_ms = have_span ? span_med : wall_med;
 
@@ -1046,33 +987,33 @@ static int run_layer(int argc, char** argv) {
         o.batch, o.seq, seq_kv, cross ? "true" : "false", e, h, hkv, d, o.causal ? "true" : "false",
         o.bias ? "true" : "false");
     printf(",\"workspace_bytes\":%zu,\"reps\":%ld,\"create_ms\":", workspace, o.reps);
-    json_number(stdout, create_ms);
+    tool_json_number(stdout, create_ms);
     printf(",\"first_call_ms\":");
-    json_number(stdout, first_ms);
+    tool_json_number(stdout, first_ms);
     printf(",\"wall_ms\":{\"median\":");
-    json_number(stdout, wall_med);
+    tool_json_number(stdout, wall_med);
     printf(",\"min\":");
-    json_number(stdout, wall_min);
+    tool_json_number(stdout, wall_min);
     printf("},\"device_ms\":");
     if (have_span) {
       printf("{\"median\":");
-      json_number(stdout, span_med);
+      tool_json_number(stdout, span_med);
       printf("}");
     } else {
       printf("null");
     }
     printf(",\"flops\":%.17g,\"gflops\":", flops);
-    json_number(stdout, flops / (best_ms * 1e6));
+    tool_json_number(stdout, flops / (best_ms * 1e6));
     printf(",\"tokens_per_s\":");
-    json_number(stdout, (double)rows / (best_ms * 1e-3));
+    tool_json_number(stdout, (double)rows / (best_ms * 1e-3));
     printf(",\"check\":");
     if (checked) {
       printf("{\"max_abs_err\":");
-      json_number(stdout, max_abs);
+      tool_json_number(stdout, max_abs);
       printf(",\"max_rel_err\":");
-      json_number(stdout, max_ref > 0 ? max_abs / max_ref : 0.0);
+      tool_json_number(stdout, max_ref > 0 ? max_abs / max_ref : 0.0);
       printf(",\"max_err_over_tol\":");
-      json_number(stdout, max_ratio);
+      tool_json_number(stdout, max_ratio);
       printf(",\"out_of_tolerance\":%zu,\"nan_count\":%zu,\"pass\":%s}", bad, nan_count,
              exit_code == 0 ? "true" : "false");
     } else {
