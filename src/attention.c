@@ -159,22 +159,10 @@ clattn_status clattn_attention_tensor_size(const clattn_attention_desc* desc, ch
   return CLATTN_SUCCESS;
 }
 
-/* Checks that `mem` holds `offset + elements` items of `item` bytes. */
+/* Checks one caller buffer: the kernels index up to offset + elements - 1 <= UINT32_MAX. */
 static clattn_status buffer_check(const clattn_context* ctx, cl_mem mem, const char* name,
                                   size_t offset, size_t elements, size_t item) {
-  size_t bytes = 0;
-  cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof bytes, &bytes, NULL);
-  if (err != CL_SUCCESS) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s is not a valid cl_mem (%s)", name,
-                        clattn__cl_error_name(err));
-  }
-  size_t need = mul_add(offset, 1, elements);
-  if (need == SIZE_MAX || need > MAX_INDEX + (size_t)1 || need > bytes / item) {
-    return clattn__fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
-                        "%s holds %zu bytes; offset %zu + %zu elements need %zu bytes", name, bytes,
-                        offset, elements, need == SIZE_MAX ? SIZE_MAX : need * item);
-  }
-  return CLATTN_SUCCESS;
+  return clattn__buffer_check(ctx, mem, name, offset, elements, item, MAX_INDEX + (size_t)1);
 }
 
 static clattn_status buffers_check(const clattn_context* ctx, const clattn__attention_shape* sh,

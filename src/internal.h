@@ -210,6 +210,13 @@ void clattn__gemm_release_programs(void);
 
 /* ------------------------------------------------------------ memory (src/memory.c) */
 
+/* Checks that `mem` is a buffer holding `offset + elements` items of `item` bytes, with
+ * offset + elements at most max_elements (what the kernels can index): INVALID_ARGUMENT for
+ * an invalid cl_mem, BUFFER_TOO_SMALL otherwise, with a message naming `name`. */
+clattn_status clattn__buffer_check(const clattn_context* ctx, cl_mem mem, const char* name,
+                                   size_t offset, size_t elements, size_t item,
+                                   size_t max_elements);
+
 /* Creates a device buffer (copied from `host` when not NULL); records the error on failure.
  * All of the library's device buffers go through here, so tests can inject failures. */
 clattn_status clattn__buffer_create(clattn_context* ctx, cl_mem_flags flags, size_t bytes,

@@ -1,5 +1,6 @@
 /* Device and host allocations, with a fault-injection hook for tests. */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,5 +47,23 @@ clattn_status clattn__buffer_create(clattn_context* ctx, cl_mem_flags flags, siz
   cl_mem mem = clCreateBuffer(ctx->cl_ctx, flags, bytes, (void*)host, &err);
   if (err != CL_SUCCESS) return clattn__fail_cl(ctx, err, "clCreateBuffer", __FILE__, __LINE__);
   *out = mem;
+  return CLATTN_SUCCESS;
+}
+
+clattn_status clattn__buffer_check(const clattn_context* ctx, cl_mem mem, const char* name,
+                                   size_t offset, size_t elements, size_t item,
+                                   size_t max_elements) {
+  size_t bytes = 0;
+  cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof bytes, &bytes, NULL);
+  if (err != CL_SUCCESS) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s is not a valid cl_mem (%s)", name,
+                        clattn__cl_error_name(err));
+  }
+  const size_t need = offset > SIZE_MAX - elements ? SIZE_MAX : offset + elements;
+  if (need == SIZE_MAX || need > max_elements || need > bytes / item) {
+    return clattn__fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
+                        "%s holds %zu bytes; offset %zu + %zu elements need %zu bytes", name, bytes,
+                        offset, elements, need > SIZE_MAX / item ? SIZE_MAX : need * item);
+  }
   return CLATTN_SUCCESS;
 }

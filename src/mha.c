@@ -354,22 +354,10 @@ clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_
   return status;
 }
 
-/* Checks that `mem` holds offset + elements floats. */
+/* Checks one caller buffer: offset + elements at most MAX_INDEX, as the call plan's sizes. */
 static clattn_status io_check(const clattn_context* ctx, cl_mem mem, const char* name,
                               size_t offset, size_t elements, size_t item) {
-  size_t bytes = 0;
-  cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof bytes, &bytes, NULL);
-  if (err != CL_SUCCESS) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s is not a valid cl_mem (%s)", name,
-                        clattn__cl_error_name(err));
-  }
-  const size_t need = offset > SIZE_MAX - elements ? SIZE_MAX : offset + elements;
-  if (need > MAX_INDEX || need > bytes / item) {
-    return clattn__fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
-                        "%s holds %zu bytes; offset %zu + %zu elements need %zu", name, bytes,
-                        offset, elements, need > SIZE_MAX / item ? SIZE_MAX : need * item);
-  }
-  return CLATTN_SUCCESS;
+  return clattn__buffer_check(ctx, mem, name, offset, elements, item, MAX_INDEX);
 }
 
 static clattn_status buffers_check(const clattn_mha* m, const mha_plan* p,
