@@ -731,17 +731,17 @@ static int run_naive(bench* B, impl* m) {
   return 0;
 }
 
-static int setup_reference(bench* B, impl* m) {
-  double work = work_macs(&B->desc);
+/* The CPU reference, timed only up to --reference-limit multiply-adds; its output (elems
+ * doubles) goes to m->ref_out. */
+static int reference_setup(bench* B, impl* m, double work, size_t elems, const char* errors) {
   if (work > B->o->reference_limit) {
     snprintf(m->skip_reason, sizeof m->skip_reason,
-             "%.3g multiply-adds exceed --reference-limit %.3g (errors still use a sampled "
-             "reference)",
-             work, B->o->reference_limit);
+             "%.3g multiply-adds exceed --reference-limit %.3g (errors still use %s)", work,
+             B->o->reference_limit, errors);
     m->skipped = 1;
     return 0;
   }
-  m->ref_out = malloc(B->no * sizeof *m->ref_out);
+  m->ref_out = malloc(elems * sizeof *m->ref_out);
   if (!m->ref_out) {
     set_error(m, "out of host memory for the reference output");
     return -1;
@@ -751,6 +751,10 @@ static int setup_reference(bench* B, impl* m) {
   snprintf(m->config_text, sizeof m->config_text, "CPU double, 1 thread");
   m->bytes_known = 0; /* host memory only */
   return 0;
+}
+
+static int setup_reference(bench* B, impl* m) {
+  return reference_setup(B, m, work_macs(&B->desc), B->no, "a sampled reference");
 }
 
 static int run_reference(bench* B, impl* m) {
@@ -975,22 +979,7 @@ static int setup_layer_naive(bench* B, impl* m) {
 }
 
 static int setup_layer_reference(bench* B, impl* m) {
-  if (layer_macs(B) > B->o->reference_limit) {
-    snprintf(m->skip_reason, sizeof m->skip_reason,
-             "%.3g multiply-adds exceed --reference-limit %.3g (errors still use the reference)",
-             layer_macs(B), B->o->reference_limit);
-    m->skipped = 1;
-    return 0;
-  }
-  m->ref_out = malloc(B->out_elems * sizeof *m->ref_out);
-  if (!m->ref_out) {
-    set_error(m, "out of host memory for the reference output");
-    return -1;
-  }
-  snprintf(m->config_json, sizeof m->config_json,
-           "{\"host\":\"CPU\",\"precision\":\"double\",\"threads\":1}");
-  snprintf(m->config_text, sizeof m->config_text, "CPU double, 1 thread");
-  return 0;
+  return reference_setup(B, m, layer_macs(B), B->out_elems, "the reference");
 }
 
 static clattn_ref_mha_layer layer_reference_weights(const bench* B) {
