@@ -332,6 +332,17 @@ cleanup:
   return status;
 }
 
+/* Timed runs for a candidate whose warm run took warm ms: the requested reps (at most 64),
+ * fewer when they would take longer than REP_TIME_CAP_MS, but at least MIN_REPS. */
+static int timed_reps(const run* t, double warm) {
+  int reps = t->o.reps > 64 ? 64 : t->o.reps;
+  if (warm > 0 && warm * reps > REP_TIME_CAP_MS) {
+    reps = (int)(REP_TIME_CAP_MS / warm);
+    if (reps < MIN_REPS) reps = MIN_REPS;
+  }
+  return reps;
+}
+
 /* Warm-up, then reps timed runs; median and minimum. Sets *slow when the warm-up alone
  * shows the candidate cannot compete. */
 static clattn_status time_config(run* t, timing_bufs* tb, const clattn_attention_config* c,
@@ -348,11 +359,7 @@ static clattn_status time_config(run* t, timing_bufs* tb, const clattn_attention
     *median = *minimum = warm;
     return CLATTN_SUCCESS;
   }
-  int reps = t->o.reps > 64 ? 64 : t->o.reps;
-  if (warm > 0 && warm * reps > REP_TIME_CAP_MS) {
-    reps = (int)(REP_TIME_CAP_MS / warm);
-    if (reps < MIN_REPS) reps = MIN_REPS;
-  }
+  const int reps = timed_reps(t, warm);
   for (int i = 0; i < reps; ++i) CLATTN__CHECK(time_once(t, tb, c, &times[i]));
   qsort(times, (size_t)reps, sizeof times[0], cmp_double);
   *minimum = times[0];
@@ -983,11 +990,7 @@ static clattn_status gemm_time(run* t, gemm_bufs* gb, double* median, double* mi
     *median = *minimum = warm;
     return CLATTN_SUCCESS;
   }
-  int reps = t->o.reps > 64 ? 64 : t->o.reps;
-  if (warm > 0 && warm * reps > REP_TIME_CAP_MS) {
-    reps = (int)(REP_TIME_CAP_MS / warm);
-    if (reps < MIN_REPS) reps = MIN_REPS;
-  }
+  const int reps = timed_reps(t, warm);
   for (int i = 0; i < reps; ++i) {
     CLATTN__CHECK(gemm_once(t, gb, gb->m, 3 * gb->e, &a));
     CLATTN__CHECK(gemm_once(t, gb, gb->m, gb->e, &b));
