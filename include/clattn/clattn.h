@@ -260,6 +260,15 @@ typedef enum clattn_variant {
   CLATTN_VARIANT_REGISTER_BLOCKED = 2
 } clattn_variant;
 
+/* The variant's name: "tiled_local", "register_blocked", or "auto" for CLATTN_VARIANT_AUTO;
+ * NULL for a value that names no variant. The string is static. */
+CLATTN_API const char* clattn_variant_name(clattn_variant variant);
+
+/* Parses a variant name: one that clattn_variant_name returns, or a short form ("tiled",
+ * "regblock"), in any case. Returns CLATTN_ERROR_INVALID_ARGUMENT, with *variant unchanged,
+ * for any other text or a NULL argument. */
+CLATTN_API clattn_status clattn_variant_from_name(const char* name, clattn_variant* variant);
+
 /* Where a resolved config came from. */
 typedef enum clattn_config_source {
   CLATTN_CONFIG_SOURCE_USER = 0,      /* given in the call, all fields set or defaulted */
