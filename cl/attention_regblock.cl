@@ -48,7 +48,7 @@ typedef float pv_t;
  * writes 16 consecutive keys of one dim as one vector (BLOCK_N is a multiple of 16). */
 __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb, uint k_sh,
                               uint k_sn, uint heads_kv, uint seq_kv, __global float* restrict kt,
-                              uint kt_stride) {
+                              uint kt_off, uint kt_stride) {
   const uint j0 = get_global_id(0) * 16;
   const uint d = get_global_id(1);
   const uint bh = get_global_id(2);
@@ -61,8 +61,8 @@ __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint
   const float16 v = (float16)(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10],
                               x[11], x[12], x[13], x[14], x[15]);
   vstore16(v, 0,
-           kt + bh * HEAD_DIM * kt_stride + (j0 / BLOCK_N) * (HEAD_DIM * BLOCK_N) + d * BLOCK_N +
-               j0 % BLOCK_N);
+           kt + kt_off + bh * HEAD_DIM * kt_stride + (j0 / BLOCK_N) * (HEAD_DIM * BLOCK_N) +
+               d * BLOCK_N + j0 % BLOCK_N);
 }
 
 /* max, not fmax: NaN handling is not needed here (a NaN score makes the row NaN anyway). */
@@ -112,7 +112,7 @@ inline float hsum16(float16 x) {
   } while (0)
 
 __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const float* restrict kt,
-                                        uint kt_stride) {
+                                        uint kt_off, uint kt_stride) {
   const int row0 = (int)(get_global_id(0) * ROWS);
   const uint h = get_global_id(1);
   const uint b = get_global_id(2);
@@ -126,7 +126,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
   const int max_limit =
       clattn_row_limit(min(row0 + ROWS, (int)seq_q) - 1, seq_q, seq_kv, kv_len, causal);
 
-  __global const float* ktb = kt + (b * heads_kv + hk) * HEAD_DIM * kt_stride;
+  __global const float* ktb = kt + kt_off + (b * heads_kv + hk) * HEAD_DIM * kt_stride;
   __global const float* vb = v + v_off + b * v_sb + hk * v_sh;
 
   float qr[ROWS][HEAD_DIM];

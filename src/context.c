@@ -23,9 +23,10 @@ static clattn_status context_alloc(const clattn_context_options* options, clattn
     return clattn__fail(NULL, CLATTN_ERROR_INTERNAL, "pthread_mutex_init failed");
   }
   clattn_status status = clattn__program_cache_create(&ctx->programs);
+  if (status == CLATTN_SUCCESS) status = clattn__plan_cache_create(&ctx->plans);
+  if (status == CLATTN_SUCCESS) status = clattn__workspace_pool_create(&ctx->workspace);
   if (status != CLATTN_SUCCESS) {
-    pthread_mutex_destroy(&ctx->error_lock);
-    free(ctx);
+    clattn_context_destroy(ctx);
     return status;
   }
   const char* dir =
@@ -148,6 +149,8 @@ cleanup:
 clattn_status clattn_context_destroy(clattn_context* ctx) {
   if (!ctx) return CLATTN_SUCCESS;
   clattn__tuning_context_release(ctx);
+  clattn__plan_cache_destroy(ctx->plans); /* its kernels before their programs */
+  clattn__workspace_pool_destroy(ctx->workspace);
   clattn__program_cache_destroy(ctx->programs);
   clattn__gemm_release_programs(); /* CLBlast's programs retain the cl_context */
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

@@ -83,6 +83,8 @@ clattn_status clattn__device_select(const char* spec, cl_platform_id* platform,
 /* ------------------------------------------------------------ programs */
 
 typedef struct clattn__program_cache clattn__program_cache;
+typedef struct clattn__plan_cache clattn__plan_cache;         /* src/plan.c */
+typedef struct clattn__workspace_pool clattn__workspace_pool; /* src/workspace.c */
 
 clattn_status clattn__program_cache_create(clattn__program_cache** out);
 void clattn__program_cache_destroy(clattn__program_cache* cache);
@@ -110,6 +112,8 @@ struct clattn_context {
   clattn_device_info info;
   char kernel_dir[4096]; /* empty: embedded sources */
   clattn__program_cache* programs;
+  clattn__plan_cache* plans;
+  clattn__workspace_pool* workspace;
 
   pthread_mutex_t error_lock; /* guards last_error and build_log */
   char last_error[2048];
@@ -126,10 +130,18 @@ void clattn__set_build_log(const clattn_context* ctx, const char* log);
 /* Checks that a queue is in-order and belongs to the context's cl_context and device. */
 clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue queue);
 
-/* ------------------------------------------------------------ attention */
+/* ------------------------------------------------------------ descriptors (src/shape.c) */
+
+/* Checks the struct_size of a caller's descriptor and copies it over a zero-filled `out` of
+ * `current` bytes: any size from `published` (the struct's size in the first version that had
+ * it) up to `current` (this version's sizeof) is accepted, and the fields an older caller
+ * does not know stay 0 (their defaults). `in` must not be NULL. */
+clattn_status clattn__struct_copy(const clattn_context* ctx, const char* type, const void* in,
+                                  size_t published, size_t current, void* out);
 
 /* A fully resolved attention descriptor: defaults applied, strides explicit. */
 typedef struct clattn__attention_shape {
+  clattn_dtype dtype;
   size_t batch, heads_q, heads_kv, seq_q, seq_kv, head_dim;
   float scale;
   int causal;
@@ -145,27 +157,161 @@ clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
  * clattn_attention_tensor_size. */
 size_t clattn__tensor_span(const clattn__attention_shape* shape, char which);
 
-/* Resolves a config: defaults for the fields left 0, checks against the device's limits,
- * builds the program and checks the kernel's work-group size, falling back to smaller
- * defaults where a default does not fit. Fills *used, and *kernel (may be NULL) with a new
- * main kernel the caller releases. */
-clattn_status clattn__config_resolve(clattn_context* ctx, const clattn__attention_shape* shape,
-                                     const clattn_attention_config* requested,
-                                     clattn_attention_config* used, cl_kernel* kernel);
+/* The sequence-length class of a shape for plans and tuning entries: floor(log2(n)) of the
+ * longer of seq_q and seq_kv. */
+unsigned clattn__seq_bucket(size_t n);
 
-/* The kernel file and build options of a resolved config. */
-const char* clattn__config_source_name(const clattn_attention_config* config);
-void clattn__config_options(const clattn__attention_shape* shape,
-                            const clattn_attention_config* config, char* options,
-                            size_t options_size);
+/* ------------------------------------------------------------ kernel variants (src/variants/) */
 
-/* Work-items per work-group of a resolved config's main kernel. */
-size_t clattn__config_group_size(const clattn_attention_config* config);
+#define CLATTN__VARIANT_MAX_KERNELS 4
 
-/* The pitch, in floats, of one head-dim row of the transposed K that the register-blocked
- * variant stages: seq_kv rounded up to block_n. */
-size_t clattn__kt_stride(const clattn__attention_shape* shape,
-                         const clattn_attention_config* config);
+typedef struct clattn__plan clattn__plan;
+
+/* One call of a planned variant: what its enqueue needs. The plan's lock is held. */
+typedef struct clattn__launch {
+  clattn_context* ctx;
+  const clattn__plan* plan;
+  const clattn__attention_shape* shape; /* this call's exact shape */
+  const clattn_attention_buffers* buffers;
+  cl_mem workspace; /* workspace_bytes at workspace_offset (bytes); NULL when none is needed */
+  size_t workspace_offset;
+  cl_command_queue queue;
+  cl_uint num_wait;
+  const cl_event* wait;
+  cl_event* event; /* the last command's event (never NULL) */
+} clattn__launch;
+
+/* Everything about one kernel variant; each lives in its own file under src/variants/ and
+ * src/variants/registry.c lists them. Nothing outside a variant's file switches on it. */
+typedef struct clattn__variant {
+  clattn_variant id;
+  const char* name;       /* clattn_variant_name, the tuning file */
+  const char* short_name; /* also accepted by clattn_variant_from_name */
+  const char* source;     /* its kernel file, cl/<source>.cl */
+  /* Kernel names, main kernel first, NULL-terminated; a plan creates each once. */
+  const char* kernels[CLATTN__VARIANT_MAX_KERNELS + 1];
+  /* How well it suits a device and shape when the caller leaves the choice to clattn:
+   * 0 never, more is better. May read only what a plan key holds (see plan.c). */
+  int (*preference)(const clattn_device_info* info, const clattn__attention_shape* shape);
+  /* Fills the config fields left 0 with the default for the device and shape. */
+  void (*defaults)(const clattn_device_info* info, const clattn__attention_shape* shape,
+                   clattn_attention_config* c);
+  /* Checks a complete config against the variant's rules and the device's limits; the
+   * message goes to ctx (NULL: the calling thread). */
+  clattn_status (*check)(const clattn_context* ctx, const clattn_device_info* info, size_t head_dim,
+                         const clattn_attention_config* c);
+  /* Steps a default config that did not fit down to a smaller one; 0 when there is none. */
+  int (*shrink)(clattn_attention_config* c);
+  /* The -D build options of a config (they may depend on head_dim and dtype only). */
+  void (*build_options)(const clattn__attention_shape* shape, const clattn_attention_config* c,
+                        char* options, size_t size);
+  /* Work-items per work-group of the main kernel. */
+  size_t (*group_size)(const clattn_attention_config* c);
+  /* Scratch bytes a call of this shape needs (0: none); SIZE_MAX when it cannot be indexed. */
+  size_t (*workspace_bytes)(const clattn__attention_shape* shape, const clattn_attention_config* c);
+  /* Sets the kernels' arguments and enqueues them. */
+  clattn_status (*enqueue)(const clattn__launch* launch);
+  /* The tuner's candidates for a device and head dim: writes up to cap configs to list and
+   * returns how many it wrote (configs that do not fit the device are left out). */
+  size_t (*tuning_space)(const clattn_device_info* info, size_t head_dim,
+                         clattn_attention_config* list, size_t cap);
+  /* A short description of a config's tiles ("8x32"). */
+  void (*describe)(const clattn_attention_config* c, char* buf, size_t size);
+} clattn__variant;
+
+/* The registry: every variant, in order of their clattn_variant values. */
+size_t clattn__variant_count(void);
+const clattn__variant* clattn__variant_at(size_t index);
+/* The variant of an id; NULL for CLATTN_VARIANT_AUTO or an unknown value. */
+const clattn__variant* clattn__variant_find(clattn_variant id);
+/* The variant of a kernel file name ("attention_tiled"); NULL when none. */
+const clattn__variant* clattn__variant_by_source(const char* source);
+
+/* Sets the arguments every variant's main kernel takes first (CLATTN_ATTENTION_ARGS in
+ * cl/common.cl); *next gets the index of the next argument. */
+cl_int clattn__set_attention_args(cl_kernel kernel, const clattn__attention_shape* shape,
+                                  const clattn_attention_buffers* buffers, cl_uint* next);
+
+/* Local memory a config may use on a device, and the largest work-group (shared limits). */
+size_t clattn__local_budget(const clattn_device_info* info);
+size_t clattn__max_group(const clattn_device_info* info);
+
+/* 1 when a complete config fits a device's limits for head_dim; a misfit is recorded as
+ * the calling thread's last error, not a context's. */
+int clattn__config_fits(const clattn_device_info* info, size_t head_dim,
+                        const clattn_attention_config* config);
+
+/* ------------------------------------------------------------ plans (src/plan.c) */
+
+/* What a plan depends on: a call whose shape and requested config give the same key reuses
+ * the plan. The variants' defaults and build options, and tuning entries, read only these. */
+typedef struct clattn__plan_key {
+  clattn_dtype dtype;
+  size_t head_dim;
+  size_t group; /* heads_q / heads_kv */
+  int causal;
+  unsigned seq_bucket;
+  clattn_variant variant;                                    /* requested */
+  unsigned block_m, block_n, rows_per_item, threads_per_row; /* requested, 0: default */
+} clattn__plan_key;
+
+struct clattn__plan {
+  clattn__plan_key key;
+  const clattn__variant* variant;
+  clattn_attention_config config; /* resolved, source included */
+  cl_kernel kernels[CLATTN__VARIANT_MAX_KERNELS];
+  /* Held from setting the kernels' arguments to the last enqueue of a call: clSetKernelArg
+   * on one kernel object is not thread-safe. */
+  pthread_mutex_t lock;
+  clattn__plan* next;
+};
+
+clattn_status clattn__plan_cache_create(clattn__plan_cache** out);
+void clattn__plan_cache_destroy(clattn__plan_cache* cache);
+
+/* The plan for a shape and requested config (NULL: defaults), made on first use: the config
+ * resolved (user, tuned, heuristic, fallback), its program built and its kernels created and
+ * checked against CL_KERNEL_WORK_GROUP_SIZE. The plan stays owned by the context. */
+clattn_status clattn__plan_get(clattn_context* ctx, const clattn__attention_shape* shape,
+                               const clattn_attention_config* requested, clattn__plan** out);
+
+/* Enqueues a planned call: the plan's kernels under its lock. workspace NULL: the variant's
+ * scratch comes from the context's pool; else from the caller's buffer at the byte offset
+ * (checked against the plan's size). *event (may be NULL) gets the last command's event. */
+clattn_status clattn__plan_enqueue(clattn_context* ctx, clattn__plan* plan,
+                                   const clattn__attention_shape* shape,
+                                   const clattn_attention_buffers* buffers, cl_mem workspace,
+                                   size_t workspace_offset, cl_command_queue queue,
+                                   cl_uint num_wait, const cl_event* wait, cl_event* event);
+
+/* Scratch bytes of a planned call (0 when its variant needs none); SIZE_MAX past indexing. */
+size_t clattn__plan_workspace_bytes(const clattn__plan* plan, const clattn__attention_shape* shape);
+
+/* Test hook: plans the context has made. */
+size_t clattn__plan_count(clattn_context* ctx);
+
+/* ------------------------------------------------------------ workspace (src/workspace.c) */
+
+/* The context's scratch buffers, shared by calls on any queue: a call takes a free slot for
+ * its enqueue and leaves its last event there; the next call on that slot waits for it. A
+ * slot grows only when a call needs more than it has. */
+
+typedef struct clattn__workspace_lease {
+  size_t slot;
+  cl_mem mem;
+  cl_event previous; /* the previous user's last command, still running; NULL when none */
+} clattn__workspace_lease;
+
+clattn_status clattn__workspace_pool_create(clattn__workspace_pool** out);
+void clattn__workspace_pool_destroy(clattn__workspace_pool* pool);
+
+/* Takes a slot of at least `bytes` for one call (allocating only to grow). */
+clattn_status clattn__workspace_acquire(clattn_context* ctx, size_t bytes,
+                                        clattn__workspace_lease* lease);
+/* Gives the slot back with the call's last event (retained by the pool; NULL when nothing
+ * was enqueued on it). */
+void clattn__workspace_release(clattn_context* ctx, const clattn__workspace_lease* lease,
+                               cl_event last);
 
 /* ------------------------------------------------------------ GEMM (src/gemm.c, CLBlast) */
 
@@ -283,11 +429,6 @@ int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* sh
 
 /* Applies a GEMM entry's CLBlast parameters for the context's device (src/tuner.c). */
 clattn_status clattn__tuning_apply_gemm(clattn_context* ctx, const clattn_tuning_entry* entry);
-
-/* 1 when a complete config fits a device's limits for head_dim (src/config.c); a misfit
- * is recorded as the calling thread's last error, not a context's. */
-int clattn__config_fits(const clattn_device_info* info, size_t head_dim,
-                        const clattn_attention_config* config);
 
 /* Kernel source text as a context would build it (src/program.c): embedded, or
  * <kernel_dir>/<name>.cl when kernel_dir is not empty. malloc'd; ctx may be NULL. */

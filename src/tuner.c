@@ -62,15 +62,6 @@ static void utc_now(char* buf, size_t size) {
   }
 }
 
-static unsigned seq_bucket(size_t n) {
-  unsigned b = 0;
-  while (n > 1) {
-    n >>= 1;
-    ++b;
-  }
-  return b;
-}
-
 /* ------------------------------------------------------------ run state */
 
 typedef struct run {
@@ -731,13 +722,13 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
   e->struct_size = sizeof *e;
   e->kind = CLATTN_TUNING_ATTENTION;
   clattn__tuning_device_key(&ctx->info, e);
-  snprintf(e->kernel, sizeof e->kernel, "%s", clattn__config_source_name(&win->c));
+  snprintf(e->kernel, sizeof e->kernel, "%s", clattn__variant_find(win->c.variant)->source);
   CLATTN__CHECK(clattn__tuning_source_hash(ctx, ctx->kernel_dir, e->kernel, e->source_hash,
                                            sizeof e->source_hash));
   e->dtype = CLATTN_DTYPE_F32;
   e->head_dim = d;
   e->causal = t.o.causal;
-  e->seq_bucket = seq_bucket(t.o.seq);
+  e->seq_bucket = clattn__seq_bucket(t.o.seq);
   e->config = win->c;
   e->config.source = CLATTN_CONFIG_SOURCE_USER;
   e->time_ms = win_ms;

@@ -886,21 +886,13 @@ void clattn__tuning_context_release(clattn_context* ctx) {
   ctx->tuning = NULL;
 }
 
-static unsigned seq_bucket(size_t n) {
-  unsigned b = 0;
-  while (n > 1) {
-    n >>= 1;
-    ++b;
-  }
-  return b;
-}
-
 int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* shape,
                           clattn_attention_config* config, clattn_config_source* source) {
   if (!ctx->tuning || !ctx->tuning->count) return 0;
   clattn_tuning_entry key;
   clattn__tuning_device_key(&ctx->info, &key);
-  const unsigned bucket = seq_bucket(shape->seq_q > shape->seq_kv ? shape->seq_q : shape->seq_kv);
+  const unsigned bucket =
+      clattn__seq_bucket(shape->seq_q > shape->seq_kv ? shape->seq_q : shape->seq_kv);
   const clattn_tuning_entry* best = NULL;
   int best_level = 0;
   unsigned best_dist = 0;

@@ -102,8 +102,10 @@ static size_t distinct_programs(clattn_context* ctx, thread_job* jobs) {
       cr_assert_eq(clattn_attention_get_config(ctx, &jobs[t].desc[r], &requested, &used),
                    CLATTN_SUCCESS);
       char options[256], key[320];
-      clattn__config_options(&sh, &used, options, sizeof options);
-      snprintf(key, sizeof key, "%s %s", clattn__config_source_name(&used), options);
+      const clattn__variant* v = clattn__variant_find(used.variant);
+      cr_assert_not_null(v);
+      v->build_options(&sh, &used, options, sizeof options);
+      snprintf(key, sizeof key, "%s %s", v->source, options);
       size_t i = 0;
       while (i < n && strcmp(keys[i], key) != 0) ++i;
       if (i == n) snprintf(keys[n++], sizeof keys[0], "%s", key);

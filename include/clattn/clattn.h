@@ -243,6 +243,13 @@ typedef struct clattn_attention_buffers {
   /* Optional, NULL for none: int32 [batch] key lengths; keys j >= kv_lengths[b] are masked
    * (lengths are clamped to [0, seq_kv]). Causal alignment still uses seq_kv. */
   cl_mem kv_lengths;
+  /* Optional, NULL for none: scratch memory for the call, at least
+   * clattn_attention_workspace_size bytes from workspace_offset (bytes, a multiple of 16).
+   * NULL: the context's own workspace, which it keeps and reuses. A caller's workspace may be
+   * shared by calls that run one after another (one in-order queue, or ordered by events);
+   * two calls that may run at the same time need two workspaces. (Since 0.2.) */
+  cl_mem workspace;
+  size_t workspace_offset;
 } clattn_attention_buffers;
 
 #define CLATTN_ATTENTION_BUFFERS_INIT \
@@ -704,10 +711,12 @@ CLATTN_API clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune
                                           clattn_tune_result* result);
 /* ---------------------------------------------------------------- workspace */
 
-/* Device memory, in bytes, that one clattn_attention call with this descriptor and config
- * (NULL: defaults) allocates for itself beside the caller's buffers (REGISTER_BLOCKED: the
- * staged Kᵀ, batch * heads_kv * head_dim * seq_kv rounded up to block_n floats; TILED_LOCAL:
- * 0). The call releases it once its commands complete. Resolves the config as
+/* Scratch memory, in bytes, that one clattn_attention call with this descriptor and config
+ * (NULL: defaults) needs beside the caller's buffers (REGISTER_BLOCKED: the staged Kᵀ,
+ * batch * heads_kv * head_dim * seq_kv rounded up to block_n floats; TILED_LOCAL: 0). It
+ * comes from clattn_attention_buffers.workspace when the caller gives one, else from the
+ * context's workspace, which grows to the largest call's size and is kept until the context
+ * is destroyed (a steady-state call allocates nothing). Resolves the config as
  * clattn_attention_get_config does (building the kernel if needed). */
 CLATTN_API clattn_status clattn_attention_workspace_size(clattn_context* ctx,
                                                          const clattn_attention_desc* desc,

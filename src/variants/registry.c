@@ -1,35 +1,127 @@
-/* The registry of kernel variants: every variant clattn can run, one entry each. */
+/* The registry of kernel variants, and what the variants share: the common kernel
+ * arguments and the device limits every config is checked against. Adding a variant is one
+ * file beside this one, one kernel file in cl/ and one line in kVariants. */
 #include <stddef.h>
 #include <strings.h>
 
 #include "internal.h"
 
-typedef struct variant_names {
-  clattn_variant id;
-  const char* name;
-  const char* short_name;
-} variant_names;
+extern const clattn__variant clattn__variant_tiled_local;
+extern const clattn__variant clattn__variant_register_blocked;
 
-static const variant_names kNames[] = {
-    {CLATTN_VARIANT_AUTO, "auto", "auto"},
-    {CLATTN_VARIANT_TILED_LOCAL, "tiled_local", "tiled"},
-    {CLATTN_VARIANT_REGISTER_BLOCKED, "register_blocked", "regblock"},
+static const clattn__variant* const kVariants[] = {
+    &clattn__variant_tiled_local,
+    &clattn__variant_register_blocked,
 };
 
-const char* clattn_variant_name(clattn_variant variant) {
-  for (size_t i = 0; i < sizeof kNames / sizeof kNames[0]; ++i) {
-    if (kNames[i].id == variant) return kNames[i].name;
+#define VARIANT_COUNT (sizeof kVariants / sizeof kVariants[0])
+
+/* Local memory left for the tiles: some compilers reserve a little for themselves. */
+#define LOCAL_MEM_RESERVE 1024
+
+size_t clattn__variant_count(void) { return VARIANT_COUNT; }
+
+const clattn__variant* clattn__variant_at(size_t index) {
+  return index < VARIANT_COUNT ? kVariants[index] : NULL;
+}
+
+const clattn__variant* clattn__variant_find(clattn_variant id) {
+  for (size_t i = 0; i < VARIANT_COUNT; ++i) {
+    if (kVariants[i]->id == id) return kVariants[i];
   }
   return NULL;
 }
 
+const clattn__variant* clattn__variant_by_source(const char* source) {
+  for (size_t i = 0; source && i < VARIANT_COUNT; ++i) {
+    if (strcasecmp(kVariants[i]->source, source) == 0) return kVariants[i];
+  }
+  return NULL;
+}
+
+const char* clattn_variant_name(clattn_variant variant) {
+  if (variant == CLATTN_VARIANT_AUTO) return "auto";
+  const clattn__variant* v = clattn__variant_find(variant);
+  return v ? v->name : NULL;
+}
+
 clattn_status clattn_variant_from_name(const char* name, clattn_variant* variant) {
   if (!name || !variant) return CLATTN_ERROR_INVALID_ARGUMENT;
-  for (size_t i = 0; i < sizeof kNames / sizeof kNames[0]; ++i) {
-    if (strcasecmp(name, kNames[i].name) == 0 || strcasecmp(name, kNames[i].short_name) == 0) {
-      *variant = kNames[i].id;
+  if (strcasecmp(name, "auto") == 0) {
+    *variant = CLATTN_VARIANT_AUTO;
+    return CLATTN_SUCCESS;
+  }
+  for (size_t i = 0; i < VARIANT_COUNT; ++i) {
+    if (strcasecmp(name, kVariants[i]->name) == 0 ||
+        strcasecmp(name, kVariants[i]->short_name) == 0) {
+      *variant = kVariants[i]->id;
       return CLATTN_SUCCESS;
     }
   }
   return CLATTN_ERROR_INVALID_ARGUMENT;
+}
+
+size_t clattn__local_budget(const clattn_device_info* info) {
+  cl_ulong lm = info->local_mem_size;
+  return lm > LOCAL_MEM_RESERVE ? (size_t)(lm - LOCAL_MEM_RESERVE) : 0;
+}
+
+size_t clattn__max_group(const clattn_device_info* info) {
+  size_t n = info->max_work_group_size;
+  if (info->max_work_item_sizes[0] && info->max_work_item_sizes[0] < n) {
+    n = info->max_work_item_sizes[0];
+  }
+  return n;
+}
+
+int clattn__config_fits(const clattn_device_info* info, size_t head_dim,
+                        const clattn_attention_config* config) {
+  const clattn__variant* v = clattn__variant_find(config->variant);
+  return v && v->check(NULL, info, head_dim, config) == CLATTN_SUCCESS;
+}
+
+/* Kernel argument setters that accumulate errors (CL error codes are negative). */
+static void arg_mem(cl_kernel k, cl_uint* i, cl_mem m, cl_int* err) {
+  *err |= clSetKernelArg(k, (*i)++, sizeof m, &m);
+}
+static void arg_uint(cl_kernel k, cl_uint* i, size_t x, cl_int* err) {
+  cl_uint u = (cl_uint)x;
+  *err |= clSetKernelArg(k, (*i)++, sizeof u, &u);
+}
+static void arg_int(cl_kernel k, cl_uint* i, int x, cl_int* err) {
+  cl_int v = x;
+  *err |= clSetKernelArg(k, (*i)++, sizeof v, &v);
+}
+static void arg_float(cl_kernel k, cl_uint* i, float x, cl_int* err) {
+  cl_float v = x;
+  *err |= clSetKernelArg(k, (*i)++, sizeof v, &v);
+}
+
+cl_int clattn__set_attention_args(cl_kernel kernel, const clattn__attention_shape* sh,
+                                  const clattn_attention_buffers* b, cl_uint* next) {
+  cl_int err = CL_SUCCESS;
+  cl_uint i = 0;
+  const cl_mem mems[4] = {b->q, b->k, b->v, b->o};
+  const size_t offsets[4] = {b->q_offset, b->k_offset, b->v_offset, b->o_offset};
+  const clattn_strides* strides[4] = {&sh->q, &sh->k, &sh->v, &sh->o};
+  for (int t = 0; t < 4; ++t) {
+    arg_mem(kernel, &i, mems[t], &err);
+    arg_uint(kernel, &i, offsets[t], &err);
+    arg_uint(kernel, &i, strides[t]->batch, &err);
+    arg_uint(kernel, &i, strides[t]->head, &err);
+    arg_uint(kernel, &i, strides[t]->seq, &err);
+  }
+  arg_mem(kernel, &i, b->lse, &err); /* NULL is allowed for a __global pointer */
+  arg_uint(kernel, &i, b->lse_offset, &err);
+  arg_int(kernel, &i, b->lse != NULL, &err);
+  arg_mem(kernel, &i, b->kv_lengths, &err);
+  arg_int(kernel, &i, b->kv_lengths != NULL, &err);
+  arg_uint(kernel, &i, sh->heads_q, &err);
+  arg_uint(kernel, &i, sh->heads_q / sh->heads_kv, &err);
+  arg_uint(kernel, &i, sh->seq_q, &err);
+  arg_uint(kernel, &i, sh->seq_kv, &err);
+  arg_float(kernel, &i, (float)(sh->scale * 1.4426950408889634), &err); /* log2 units */
+  arg_int(kernel, &i, sh->causal, &err);
+  *next = i;
+  return err;
 }
