@@ -4,13 +4,15 @@
 
 #include "internal.h"
 
-static clattn_status options_check(const clattn_context_options* options) {
-  if (options && options->struct_size != sizeof(clattn_context_options)) {
-    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_context_options.struct_size is %zu, expected %zu",
-                        options->struct_size, sizeof(clattn_context_options));
-  }
-  return CLATTN_SUCCESS;
+/* Checks the options' struct_size; *copy gets them with the fields an older caller does not
+ * know left 0. */
+static clattn_status options_check(const clattn_context_options* options,
+                                   clattn_context_options* copy) {
+  memset(copy, 0, sizeof *copy);
+  copy->struct_size = sizeof *copy;
+  if (!options) return CLATTN_SUCCESS;
+  return clattn__struct_copy(NULL, "clattn_context_options", options,
+                             sizeof(clattn_context_options), sizeof(clattn_context_options), copy);
 }
 
 /* Allocates a context with its lock, program cache and kernel directory, holding no
@@ -29,8 +31,7 @@ static clattn_status context_alloc(const clattn_context_options* options, clattn
     clattn_context_destroy(ctx);
     return status;
   }
-  const char* dir =
-      options && options->kernel_dir ? options->kernel_dir : getenv("CLATTN_KERNEL_DIR");
+  const char* dir = options->kernel_dir ? options->kernel_dir : getenv("CLATTN_KERNEL_DIR");
   if (dir && *dir) {
     if (strlen(dir) >= sizeof ctx->kernel_dir) {
       clattn_context_destroy(ctx);
@@ -56,15 +57,17 @@ static clattn_status context_finish(clattn_context* ctx) {
   return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_context_create(const clattn_context_options* options, clattn_context** out) {
+clattn_status clattn_context_create(const clattn_context_options* given, clattn_context** out) {
   if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
   *out = NULL;
-  clattn_status status = options_check(options);
+  clattn_context_options copy;
+  clattn_status status = options_check(given, &copy);
   if (status != CLATTN_SUCCESS) return status;
+  const clattn_context_options* options = &copy;
 
   cl_platform_id platform = NULL;
   cl_device_id device = NULL;
-  status = clattn__device_select(options ? options->device : NULL, &platform, &device, NULL, NULL);
+  status = clattn__device_select(options->device, &platform, &device, NULL, NULL);
   if (status != CLATTN_SUCCESS) return status;
 
   clattn_context* ctx = NULL;
@@ -110,7 +113,7 @@ clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue qu
 
 clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
                                             cl_command_queue queue,
-                                            const clattn_context_options* options,
+                                            const clattn_context_options* given,
                                             clattn_context** out) {
   if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
   *out = NULL;
@@ -118,11 +121,12 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
                         "cl_context, device and queue must not be NULL");
   }
-  clattn_status status = options_check(options);
+  clattn_context_options copy;
+  clattn_status status = options_check(given, &copy);
   if (status != CLATTN_SUCCESS) return status;
 
   clattn_context* ctx = NULL;
-  status = context_alloc(options, &ctx);
+  status = context_alloc(&copy, &ctx);
   if (status != CLATTN_SUCCESS) return status;
   /* Validate before retaining, so a failed call leaves the caller's counts untouched. */
   ctx->cl_ctx = cl_ctx;
