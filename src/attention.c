@@ -16,6 +16,44 @@ static clattn_status buffer_check(const clattn_context* ctx, cl_mem mem, const c
   return clattn__buffer_check(ctx, mem, name, offset, elements, item, MAX_INDEX + (size_t)1);
 }
 
+/* 1 when [a, a + na) and [b, b + nb) share an element. */
+static int ranges_overlap(size_t a, size_t na, size_t b, size_t nb) {
+  return a < b + nb && b < a + na;
+}
+
+/* Outputs written while the inputs are read: O or the LSE may not share elements with Q, K
+ * or V (nor with each other) in one cl_mem. */
+static clattn_status aliasing_check(const clattn_context* ctx, const clattn__attention_shape* sh,
+                                    const clattn_attention_buffers* b) {
+  const struct {
+    const char* name;
+    cl_mem mem;
+    size_t offset, span;
+  } in[3] = {{"q", b->q, b->q_offset, clattn__tensor_span(sh, 'q')},
+             {"k", b->k, b->k_offset, clattn__tensor_span(sh, 'k')},
+             {"v", b->v, b->v_offset, clattn__tensor_span(sh, 'v')}},
+    out[2] = {{"o", b->o, b->o_offset, clattn__tensor_span(sh, 'o')},
+              {"lse", b->lse, b->lse_offset, clattn__tensor_span(sh, 'l')}};
+  for (int o = 0; o < 2; ++o) {
+    if (!out[o].mem) continue;
+    for (int i = 0; i < 3; ++i) {
+      if (out[o].mem == in[i].mem &&
+          ranges_overlap(out[o].offset, out[o].span, in[i].offset, in[i].span)) {
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "%s overlaps %s in the same cl_mem (elements %zu..%zu and %zu..%zu): "
+                            "outputs must not alias inputs",
+                            out[o].name, in[i].name, out[o].offset, out[o].offset + out[o].span - 1,
+                            in[i].offset, in[i].offset + in[i].span - 1);
+      }
+    }
+  }
+  if (b->lse == b->o && b->lse &&
+      ranges_overlap(out[0].offset, out[0].span, out[1].offset, out[1].span)) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "lse overlaps o in the same cl_mem");
+  }
+  return CLATTN_SUCCESS;
+}
+
 /* clattn_attention_buffers as 0.1 published it, before the workspace fields. */
 #define BUFFERS_PUBLISHED offsetof(clattn_attention_buffers, workspace)
 
@@ -42,6 +80,7 @@ static clattn_status buffers_check(const clattn_context* ctx, const clattn__atte
   if (b->kv_lengths) {
     CLATTN__CHECK(buffer_check(ctx, b->kv_lengths, "kv_lengths", 0, sh->batch, sizeof(int32_t)));
   }
+  CLATTN__CHECK(aliasing_check(ctx, sh, b));
 cleanup:
   return status;
 }

@@ -54,10 +54,23 @@ clattn_status clattn__buffer_check(const clattn_context* ctx, cl_mem mem, const 
                                    size_t offset, size_t elements, size_t item,
                                    size_t max_elements) {
   size_t bytes = 0;
-  cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof bytes, &bytes, NULL);
+  cl_mem_object_type type = 0;
+  cl_context owner = NULL;
+  cl_int err = clGetMemObjectInfo(mem, CL_MEM_TYPE, sizeof type, &type, NULL);
+  if (err == CL_SUCCESS) err = clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
+  if (err == CL_SUCCESS) err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof bytes, &bytes, NULL);
   if (err != CL_SUCCESS) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s is not a valid cl_mem (%s)", name,
                         clattn__cl_error_name(err));
+  }
+  if (type != CL_MEM_OBJECT_BUFFER) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s is an image or pipe (cl_mem type 0x%x), not a buffer", name,
+                        (unsigned)type);
+  }
+  if (ctx && owner != ctx->cl_ctx) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s belongs to another cl_context than the context's", name);
   }
   const size_t need = offset > SIZE_MAX - elements ? SIZE_MAX : offset + elements;
   if (need == SIZE_MAX || need > max_elements || need > bytes / item) {

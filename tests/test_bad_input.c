@@ -106,3 +106,66 @@ Test(bad_input, kernel_dir_too_long) {
   cr_assert_null(ctx);
   free(dir);
 }
+
+/* Buffers are checked for what they are, not only for their size: a buffer of another
+ * cl_context, an image, and an O that overlaps Q, K or V in one cl_mem are each refused
+ * with INVALID_ARGUMENT and a message naming the tensor. */
+Test(bad_input, foreign_image_and_aliased_buffers) {
+  clattn_context* ctx = test_context(NULL);
+  clattn_attention_desc desc = test_desc(1, 2, 2, 8, 8, 16, 0);
+  const size_t n = 2 * 8 * 16;
+  cl_context cl_ctx = NULL;
+  cl_device_id device = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, &device, NULL), CLATTN_SUCCESS);
+  cl_int err = CL_SUCCESS;
+  cl_mem big = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, 4 * n * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_context other_ctx = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_mem foreign = clCreateBuffer(other_ctx, CL_MEM_READ_WRITE, n * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = b.k = b.v = b.o = big;
+  b.k_offset = n;
+  b.v_offset = 2 * n;
+  b.o_offset = 3 * n;
+  ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+  cl_command_queue queue = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, NULL, NULL, &queue), CLATTN_SUCCESS);
+  cr_assert_eq(clFinish(queue), CL_SUCCESS);
+
+  b.o_offset = 2 * n + 5; /* inside V */
+  ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, NULL, 0, NULL, NULL),
+                CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert(strstr(test_last_error(ctx), "o overlaps v") != NULL, "%s", test_last_error(ctx));
+  b.o_offset = 3 * n;
+
+  b.k = foreign;
+  b.k_offset = 0;
+  ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, NULL, 0, NULL, NULL),
+                CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert(strstr(test_last_error(ctx), "k belongs to another cl_context") != NULL, "%s",
+            test_last_error(ctx));
+  b.k = big;
+  b.k_offset = n;
+
+  const cl_image_format format = {CL_RGBA, CL_FLOAT};
+  cl_image_desc image_desc = {
+      .image_type = CL_MEM_OBJECT_IMAGE2D, .image_width = 64, .image_height = 64};
+  cl_mem image = clCreateImage(cl_ctx, CL_MEM_READ_WRITE, &format, &image_desc, NULL, &err);
+  if (err == CL_SUCCESS) {
+    b.v = image;
+    b.v_offset = 0;
+    ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    cr_assert(strstr(test_last_error(ctx), "v is an image") != NULL, "%s", test_last_error(ctx));
+    clReleaseMemObject(image);
+  } else {
+    cr_log_info("no image support here (%d): the image case was not run", err);
+  }
+  clReleaseMemObject(foreign);
+  clReleaseContext(other_ctx);
+  clReleaseMemObject(big);
+  clattn_context_destroy(ctx);
+}

@@ -319,8 +319,11 @@ CLATTN_API clattn_status clattn_attention_get_config(clattn_context* ctx,
 /* Enqueues the fused attention on `queue` (NULL: the context's queue), after the wait list;
  * *event (may be NULL) gets an event for the last command, to be released by the caller.
  * config may be NULL (defaults). Buffers are checked against the shape and strides with
- * CL_MEM_SIZE. Does not wait for completion. Thread-safe on a shared context when each
- * thread uses its own queue (any in-order queue of the context's cl_context and device). */
+ * CL_MEM_SIZE, and must be buffers of the context's cl_context; O and the LSE must not share
+ * elements with Q, K or V (CLATTN_ERROR_INVALID_ARGUMENT when they do in one cl_mem; aliasing
+ * through sub-buffers is not detected). Does not wait for completion. Thread-safe on a shared
+ * context when each thread uses its own queue (any in-order queue of the context's cl_context and
+ * device). */
 CLATTN_API clattn_status clattn_attention(clattn_context* ctx, const clattn_attention_desc* desc,
                                           const clattn_attention_buffers* buffers,
                                           const clattn_attention_config* config,
