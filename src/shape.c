@@ -42,27 +42,28 @@ static clattn_status shape_fail(const clattn_context* ctx, const char* what) {
   return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s", what);
 }
 
-/* Strides of a tensor with `heads` heads and `seq` rows, all 0 meaning the layout's. */
+/* a * b + c with overflow reported as SIZE_MAX. */
+static size_t mul_add(size_t a, size_t b, size_t c) {
+  if (a && b > (SIZE_MAX - c) / a) return SIZE_MAX;
+  return a * b + c;
+}
+
+/* Strides of a tensor with `heads` heads and `seq` rows, all 0 meaning the layout's
+ * (SIZE_MAX where they overflow: the span check then refuses them). */
 static clattn_strides resolve_strides(clattn_strides s, clattn_layout layout, size_t heads,
                                       size_t seq, size_t head_dim) {
   if (s.batch || s.head || s.seq) return s;
   clattn_strides r;
   if (layout == CLATTN_LAYOUT_BNHD) {
     r.head = head_dim;
-    r.seq = heads * head_dim;
-    r.batch = seq * heads * head_dim;
+    r.seq = mul_add(heads, head_dim, 0);
+    r.batch = mul_add(seq, r.seq, 0);
   } else {
     r.seq = head_dim;
-    r.head = seq * head_dim;
-    r.batch = heads * seq * head_dim;
+    r.head = mul_add(seq, head_dim, 0);
+    r.batch = mul_add(heads, r.head, 0);
   }
   return r;
-}
-
-/* a * b + c with overflow reported as SIZE_MAX. */
-static size_t mul_add(size_t a, size_t b, size_t c) {
-  if (a && b > (SIZE_MAX - c) / a) return SIZE_MAX;
-  return a * b + c;
 }
 
 static size_t span(const clattn_strides* s, size_t batch, size_t heads, size_t seq,
@@ -166,15 +167,16 @@ clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
   sh->k = resolve_strides(d->k_strides, d->layout, heads_kv, d->seq_kv, d->head_dim);
   sh->v = resolve_strides(d->v_strides, d->layout, heads_kv, d->seq_kv, d->head_dim);
   sh->o = resolve_strides(d->o_strides, d->layout, d->heads_q, d->seq_q, d->head_dim);
-  if (!rows_disjoint(&sh->o, sh->batch, sh->heads_q, sh->seq_q, sh->head_dim)) {
-    return shape_fail(ctx, "o_strides make different output rows overlap");
-  }
+  /* Spans first: strides that overflow are too large, not overlapping. */
   const char* names = "qkvol";
   for (const char* w = names; *w; ++w) {
     if (clattn__tensor_span(sh, *w) > MAX_INDEX) {
       return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED,
                           "tensor %c spans more than 2^32 elements (32-bit indexing)", *w);
     }
+  }
+  if (!rows_disjoint(&sh->o, sh->batch, sh->heads_q, sh->seq_q, sh->head_dim)) {
+    return shape_fail(ctx, "o_strides make different output rows overlap");
   }
   return CLATTN_SUCCESS;
 }

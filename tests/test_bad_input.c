@@ -169,3 +169,15 @@ Test(bad_input, foreign_image_and_aliased_buffers) {
   clReleaseMemObject(big);
   clattn_context_destroy(ctx);
 }
+
+/* Default strides whose products overflow size_t are reported as too large for 32-bit
+ * indexing (UNSUPPORTED), not as overlapping rows. */
+Test(bad_input, overflowing_default_strides) {
+  clattn_attention_desc desc =
+      test_desc(1, (size_t)1 << 31, (size_t)1 << 31, INT32_MAX, INT32_MAX, 256, 0);
+  size_t n = 0;
+  ASSERT_STATUS(clattn_attention_tensor_size(&desc, 'q', &n), CLATTN_ERROR_UNSUPPORTED);
+  char msg[2048];
+  clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
+  cr_assert(strstr(msg, "spans more than 2^32") != NULL, "message \"%s\"", msg);
+}
