@@ -96,3 +96,33 @@ Test(abi, sizes_out_of_range_are_refused) {
   clReleaseMemObject(m);
   clattn_context_destroy(ctx);
 }
+
+/* Variant names and config descriptions come from the registry, for every variant. */
+Test(abi, variant_names_round_trip) {
+  const clattn_variant ids[] = {CLATTN_VARIANT_AUTO, CLATTN_VARIANT_TILED_LOCAL,
+                                CLATTN_VARIANT_REGISTER_BLOCKED};
+  for (size_t i = 0; i < sizeof ids / sizeof ids[0]; ++i) {
+    const char* name = clattn_variant_name(ids[i]);
+    cr_assert_not_null(name);
+    clattn_variant back = (clattn_variant)-1;
+    cr_assert_eq(clattn_variant_from_name(name, &back), CLATTN_SUCCESS, "%s", name);
+    cr_assert_eq(back, ids[i], "%s", name);
+    clattn_attention_config c = test_config(ids[i]);
+    char text[128];
+    size_t needed = 0;
+    cr_assert_eq(clattn_attention_config_describe(&c, text, sizeof text, &needed), CLATTN_SUCCESS);
+    cr_assert(strncmp(text, name, strlen(name)) == 0, "\"%s\" does not start with %s", text, name);
+    cr_assert_eq(needed, strlen(text) + 1);
+  }
+  clattn_variant v = CLATTN_VARIANT_AUTO;
+  cr_assert_eq(clattn_variant_from_name("REGBLOCK", &v), CLATTN_SUCCESS);
+  cr_assert_eq(v, CLATTN_VARIANT_REGISTER_BLOCKED);
+  cr_assert_eq(clattn_variant_from_name("tiled", &v), CLATTN_SUCCESS);
+  cr_assert_eq(v, CLATTN_VARIANT_TILED_LOCAL);
+  cr_assert_eq(clattn_variant_from_name("tile", &v), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(v, CLATTN_VARIANT_TILED_LOCAL, "a failed parse changed the output");
+  cr_assert_null(clattn_variant_name((clattn_variant)99));
+  clattn_attention_config bad = test_config((clattn_variant)99);
+  cr_assert_eq(clattn_attention_config_describe(&bad, NULL, 0, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+}

@@ -2,6 +2,7 @@
  * arguments and the device limits every config is checked against. Adding a variant is one
  * file beside this one, one kernel file in cl/ and one line in kVariants. */
 #include <stddef.h>
+#include <stdio.h>
 #include <strings.h>
 
 #include "internal.h"
@@ -59,6 +60,19 @@ clattn_status clattn_variant_from_name(const char* name, clattn_variant* variant
     }
   }
   return CLATTN_ERROR_INVALID_ARGUMENT;
+}
+
+clattn_status clattn_attention_config_describe(const clattn_attention_config* config, char* buf,
+                                               size_t buf_size, size_t* needed) {
+  if (!config || (!buf && buf_size > 0)) return CLATTN_ERROR_INVALID_ARGUMENT;
+  if (config->variant == CLATTN_VARIANT_AUTO)
+    return clattn__copy_out("auto", buf, buf_size, needed);
+  const clattn__variant* v = clattn__variant_find(config->variant);
+  if (!v) return CLATTN_ERROR_INVALID_ARGUMENT;
+  char tiles[128], text[160];
+  v->describe(config, tiles, sizeof tiles);
+  snprintf(text, sizeof text, "%s %s", v->name, tiles);
+  return clattn__copy_out(text, buf, buf_size, needed);
 }
 
 size_t clattn__local_budget(const clattn_device_info* info) {
