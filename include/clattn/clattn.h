@@ -276,14 +276,6 @@ CLATTN_API const char* clattn_variant_name(clattn_variant variant);
  * for any other text or a NULL argument. */
 CLATTN_API clattn_status clattn_variant_from_name(const char* name, clattn_variant* variant);
 
-/* Describes a config's variant and tiles as text, e.g. "register_blocked rows=8 block_n=32"
- * (what the tools print). Copies as clattn_context_get_last_error does: *needed (may be NULL)
- * gets the length + 1. Returns CLATTN_ERROR_INVALID_ARGUMENT for a NULL config or an unknown
- * variant; an AUTO config is described as "auto". */
-CLATTN_API clattn_status clattn_attention_config_describe(const clattn_attention_config* config,
-                                                          char* buf, size_t buf_size,
-                                                          size_t* needed);
-
 /* Where a resolved config came from. */
 typedef enum clattn_config_source {
   CLATTN_CONFIG_SOURCE_USER = 0,      /* given in the call, all fields set or defaulted */
@@ -314,6 +306,14 @@ typedef struct clattn_attention_config {
 
 #define CLATTN_ATTENTION_CONFIG_INIT \
   { .struct_size = sizeof(clattn_attention_config) }
+
+/* Describes a config's variant and tiles as text, e.g. "register_blocked rows=8 block_n=32"
+ * (what the tools print). Copies as clattn_context_get_last_error does: *needed (may be NULL)
+ * gets the length + 1. Returns CLATTN_ERROR_INVALID_ARGUMENT for a NULL config or an unknown
+ * variant; an AUTO config is described as "auto". */
+CLATTN_API clattn_status clattn_attention_config_describe(const clattn_attention_config* config,
+                                                          char* buf, size_t buf_size,
+                                                          size_t* needed);
 
 /* Resolves the config a clattn_attention call with this descriptor and requested config
  * (NULL: all defaults) would use, building the kernel if needed to check it against
