@@ -6,7 +6,7 @@
  *   unfused_clblast  CLBlast strided-batched GEMM for S = Q·Kᵀ, a row-softmax kernel, CLBlast
  *                    strided-batched GEMM for O = P·V (S stored in full: N×N per head);
  *   naive            one work-item per query row, scalar, online softmax;
- *   reference        the double-precision CPU reference (tests/reference.c), only where the
+ *   reference        the double-precision CPU reference (reference/reference.c), only where the
  *                    shape is small enough (--reference-limit).
  * The peak is measured by a throughput kernel (tools/bench/peak.cl): many independent FMA
  * chains in the device's widest vectors, the best of several runs spread over the whole
@@ -16,7 +16,7 @@
  * --mha --d-model E times the whole layer instead (projections, attention, output projection;
  * self-attention): `fused` is clattn_mha_forward, `unfused_clblast` the same CLBlast GEMMs for
  * the projections around the unfused attention above, `reference` the double-precision layer
- * (tests/reference.c); there is no naive layer. GFLOP/s count the projections too.
+ * (reference/reference.c); there is no naive layer. GFLOP/s count the projections too.
  *
  * --startup measures context creation plus the first attention call in fresh processes: once
  * with an empty PoCL kernel cache (cold) and once with the cache that run filled (warm).
