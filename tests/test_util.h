@@ -57,16 +57,10 @@ static inline const char* test_last_error(const clattn_context* ctx) {
   return buf;
 }
 
+/* The library's name of a variant, for assertion messages; "?" for a value that names none. */
 static inline const char* test_variant_name(clattn_variant variant) {
-  switch (variant) {
-    case CLATTN_VARIANT_AUTO:
-      return "AUTO";
-    case CLATTN_VARIANT_TILED_LOCAL:
-      return "TILED_LOCAL";
-    case CLATTN_VARIANT_REGISTER_BLOCKED:
-      return "REGISTER_BLOCKED";
-  }
-  return "?";
+  const char* name = clattn_variant_name(variant);
+  return name != NULL ? name : "?";
 }
 
 static inline clattn_attention_config test_config(clattn_variant variant) {

@@ -499,7 +499,7 @@ static int setup_fused(bench* B, impl* m) {
   snprintf(m->config_json, sizeof m->config_json,
            "{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
            "\"threads_per_row\":%u,\"source\":\"%s\"}",
-           tool_variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item,
+           clattn_variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item,
            c->threads_per_row, config_origin(c->source));
   if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
     snprintf(m->config_text, sizeof m->config_text, "regblock %ux%u (%s)", c->rows_per_item,
@@ -806,7 +806,7 @@ static int setup_layer_fused(bench* B, impl* m) {
            "{\"layer\":\"clattn_mha_forward\",\"gemm_tuning\":\"%s\",\"core\":{\"variant\":\"%s\","
            "\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,\"threads_per_row\":%u,"
            "\"source\":\"%s\"}}",
-           gemm_tuning_label(B), tool_variant_name(c->variant), c->block_m, c->block_n,
+           gemm_tuning_label(B), clattn_variant_name(c->variant), c->block_m, c->block_n,
            c->rows_per_item, c->threads_per_row, config_origin(c->source));
   if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
     snprintf(m->config_text, sizeof m->config_text, "mha, core regblock %ux%u (%s)",

@@ -288,7 +288,7 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
          d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
          d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd", d->causal ? ", causal" : "");
   printf("config     %s block_m=%u block_n=%u rows_per_item=%u threads_per_row=%u (source: %s)\n",
-         tool_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
+         clattn_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
          r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf("first call %.3f ms = get_config %.3f ms (builds the kernel) + first run %.3f ms\n",
          r->first_ms, r->get_config_ms, r->first_attention_ms);
@@ -334,7 +334,7 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   printf(
       ",\"config\":{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
       "\"threads_per_row\":%u,\"source\":\"%s\"}",
-      tool_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
+      clattn_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
       r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf(",\"reps\":%ld,\"warmup\":%ld,\"first_call_ms\":", o->reps, o->warmup);
   tool_json_number(stdout, r->first_ms);

@@ -86,17 +86,6 @@ void tool_json_number(FILE* f, double v) {
   }
 }
 
-const char* tool_variant_name(clattn_variant v) {
-  switch (v) {
-    case CLATTN_VARIANT_TILED_LOCAL:
-      return "TILED_LOCAL";
-    case CLATTN_VARIANT_REGISTER_BLOCKED:
-      return "REGISTER_BLOCKED";
-    default:
-      return "AUTO";
-  }
-}
-
 double tool_visible_pairs(size_t seq_q, size_t seq_kv, int causal) {
   if (!causal) return (double)seq_q * (double)seq_kv;
   double pairs = 0.0;

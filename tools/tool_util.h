@@ -24,9 +24,6 @@ double tool_min(const double* v, size_t n);
 /* Writes v with 6 significant digits, or null when it is not finite (JSON has no NaN). */
 void tool_json_number(FILE* f, double v);
 
-/* "TILED_LOCAL", "REGISTER_BLOCKED" or "AUTO". */
-const char* tool_variant_name(clattn_variant v);
-
 /* Query-key pairs a mask leaves visible in one (batch, head): all Nq·Nkv, or for causal
  * masks the sum over i of clamp(i + Nkv - Nq + 1, 0, Nkv) (bottom-right alignment). */
 double tool_visible_pairs(size_t seq_q, size_t seq_kv, int causal);
