@@ -42,8 +42,10 @@
 
 #include "bench_kernels.h"
 #include "clattn/clattn.h"
-#include "reference.h"
-#include "tool_util.h"
+#include "common/device.h"
+#include "common/json.h"
+#include "common/problem.h"
+#include "common/timing.h"
 
 /* Above this many multiply-adds per product (B*Hq*Nq*Nkv*D) errors are checked on every
  * rows_step-th query row only, as clattn-run does. */
@@ -982,23 +984,14 @@ static int setup_layer_reference(bench* B, impl* m) {
   return reference_setup(B, m, layer_macs(B), B->out_elems, "the reference");
 }
 
+static clattn_tool_layer_dims layer_dims(const bench* B) {
+  return (clattn_tool_layer_dims){
+      .d_model = B->e, .heads = B->h, .heads_kv = B->hkv, .head_dim = B->d};
+}
+
 static clattn_ref_mha_layer layer_reference_weights(const bench* B) {
-  const size_t hd = B->h * B->d, kvd = B->hkv * B->d;
-  clattn_ref_mha_layer L = {.d_model = B->e,
-                            .heads = B->h,
-                            .heads_kv = B->hkv,
-                            .head_dim = B->d,
-                            .k_dim = B->e,
-                            .v_dim = B->e,
-                            .wq = B->w_in,
-                            .wk = B->w_in + hd * B->e,
-                            .wv = B->w_in + (hd + kvd) * B->e,
-                            .wo = B->w_out,
-                            .bq = B->b_in,
-                            .bk = B->b_in + hd,
-                            .bv = B->b_in + hd + kvd,
-                            .bo = B->b_out};
-  return L;
+  const clattn_tool_layer_dims dims = layer_dims(B);
+  return clattn_tool_ref_layer(&dims, B->w_in, B->b_in, B->w_out, B->b_out);
 }
 
 static int run_layer_reference(bench* B, impl* m) {
@@ -1074,9 +1067,9 @@ static int check_output(bench* B, impl* m) {
 
 /* One timed call; 0 on success. */
 static int timed_call(bench* B, impl* m, double* ms) {
-  double t = tool_now_ms();
+  double t = clattn_tool_now_ms();
   int rc = (B->layer ? layer_run_fns : run_fns)[m->id](B, m);
-  *ms = tool_now_ms() - t;
+  *ms = clattn_tool_now_ms() - t;
   m->spent_ms += *ms;
   return rc;
 }
@@ -1112,7 +1105,7 @@ static int warm_up(bench* B, impl* m) {
 static void print_text(const bench* B, const impl* impls) {
   const clattn_attention_desc* d = &B->desc;
   printf("device   %s (%s, %s, %u compute units)\n", B->info.name,
-         tool_device_type_name(B->info.type), B->info.platform_name, B->info.compute_units);
+         clattn_tool_device_type_name(B->info.type), B->info.platform_name, B->info.compute_units);
   if (B->layer) {
     printf(
         "layer    d_model=%zu H=%zu Hkv=%zu D=%zu B=%zu N=%zu%s, self-attention with biases, fp32; "
@@ -1153,8 +1146,8 @@ static void print_text(const bench* B, const impl* impls) {
       printf("%-16s error: %s\n", impl_names[i], m->error);
       continue;
     }
-    double med = tool_median(m->times, (size_t)m->count);
-    double mn = tool_min(m->times, (size_t)m->count);
+    double med = clattn_tool_median(m->times, (size_t)m->count);
+    double mn = clattn_tool_min(m->times, (size_t)m->count);
     double g = B->flops / (med * 1e6);
     printf("%-16s %-34s %10.3f %10.3f %9.2f ", impl_names[i], m->config_text, med, mn, g);
     if (B->peak_runs) {
@@ -1175,19 +1168,19 @@ static void print_text(const bench* B, const impl* impls) {
       printf("%-16s stages (profiled medians):", "");
       for (int t = 0; t < B->stage_count; ++t) {
         printf("%s %s %.3f ms", t ? "," : "", B->stage_names[t],
-               tool_median(m->stage_times[t], (size_t)m->count));
+               clattn_tool_median(m->stage_times[t], (size_t)m->count));
       }
       printf("\n");
     }
   }
   const impl* f = &impls[IMPL_FUSED];
   if (B->o->want[IMPL_FUSED] && !f->skipped && !f->error[0] && f->count) {
-    double fm = tool_median(f->times, (size_t)f->count);
+    double fm = clattn_tool_median(f->times, (size_t)f->count);
     for (int i = 1; i < IMPL_COUNT; ++i) {
       const impl* m = &impls[i];
       if (!B->o->want[i] || m->skipped || m->error[0] || !m->count) continue;
       printf("fused is %.2fx %s (median over median)\n",
-             tool_median(m->times, (size_t)m->count) / fm, impl_names[i]);
+             clattn_tool_median(m->times, (size_t)m->count) / fm, impl_names[i]);
     }
   }
   if (B->layer) {
@@ -1207,13 +1200,13 @@ static void print_text(const bench* B, const impl* impls) {
 static void print_json(const bench* B, const impl* impls, int argc, char** argv) {
   const clattn_attention_desc* d = &B->desc;
   printf("{\"device\":");
-  tool_json_string(stdout, B->info.name);
+  clattn_tool_json_string(stdout, B->info.name);
   printf(",\"device_type\":");
-  tool_json_string(stdout, tool_device_type_name(B->info.type));
+  clattn_tool_json_string(stdout, clattn_tool_device_type_name(B->info.type));
   printf(",\"platform\":");
-  tool_json_string(stdout, B->info.platform_name);
+  clattn_tool_json_string(stdout, B->info.platform_name);
   printf(",\"driver\":");
-  tool_json_string(stdout, B->info.driver_version);
+  clattn_tool_json_string(stdout, B->info.driver_version);
   printf(",\"compute_units\":%u", B->info.compute_units);
   printf(",\"command\":\"");
   for (int i = 0; i < argc; ++i) {
@@ -1237,7 +1230,7 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   printf(",\"flops_per_call\":%.17g", B->flops);
   printf(",\"peak_gflops\":");
   if (B->peak_runs) {
-    tool_json_number(stdout, B->peak_gflops);
+    clattn_tool_json_number(stdout, B->peak_gflops);
     printf(
         ",\"peak\":{\"kernel\":\"independent FMA chains\",\"vector_width\":%d,\"chains\":%d,"
         "\"work_items\":%zu,\"runs\":%d}",
@@ -1256,22 +1249,22 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   for (int i = 0; i < IMPL_COUNT; ++i) {
     const impl* m = &impls[i];
     if (!B->o->want[i] || m->skipped || m->error[0]) continue;
-    double med = tool_median(m->times, (size_t)m->count);
+    double med = clattn_tool_median(m->times, (size_t)m->count);
     double g = B->flops / (med * 1e6);
     printf("%s{\"impl\":\"%s\",\"config\":%s,\"ms\":", first ? "" : ",", impl_names[i],
            m->config_json);
     first = 0;
-    tool_json_number(stdout, med);
+    clattn_tool_json_number(stdout, med);
     printf(",\"ms_min\":");
-    tool_json_number(stdout, tool_min(m->times, (size_t)m->count));
+    clattn_tool_json_number(stdout, clattn_tool_min(m->times, (size_t)m->count));
     printf(",\"gflops\":");
-    tool_json_number(stdout, g);
+    clattn_tool_json_number(stdout, g);
     printf(",\"pct_peak\":");
-    tool_json_number(stdout, B->peak_runs ? 100.0 * g / B->peak_gflops : (double)NAN);
+    clattn_tool_json_number(stdout, B->peak_runs ? 100.0 * g / B->peak_gflops : (double)NAN);
     printf(",\"max_abs_err\":");
-    tool_json_number(stdout, m->max_abs_err);
+    clattn_tool_json_number(stdout, m->max_abs_err);
     printf(",\"max_err_over_tol\":");
-    tool_json_number(stdout, m->max_err_over_tol);
+    clattn_tool_json_number(stdout, m->max_err_over_tol);
     printf(",\"nan_count\":%zu,\"bytes_allocated\":", m->nan_count);
     if (m->bytes_known) {
       printf("%zu", m->bytes_allocated);
@@ -1279,12 +1272,12 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
       printf("null");
     }
     printf(",\"reps\":%ld,\"first_call_ms\":", m->count);
-    tool_json_number(stdout, m->first_ms);
+    clattn_tool_json_number(stdout, m->first_ms);
     if (m->id == IMPL_UNFUSED) {
       printf(",\"stages_ms\":{");
       for (int t = 0; t < B->stage_count; ++t) {
         printf("%s\"%s\":", t ? "," : "", B->stage_keys[t]);
-        tool_json_number(stdout, tool_median(m->stage_times[t], (size_t)m->count));
+        clattn_tool_json_number(stdout, clattn_tool_median(m->stage_times[t], (size_t)m->count));
       }
       printf("}");
     }
@@ -1296,7 +1289,7 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
     const impl* m = &impls[i];
     if (!B->o->want[i] || (!m->skipped && !m->error[0])) continue;
     printf("%s{\"impl\":\"%s\",\"reason\":", first ? "" : ",", impl_names[i]);
-    tool_json_string(stdout, m->skipped ? m->skip_reason : m->error);
+    clattn_tool_json_string(stdout, m->skipped ? m->skip_reason : m->error);
     printf("}");
     first = 0;
   }
@@ -1304,12 +1297,12 @@ static void print_json(const bench* B, const impl* impls, int argc, char** argv)
   const impl* f = &impls[IMPL_FUSED];
   first = 1;
   if (B->o->want[IMPL_FUSED] && !f->skipped && !f->error[0] && f->count) {
-    double fm = tool_median(f->times, (size_t)f->count);
+    double fm = clattn_tool_median(f->times, (size_t)f->count);
     for (int i = 1; i < IMPL_COUNT; ++i) {
       const impl* m = &impls[i];
       if (!B->o->want[i] || m->skipped || m->error[0] || !m->count) continue;
       printf("%s\"fused_speedup_over_%s\":", first ? "" : ",", impl_names[i]);
-      tool_json_number(stdout, tool_median(m->times, (size_t)m->count) / fm);
+      clattn_tool_json_number(stdout, clattn_tool_median(m->times, (size_t)m->count) / fm);
       first = 0;
     }
   }
@@ -1328,12 +1321,12 @@ static int remove_entry(const char* path, const struct stat* sb, int flag, struc
 /* In a fresh process (--startup-child): context creation, then the first clattn_attention +
  * clFinish on device buffers. Prints "context_ms first_call_ms". */
 static int startup_child(const options* o, const clattn_attention_desc* desc) {
-  double t0 = tool_now_ms();
+  double t0 = clattn_tool_now_ms();
   clattn_context* ctx = NULL;
   clattn_context_options copt = CLATTN_CONTEXT_OPTIONS_INIT;
   copt.device = o->device;
   clattn_status st = clattn_context_create(&copt, &ctx);
-  double t1 = tool_now_ms();
+  double t1 = clattn_tool_now_ms();
   if (st != CLATTN_SUCCESS) {
     fprintf(stderr, "clattn-bench: clattn_context_create failed: %s\n", clattn_status_name(st));
     return 1;
@@ -1362,14 +1355,14 @@ static int startup_child(const options* o, const clattn_attention_desc* desc) {
   bufs.k = mem[1];
   bufs.v = mem[2];
   bufs.o = mem[3];
-  double t2 = tool_now_ms();
+  double t2 = clattn_tool_now_ms();
   st = clattn_attention(ctx, desc, &bufs, NULL, NULL, 0, NULL, NULL);
   if (st != CLATTN_SUCCESS || clFinish(queue) != CL_SUCCESS) {
     fprintf(stderr, "clattn-bench: the first clattn_attention failed: %s\n",
             clattn_status_name(st));
     goto cleanup;
   }
-  double t3 = tool_now_ms();
+  double t3 = clattn_tool_now_ms();
   printf("%.3f %.3f\n", t1 - t0, t3 - t2);
   rc = 0;
 cleanup:
@@ -1386,7 +1379,7 @@ static int run_child(char** child_argv, const char* cache_dir, double* ctx_ms, d
                      double* process_ms) {
   int fd[2];
   if (pipe(fd) != 0) return -1;
-  double t0 = tool_now_ms();
+  double t0 = clattn_tool_now_ms();
   pid_t pid = fork();
   if (pid < 0) {
     close(fd[0]);
@@ -1412,7 +1405,7 @@ static int run_child(char** child_argv, const char* cache_dir, double* ctx_ms, d
   close(fd[0]);
   int status = 0;
   waitpid(pid, &status, 0);
-  *process_ms = tool_now_ms() - t0;
+  *process_ms = clattn_tool_now_ms() - t0;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
   if (sscanf(buf, "%lf %lf", ctx_ms, first_ms) != 2) return -1;
   return 0;
@@ -1480,12 +1473,6 @@ static const char* const layer_stage_names[] = {"QKV projection", "Q·Kᵀ GEMMs
 static const char* const layer_stage_keys[] = {"qkv_gemm", "qk_gemm", "softmax", "pv_gemm",
                                                "out_gemm"};
 
-static float* random_floats(size_t n, float bound, uint64_t* state) {
-  float* p = malloc((n ? n : 1) * sizeof *p);
-  if (p) clattn_ref_fill_uniform(p, n, -bound, bound, state);
-  return p;
-}
-
 /* Layer mode: random weights like PyTorch's initialisation (uniform in ±1/sqrt(fan_in)),
  * biases in ±0.1, x in [-1, 1]; the layer, the buffers the unfused path reads, and the
  * reference y. Returns 0, or 2 with err set for a bad shape, 1 for other failures. */
@@ -1529,12 +1516,12 @@ static int layer_inputs(bench* B, char* err, size_t err_size) {
   desc.heads = B->h;
   desc.heads_kv = B->hkv;
   desc.head_dim = B->d;
-  uint64_t state = o->seed ? o->seed : 0x9e3779b97f4a7c15ull;
-  B->w_in = random_floats(nin * B->e, 1.0f / sqrtf((float)B->e), &state);
-  B->b_in = random_floats(nin, 0.1f, &state);
-  B->w_out = random_floats(B->e * hd, 1.0f / sqrtf((float)hd), &state);
-  B->b_out = random_floats(B->e, 0.1f, &state);
-  B->x = random_floats(B->rows * B->e, 1.0f, &state);
+  uint64_t state = clattn_tool_rng_state(o->seed);
+  B->w_in = clattn_tool_random_floats(nin * B->e, 1.0f / sqrtf((float)B->e), &state);
+  B->b_in = clattn_tool_random_floats(nin, 0.1f, &state);
+  B->w_out = clattn_tool_random_floats(B->e * hd, 1.0f / sqrtf((float)hd), &state);
+  B->b_out = clattn_tool_random_floats(B->e, 0.1f, &state);
+  B->x = clattn_tool_random_floats(B->rows * B->e, 1.0f, &state);
   B->out = malloc(B->rows * B->e * sizeof *B->out);
   B->ref_y = malloc(B->rows * B->e * sizeof *B->ref_y);
   B->tol_y = malloc(B->rows * B->e * sizeof *B->tol_y);
@@ -1584,10 +1571,8 @@ static int layer_inputs(bench* B, char* err, size_t err_size) {
   B->stage_count = 5;
   B->stage_names = layer_stage_names;
   B->stage_keys = layer_stage_keys;
-  const double proj = 2.0 * (double)B->rows * (double)B->e * (double)nin;
-  const double attn = 4.0 * (double)o->batch * (double)B->h * (double)B->d *
-                      tool_visible_pairs(o->seq, o->seq, o->causal);
-  B->flops = proj + attn + 2.0 * (double)B->rows * (double)hd * (double)B->e;
+  const clattn_tool_layer_dims dims = layer_dims(B);
+  B->flops = clattn_tool_layer_flops(&dims, o->batch, o->seq, o->seq, o->causal);
   const clattn_ref_mha_layer L = layer_reference_weights(B);
   if (clattn_ref_mha_forward(&L, o->batch, o->seq, o->seq, o->causal, B->x, NULL, NULL, NULL,
                              B->ref_y, B->tol_y) != 0) {
@@ -1698,8 +1683,7 @@ int main(int argc, char** argv) {
     exit_code = 2;
     goto cleanup;
   }
-  B.flops = 4.0 * (double)d->batch * (double)d->heads_q * (double)d->head_dim *
-            tool_visible_pairs(d->seq_q, d->seq_kv, d->causal);
+  B.flops = clattn_tool_core_flops(d);
   B.q = malloc(B.nq * sizeof *B.q);
   B.k = malloc(B.nk * sizeof *B.k);
   B.v = malloc(B.nv * sizeof *B.v);
@@ -1709,7 +1693,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "clattn-bench: out of host memory\n");
     goto cleanup;
   }
-  uint64_t state = o.seed ? o.seed : 0x9e3779b97f4a7c15ull;
+  uint64_t state = clattn_tool_rng_state(o.seed);
   clattn_ref_fill_uniform(B.q, B.nq, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(B.k, B.nk, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(B.v, B.nv, -1.0f, 1.0f, &state);

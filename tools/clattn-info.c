@@ -11,7 +11,8 @@
 #include <string.h>
 
 #include "clattn/clattn.h"
-#include "tool_util.h"
+#include "common/device.h"
+#include "common/json.h"
 
 #define MAX_PLATFORMS 64
 #define MAX_DEVICES 64
@@ -117,11 +118,11 @@ static void print_tuning_text(const device_entry* dev) {
 
 static void json_tuning(const device_entry* dev) {
   printf(",\"tuning\":{\"file\":");
-  tool_json_string(stdout, g_tuning.path);
+  clattn_tool_json_string(stdout, g_tuning.path);
   printf(",\"status\":");
-  tool_json_string(stdout, clattn_status_name(g_tuning.status));
+  clattn_tool_json_string(stdout, clattn_status_name(g_tuning.status));
   printf(",\"message\":");
-  tool_json_string(stdout, g_tuning.message);
+  clattn_tool_json_string(stdout, g_tuning.message);
   printf(",\"entries\":[");
   size_t shown = 0;
   for (size_t i = 0; g_tuning.status == CLATTN_SUCCESS && i < g_tuning.count; ++i) {
@@ -135,9 +136,9 @@ static void json_tuning(const device_entry* dev) {
     tuning_entry_text(&e, shape, sizeof shape, config, sizeof config);
     printf("%s{\"kind\":\"%s\",\"shape\":", shown++ ? "," : "",
            e.kind == CLATTN_TUNING_GEMM ? "gemm" : "attention");
-    tool_json_string(stdout, shape);
+    clattn_tool_json_string(stdout, shape);
     printf(",\"config\":");
-    tool_json_string(stdout, config);
+    clattn_tool_json_string(stdout, config);
     printf(",\"time_ms\":%.4f,\"default_time_ms\":%.4f,\"same_driver\":%s,\"usable\":%s}",
            e.time_ms, e.default_time_ms, level == CLATTN_CONFIG_SOURCE_TUNED ? "true" : "false",
            current ? "true" : "false");
@@ -239,7 +240,7 @@ static void print_device_text(const platform_entry* pl, cl_uint p, cl_uint d, in
            clattn_status_string(dev->status));
     return;
   }
-  printf("    %-19s%s\n", "type", tool_device_type_name(in->type));
+  printf("    %-19s%s\n", "type", clattn_tool_device_type_name(in->type));
   printf("    %-19s%s\n", "vendor", in->vendor);
   printf("    %-19s%s\n", "driver version", in->driver_version);
   printf("    %-19s%s\n", "device version", in->device_version);
@@ -291,22 +292,22 @@ static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int sele
          d, selected ? "true" : "false");
   if (dev->status != CLATTN_SUCCESS) {
     printf(",\"query_status\":");
-    tool_json_string(stdout, clattn_status_name(dev->status));
+    clattn_tool_json_string(stdout, clattn_status_name(dev->status));
     printf("}");
     return;
   }
   printf(",\"name\":");
-  tool_json_string(stdout, in->name);
+  clattn_tool_json_string(stdout, in->name);
   printf(",\"type\":");
-  tool_json_string(stdout, tool_device_type_name(in->type));
+  clattn_tool_json_string(stdout, clattn_tool_device_type_name(in->type));
   printf(",\"vendor\":");
-  tool_json_string(stdout, in->vendor);
+  clattn_tool_json_string(stdout, in->vendor);
   printf(",\"driver_version\":");
-  tool_json_string(stdout, in->driver_version);
+  clattn_tool_json_string(stdout, in->driver_version);
   printf(",\"device_version\":");
-  tool_json_string(stdout, in->device_version);
+  clattn_tool_json_string(stdout, in->device_version);
   printf(",\"opencl_c_version\":");
-  tool_json_string(stdout, in->opencl_c_version);
+  clattn_tool_json_string(stdout, in->opencl_c_version);
   printf(",\"compute_units\":%u,\"max_clock_mhz\":%u", in->compute_units, in->max_clock_mhz);
   printf(",\"global_mem_size\":%llu,\"local_mem_size\":%llu,\"local_mem_is_global\":%s",
          (unsigned long long)in->global_mem_size, (unsigned long long)in->local_mem_size,
@@ -331,7 +332,7 @@ static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int sele
     memcpy(word, s, len);
     word[len] = '\0';
     if (!first) putchar(',');
-    tool_json_string(stdout, word);
+    clattn_tool_json_string(stdout, word);
     first = 0;
     s = end;
   }
@@ -349,11 +350,11 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
     const platform_entry* pl = &platforms[p];
     if (p) putchar(',');
     printf("{\"index\":%u,\"name\":", p);
-    tool_json_string(stdout, pl->name);
+    clattn_tool_json_string(stdout, pl->name);
     printf(",\"vendor\":");
-    tool_json_string(stdout, pl->vendor);
+    clattn_tool_json_string(stdout, pl->vendor);
     printf(",\"version\":");
-    tool_json_string(stdout, pl->version);
+    clattn_tool_json_string(stdout, pl->version);
     printf(",\"devices\":[");
     for (cl_uint d = 0; d < pl->num_devices; ++d) {
       if (d) putchar(',');
@@ -363,16 +364,16 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
     printf("]}");
   }
   printf("],\"selection\":{\"status\":");
-  tool_json_string(stdout, clattn_status_name(sel->status));
+  clattn_tool_json_string(stdout, clattn_status_name(sel->status));
   printf(",\"message\":");
-  tool_json_string(stdout, sel->status == CLATTN_ERROR_INVALID_ARGUMENT
-                               ? "malformed device selector (expected P:D or a name)"
-                               : clattn_status_string(sel->status));
+  clattn_tool_json_string(stdout, sel->status == CLATTN_ERROR_INVALID_ARGUMENT
+                                      ? "malformed device selector (expected P:D or a name)"
+                                      : clattn_status_string(sel->status));
   printf(",\"source\":");
-  tool_json_string(stdout, sel->source);
+  clattn_tool_json_string(stdout, sel->source);
   printf(",\"spec\":");
   if (sel->spec) {
-    tool_json_string(stdout, sel->spec);
+    clattn_tool_json_string(stdout, sel->spec);
   } else {
     printf("null");
   }
@@ -386,16 +387,16 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
   } else if (sel->spec) {
     char reason[512];
     snprintf(reason, sizeof reason, "%s=%s", sel->source, sel->spec);
-    tool_json_string(stdout, reason);
+    clattn_tool_json_string(stdout, reason);
   } else {
     char reason[256];
     snprintf(reason, sizeof reason, "default rule (%s)", kDefaultRule);
-    tool_json_string(stdout, reason);
+    clattn_tool_json_string(stdout, reason);
   }
   printf("}");
   if (error) {
     printf(",\"error\":");
-    tool_json_string(stdout, error);
+    clattn_tool_json_string(stdout, error);
   }
   printf("}\n");
 }

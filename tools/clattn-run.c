@@ -15,8 +15,10 @@
 #include <time.h>
 
 #include "clattn/clattn.h"
-#include "reference.h"
-#include "tool_util.h"
+#include "common/device.h"
+#include "common/json.h"
+#include "common/problem.h"
+#include "common/timing.h"
 
 /* Above this many multiply-adds per product (B*Hq*Nq*Nkv*D) the reference checks only every
  * rows_step-th query row, so the check stays a few seconds long. */
@@ -225,15 +227,15 @@ static void report_clattn_error(const options* o, clattn_context* ctx, const cha
   }
   if (o->json) {
     printf("{\"ok\":false,\"error\":{\"call\":");
-    tool_json_string(stdout, what);
+    clattn_tool_json_string(stdout, what);
     printf(",\"status\":");
-    tool_json_string(stdout, clattn_status_name(st));
+    clattn_tool_json_string(stdout, clattn_status_name(st));
     printf(",\"message\":");
-    tool_json_string(stdout, clattn_status_string(st));
+    clattn_tool_json_string(stdout, clattn_status_string(st));
     printf(",\"detail\":");
-    tool_json_string(stdout, detail);
+    clattn_tool_json_string(stdout, detail);
     printf(",\"build_log\":");
-    tool_json_string(stdout, log);
+    clattn_tool_json_string(stdout, log);
     printf("}}\n");
   } else {
     fprintf(stderr, "clattn-run: %s failed: %s (%s)\n", what, clattn_status_name(st),
@@ -247,7 +249,7 @@ static void report_clattn_error(const options* o, clattn_context* ctx, const cha
 static void report_cl_error(const options* o, const char* what, cl_int err) {
   if (o->json) {
     printf("{\"ok\":false,\"error\":{\"call\":");
-    tool_json_string(stdout, what);
+    clattn_tool_json_string(stdout, what);
     printf(",\"status\":\"CLATTN_ERROR_OPENCL\",\"cl_error\":%d}}\n", (int)err);
   } else {
     fprintf(stderr, "clattn-run: %s failed with OpenCL error %d\n", what, (int)err);
@@ -321,11 +323,11 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
 
 static void print_json(const options* o, const clattn_attention_desc* d, const results* r) {
   printf("{\"ok\":true,\"device\":");
-  tool_json_string(stdout, r->device_name);
+  clattn_tool_json_string(stdout, r->device_name);
   printf(",\"device_type\":");
-  tool_json_string(stdout, r->device_type);
+  clattn_tool_json_string(stdout, r->device_type);
   printf(",\"platform\":");
-  tool_json_string(stdout, r->platform_name);
+  clattn_tool_json_string(stdout, r->platform_name);
   printf(
       ",\"shape\":{\"batch\":%zu,\"heads_q\":%zu,\"heads_kv\":%zu,\"seq_q\":%zu,\"seq_kv\":%zu,"
       "\"head_dim\":%zu,\"causal\":%s,\"layout\":\"%s\",\"dtype\":\"f32\"}",
@@ -337,21 +339,21 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
       clattn_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
       r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf(",\"reps\":%ld,\"warmup\":%ld,\"first_call_ms\":", o->reps, o->warmup);
-  tool_json_number(stdout, r->first_ms);
+  clattn_tool_json_number(stdout, r->first_ms);
   printf(",\"get_config_ms\":");
-  tool_json_number(stdout, r->get_config_ms);
+  clattn_tool_json_number(stdout, r->get_config_ms);
   printf(",\"first_run_ms\":");
-  tool_json_number(stdout, r->first_attention_ms);
+  clattn_tool_json_number(stdout, r->first_attention_ms);
   printf(",\"wall_ms\":{\"median\":");
-  tool_json_number(stdout, r->wall_median_ms);
+  clattn_tool_json_number(stdout, r->wall_median_ms);
   printf(",\"min\":");
-  tool_json_number(stdout, r->wall_min_ms);
+  clattn_tool_json_number(stdout, r->wall_min_ms);
   printf("},\"kernel_ms\":");
   if (r->have_kernel_time) {
     printf("{\"median\":");
-    tool_json_number(stdout, r->kernel_median_ms);
+    clattn_tool_json_number(stdout, r->kernel_median_ms);
     printf(",\"min\":");
-    tool_json_number(stdout, r->kernel_min_ms);
+    clattn_tool_json_number(stdout, r->kernel_min_ms);
     printf("}");
   } else {
     printf("null");
@@ -359,24 +361,24 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   printf(",\"device_ms\":");
   if (r->have_span_time) {
     printf("{\"median\":");
-    tool_json_number(stdout, r->span_median_ms);
+    clattn_tool_json_number(stdout, r->span_median_ms);
     printf(",\"min\":");
-    tool_json_number(stdout, r->span_min_ms);
+    clattn_tool_json_number(stdout, r->span_min_ms);
     printf("}");
   } else {
     printf("null");
   }
   printf(",\"flops\":%.17g,\"gflops\":{\"wall_median\":", r->flops);
-  tool_json_number(stdout, r->flops / (r->wall_median_ms * 1e6));
+  clattn_tool_json_number(stdout, r->flops / (r->wall_median_ms * 1e6));
   printf(",\"device_median\":");
   if (r->have_span_time) {
-    tool_json_number(stdout, r->flops / (r->span_median_ms * 1e6));
+    clattn_tool_json_number(stdout, r->flops / (r->span_median_ms * 1e6));
   } else {
     printf("null");
   }
   printf(",\"kernel_median\":");
   if (r->have_kernel_time) {
-    tool_json_number(stdout, r->flops / (r->kernel_median_ms * 1e6));
+    clattn_tool_json_number(stdout, r->flops / (r->kernel_median_ms * 1e6));
   } else {
     printf("null");
   }
@@ -384,9 +386,9 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   if (r->checked) {
     printf("{\"rows_step\":%zu,\"rows_checked\":%zu,\"max_abs_err\":", r->rows_step,
            r->rows_checked);
-    tool_json_number(stdout, r->max_abs_err);
+    clattn_tool_json_number(stdout, r->max_abs_err);
     printf(",\"max_err_over_tol\":");
-    tool_json_number(stdout, r->max_err_over_tol);
+    clattn_tool_json_number(stdout, r->max_err_over_tol);
     printf(",\"nan_count\":%zu,\"pass\":%s}", r->nan_count, r->pass ? "true" : "false");
   } else {
     printf("null");
@@ -444,7 +446,7 @@ static int run_core(int argc, char** argv) {
   }
   snprintf(r.device_name, sizeof r.device_name, "%s", info.name);
   snprintf(r.platform_name, sizeof r.platform_name, "%s", info.platform_name);
-  r.device_type = tool_device_type_name(info.type);
+  r.device_type = clattn_tool_device_type_name(info.type);
   clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue);
 
   clattn_attention_desc desc = CLATTN_ATTENTION_DESC_INIT;
@@ -468,13 +470,13 @@ static int run_core(int argc, char** argv) {
 
   /* Validates the shape with a detailed message, and builds the kernel (timed as part of the
    * first call). */
-  double t0 = tool_now_ms();
+  double t0 = clattn_tool_now_ms();
   st = clattn_attention_get_config(ctx, &desc, &requested, &r.config);
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&o, ctx, "clattn_attention_get_config", st);
     goto cleanup;
   }
-  r.get_config_ms = tool_now_ms() - t0;
+  r.get_config_ms = clattn_tool_now_ms() - t0;
 
   size_t nq = 0, nk = 0, nv = 0, no = 0;
   if ((st = clattn_attention_tensor_size(&desc, 'q', &nq)) != CLATTN_SUCCESS ||
@@ -497,8 +499,7 @@ static int run_core(int argc, char** argv) {
     report_clattn_error(&o, ctx, "malloc (host inputs)", st);
     goto cleanup;
   }
-  /* xorshift needs a nonzero state. */
-  uint64_t state = o.seed ? o.seed : 0x9e3779b97f4a7c15ull;
+  uint64_t state = clattn_tool_rng_state(o.seed);
   clattn_ref_fill_uniform(q, nq, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(k, nk, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(v, nv, -1.0f, 1.0f, &state);
@@ -531,13 +532,13 @@ static int run_core(int argc, char** argv) {
   bufs.lse = blse;
 
   /* The first call pays for what get_config did not (argument set-up, first launch). */
-  double t1 = tool_now_ms();
+  double t1 = clattn_tool_now_ms();
   st = clattn_attention(ctx, &desc, &bufs, &requested, NULL, 0, NULL, NULL);
   if (st == CLATTN_SUCCESS && (err = clFinish(queue)) != CL_SUCCESS) {
     report_cl_error(&o, "clFinish", err);
     goto cleanup;
   }
-  r.first_attention_ms = tool_now_ms() - t1;
+  r.first_attention_ms = clattn_tool_now_ms() - t1;
   r.first_ms = r.get_config_ms + r.first_attention_ms;
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&o, ctx, "clattn_attention", st);
@@ -549,7 +550,7 @@ static int run_core(int argc, char** argv) {
   for (long rep = -o.warmup; rep < o.reps; ++rep) {
     /* The queue is in-order: the marker completes before the call's first command starts. */
     if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) != CL_SUCCESS) marker = NULL;
-    double t = tool_now_ms();
+    double t = clattn_tool_now_ms();
     st = clattn_attention(ctx, &desc, &bufs, &requested, NULL, 0, NULL, &ev);
     if (st != CLATTN_SUCCESS) {
       report_clattn_error(&o, ctx, "clattn_attention", st);
@@ -559,7 +560,7 @@ static int run_core(int argc, char** argv) {
       report_cl_error(&o, "clFinish", err);
       goto cleanup;
     }
-    double elapsed = tool_now_ms() - t;
+    double elapsed = clattn_tool_now_ms() - t;
     if (rep >= 0) {
       wall[rep] = elapsed;
       kern[rep] = event_ms(ev);
@@ -571,18 +572,17 @@ static int run_core(int argc, char** argv) {
     if (marker) clReleaseEvent(marker);
     ev = marker = NULL;
   }
-  r.wall_min_ms = tool_min(wall, (size_t)o.reps);
-  r.wall_median_ms = tool_median(wall, (size_t)o.reps);
+  r.wall_min_ms = clattn_tool_min(wall, (size_t)o.reps);
+  r.wall_median_ms = clattn_tool_median(wall, (size_t)o.reps);
   if (r.have_kernel_time) {
-    r.kernel_min_ms = tool_min(kern, (size_t)o.reps);
-    r.kernel_median_ms = tool_median(kern, (size_t)o.reps);
+    r.kernel_min_ms = clattn_tool_min(kern, (size_t)o.reps);
+    r.kernel_median_ms = clattn_tool_median(kern, (size_t)o.reps);
   }
   if (r.have_span_time) {
-    r.span_min_ms = tool_min(span, (size_t)o.reps);
-    r.span_median_ms = tool_median(span, (size_t)o.reps);
+    r.span_min_ms = clattn_tool_min(span, (size_t)o.reps);
+    r.span_median_ms = clattn_tool_median(span, (size_t)o.reps);
   }
-  r.flops = 4.0 * (double)desc.batch * (double)desc.heads_q * (double)desc.head_dim *
-            tool_visible_pairs(desc.seq_q, desc.seq_kv, desc.causal);
+  r.flops = clattn_tool_core_flops(&desc);
 
   exit_code = 0;
   if (o.check) {
@@ -765,13 +765,6 @@ static int parse_layer_options(int argc, char** argv, layer_options* o) {
   return 0;
 }
 
-/* A float array of n uniform values in [-bound, bound), or NULL when out of memory. */
-static float* random_floats(size_t n, float bound, uint64_t* state) {
-  float* p = malloc((n ? n : 1) * sizeof *p);
-  if (p) clattn_ref_fill_uniform(p, n, -bound, bound, state);
-  return p;
-}
-
 static int run_layer(int argc, char** argv) {
   layer_options o = {.batch = 1,
                      .d_model = 768,
@@ -823,16 +816,16 @@ static int run_layer(int argc, char** argv) {
   const int cross = o.seq_kv != 0;
   const size_t seq_kv = cross ? o.seq_kv : o.seq;
   const size_t rows = o.batch * o.seq, rows_kv = o.batch * seq_kv;
-  uint64_t state = o.seed ? o.seed : 0x9e3779b97f4a7c15ull;
+  uint64_t state = clattn_tool_rng_state(o.seed);
   const float wb = e ? 1.0f / sqrtf((float)e) : 1.0f;
-  w_in = random_floats((hd + 2 * kvd) * e, wb, &state);
-  wo = random_floats(e * hd, hd ? 1.0f / sqrtf((float)hd) : 1.0f, &state);
+  w_in = clattn_tool_random_floats((hd + 2 * kvd) * e, wb, &state);
+  wo = clattn_tool_random_floats(e * hd, hd ? 1.0f / sqrtf((float)hd) : 1.0f, &state);
   if (o.bias) {
-    b_in = random_floats(hd + 2 * kvd, 0.1f, &state);
-    bo = random_floats(e, 0.1f, &state);
+    b_in = clattn_tool_random_floats(hd + 2 * kvd, 0.1f, &state);
+    bo = clattn_tool_random_floats(e, 0.1f, &state);
   }
-  x = random_floats(rows * e, 1.0f, &state);
-  if (cross) kv = random_floats(rows_kv * e, 1.0f, &state);
+  x = clattn_tool_random_floats(rows * e, 1.0f, &state);
+  if (cross) kv = clattn_tool_random_floats(rows_kv * e, 1.0f, &state);
   y = malloc((rows * e > 0 ? rows * e : 1) * sizeof *y);
   wall = malloc((size_t)o.reps * sizeof *wall);
   span = malloc((size_t)o.reps * sizeof *span);
@@ -846,13 +839,13 @@ static int run_layer(int argc, char** argv) {
   w.in_proj_bias.host = b_in;
   w.out_proj_weight.host = wo;
   w.out_proj_bias.host = bo;
-  double t0 = tool_now_ms();
+  double t0 = clattn_tool_now_ms();
   st = clattn_mha_create(ctx, &desc, &w, &mha);
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&report, ctx, "clattn_mha_create", st);
     goto cleanup;
   }
-  const double create_ms = tool_now_ms() - t0;
+  const double create_ms = clattn_tool_now_ms() - t0;
 
   bx = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, rows * e * sizeof *x, x,
                       &err);
@@ -880,7 +873,7 @@ static int run_layer(int argc, char** argv) {
   clattn_mha_workspace_size(mha, &fwd, cross, &workspace);
 
   /* First call: builds the core's and CLBlast's kernels. */
-  t0 = tool_now_ms();
+  t0 = clattn_tool_now_ms();
   st = clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, NULL);
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&report, ctx, "clattn_mha_forward", st);
@@ -890,11 +883,11 @@ static int run_layer(int argc, char** argv) {
     report_cl_error(&report, "clFinish", err);
     goto cleanup;
   }
-  const double first_ms = tool_now_ms() - t0;
+  const double first_ms = clattn_tool_now_ms() - t0;
   int have_span = 1;
   for (long rep = -o.warmup; rep < o.reps; ++rep) {
     if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) != CL_SUCCESS) marker = NULL;
-    const double t = tool_now_ms();
+    const double t = clattn_tool_now_ms();
     st = clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, &ev);
     if (st != CLATTN_SUCCESS) {
       report_clattn_error(&report, ctx, "clattn_mha_forward", st);
@@ -905,7 +898,7 @@ static int run_layer(int argc, char** argv) {
       goto cleanup;
     }
     if (rep >= 0) {
-      wall[rep] = tool_now_ms() - t;
+      wall[rep] = clattn_tool_now_ms() - t;
       span[rep] = span_ms(marker, ev);
       if (span[rep] < 0) have_span = 0;
     }
@@ -913,15 +906,11 @@ static int run_layer(int argc, char** argv) {
     if (marker) clReleaseEvent(marker);
     ev = marker = NULL;
   }
-  const double wall_min = tool_min(wall, (size_t)o.reps);
-  const double wall_med = tool_median(wall, (size_t)o.reps);
-  const double span_med = have_span ? tool_median(span, (size_t)o.reps) : (double)NAN;
-  /* Multiply-adds x 2: projections, Q·Kᵀ and P·V over the visible pairs, output projection. */
-  const double proj = 2.0 * (double)rows * (double)e * (double)hd +
-                      2.0 * (double)rows_kv * (double)e * 2.0 * (double)kvd;
-  const double attn =
-      4.0 * (double)o.batch * (double)h * (double)d * tool_visible_pairs(o.seq, seq_kv, o.causal);
-  const double flops = proj + attn + 2.0 * (double)rows * (double)hd * (double)e;
+  const double wall_min = clattn_tool_min(wall, (size_t)o.reps);
+  const double wall_med = clattn_tool_median(wall, (size_t)o.reps);
+  const double span_med = have_span ? clattn_tool_median(span, (size_t)o.reps) : (double)NAN;
+  const clattn_tool_layer_dims dims = {.d_model = e, .heads = h, .heads_kv = hkv, .head_dim = d};
+  const double flops = clattn_tool_layer_flops(&dims, o.batch, o.seq, seq_kv, o.causal);
   const double best_ms = have_span ? span_med : wall_med;
 
   double max_abs = 0.0, max_ratio = 0.0, max_ref = 0.0;
@@ -937,20 +926,7 @@ static int run_layer(int argc, char** argv) {
     }
     ref = malloc(rows * e * sizeof *ref);
     tol = malloc(rows * e * sizeof *tol);
-    clattn_ref_mha_layer L = {.d_model = e,
-                              .heads = h,
-                              .heads_kv = hkv,
-                              .head_dim = d,
-                              .k_dim = e,
-                              .v_dim = e,
-                              .wq = w_in,
-                              .wk = w_in + hd * e,
-                              .wv = w_in + (hd + kvd) * e,
-                              .wo = wo,
-                              .bq = b_in,
-                              .bk = b_in ? b_in + hd : NULL,
-                              .bv = b_in ? b_in + hd + kvd : NULL,
-                              .bo = bo};
+    const clattn_ref_mha_layer L = clattn_tool_ref_layer(&dims, w_in, b_in, wo, bo);
     if (!ref || !tol ||
         clattn_ref_mha_forward(&L, o.batch, o.seq, seq_kv, o.causal, x, kv, kv, NULL, ref, tol) !=
             0) {
@@ -976,44 +952,44 @@ static int run_layer(int argc, char** argv) {
 
   if (o.json) {
     printf("{\"ok\":true,\"mode\":\"layer\",\"device\":");
-    tool_json_string(stdout, info.name);
+    clattn_tool_json_string(stdout, info.name);
     printf(",\"device_type\":");
-    tool_json_string(stdout, tool_device_type_name(info.type));
+    clattn_tool_json_string(stdout, clattn_tool_device_type_name(info.type));
     printf(",\"platform\":");
-    tool_json_string(stdout, info.platform_name);
+    clattn_tool_json_string(stdout, info.platform_name);
     printf(
         ",\"shape\":{\"batch\":%zu,\"seq\":%zu,\"seq_kv\":%zu,\"cross\":%s,\"d_model\":%zu,"
         "\"heads\":%zu,\"heads_kv\":%zu,\"head_dim\":%zu,\"causal\":%s,\"bias\":%s}",
         o.batch, o.seq, seq_kv, cross ? "true" : "false", e, h, hkv, d, o.causal ? "true" : "false",
         o.bias ? "true" : "false");
     printf(",\"workspace_bytes\":%zu,\"reps\":%ld,\"create_ms\":", workspace, o.reps);
-    tool_json_number(stdout, create_ms);
+    clattn_tool_json_number(stdout, create_ms);
     printf(",\"first_call_ms\":");
-    tool_json_number(stdout, first_ms);
+    clattn_tool_json_number(stdout, first_ms);
     printf(",\"wall_ms\":{\"median\":");
-    tool_json_number(stdout, wall_med);
+    clattn_tool_json_number(stdout, wall_med);
     printf(",\"min\":");
-    tool_json_number(stdout, wall_min);
+    clattn_tool_json_number(stdout, wall_min);
     printf("},\"device_ms\":");
     if (have_span) {
       printf("{\"median\":");
-      tool_json_number(stdout, span_med);
+      clattn_tool_json_number(stdout, span_med);
       printf("}");
     } else {
       printf("null");
     }
     printf(",\"flops\":%.17g,\"gflops\":", flops);
-    tool_json_number(stdout, flops / (best_ms * 1e6));
+    clattn_tool_json_number(stdout, flops / (best_ms * 1e6));
     printf(",\"tokens_per_s\":");
-    tool_json_number(stdout, (double)rows / (best_ms * 1e-3));
+    clattn_tool_json_number(stdout, (double)rows / (best_ms * 1e-3));
     printf(",\"check\":");
     if (checked) {
       printf("{\"max_abs_err\":");
-      tool_json_number(stdout, max_abs);
+      clattn_tool_json_number(stdout, max_abs);
       printf(",\"max_rel_err\":");
-      tool_json_number(stdout, max_ref > 0 ? max_abs / max_ref : 0.0);
+      clattn_tool_json_number(stdout, max_ref > 0 ? max_abs / max_ref : 0.0);
       printf(",\"max_err_over_tol\":");
-      tool_json_number(stdout, max_ratio);
+      clattn_tool_json_number(stdout, max_ratio);
       printf(",\"out_of_tolerance\":%zu,\"nan_count\":%zu,\"pass\":%s}", bad, nan_count,
              exit_code == 0 ? "true" : "false");
     } else {
@@ -1021,7 +997,7 @@ static int run_layer(int argc, char** argv) {
     }
     printf("}\n");
   } else {
-    printf("device     %s (%s, %s)\n", info.name, tool_device_type_name(info.type),
+    printf("device     %s (%s, %s)\n", info.name, clattn_tool_device_type_name(info.type),
            info.platform_name);
     printf(
         "layer      multi-head %s-attention: d_model=%zu heads=%zu kv_heads=%zu head_dim=%zu%s\n",

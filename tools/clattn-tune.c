@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "clattn/clattn.h"
-#include "tool_util.h"
+#include "common/json.h"
 
 #define MAX_LIST 16
 
@@ -254,7 +254,7 @@ static void print_table(const phase* phases, size_t n) {
 
 static void print_json(const phase* phases, size_t n, const char* path, int dry_run) {
   printf("{\"tuning_file\":");
-  tool_json_string(stdout, path);
+  clattn_tool_json_string(stdout, path);
   printf(",\"dry_run\":%s,\"results\":[", dry_run ? "true" : "false");
   for (size_t i = 0; i < n; ++i) {
     const phase* ph = &phases[i];
@@ -267,10 +267,10 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
     }
     describe_winner(ph, win, sizeof win);
     printf("%s{\"shape\":", i ? "," : "");
-    tool_json_string(stdout, ph->name);
+    clattn_tool_json_string(stdout, ph->name);
     printf(",\"kind\":\"%s\",\"ran\":%s,\"status\":", ph->gemm ? "gemm" : "attention",
            ph->ran ? "true" : "false");
-    tool_json_string(stdout, clattn_status_name(ph->status));
+    clattn_tool_json_string(stdout, clattn_status_name(ph->status));
     printf(",\"space\":{\"tiled\":%zu,\"regblock\":%zu,\"gemm\":%zu}", r->space_tiled,
            r->space_regblock, r->space_gemm);
     printf(
@@ -279,9 +279,9 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
         r->tried, r->failed_build, r->failed_launch, r->failed_verify, r->slow,
         r->interrupted ? "true" : "false", r->written ? "true" : "false");
     printf(",\"default\":");
-    tool_json_string(stdout, def);
+    clattn_tool_json_string(stdout, def);
     printf(",\"tuned\":");
-    tool_json_string(stdout, win);
+    clattn_tool_json_string(stdout, win);
     printf(",\"default_ms\":%.4f,\"tuned_ms\":%.4f,\"default_min_ms\":%.4f,\"tuned_min_ms\":%.4f}",
            r->default_ms, r->best_ms, r->default_min_ms, r->best_min_ms);
   }
