@@ -6,7 +6,6 @@
  * OpenCL error, 2 on a bad command line. */
 #define _POSIX_C_SOURCE 200809L
 
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 
 #include "clattn/clattn.h"
 #include "common/device.h"
+#include "common/flags.h"
 #include "common/json.h"
 #include "common/problem.h"
 #include "common/timing.h"
@@ -30,7 +30,7 @@ typedef struct options {
   int causal;
   clattn_variant variant;
   unsigned block_m, block_n, rows_per_item, threads_per_row;
-  long reps, warmup;
+  int reps, warmup;
   clattn_layout layout;
   uint64_t seed;
   int json;
@@ -60,133 +60,91 @@ typedef struct results {
   int pass;
 } results;
 
-static void print_usage(FILE* f) {
-  fprintf(f,
+/* Largest --reps and --warmup: the times of every call are kept, and a typo should not turn
+ * into hours of runs. */
+#define MAX_REPS 1000000
+
+static const char kDeviceHelp[] =
+    "\"P:D\" or a name substring (default: CLATTN_DEVICE, else\n"
+    "first GPU, accelerator, CPU)";
+
+static const char kNotes[] =
+    "\n"
+    "Exit status: 0 within tolerance, 3 outside it, 1 clattn or OpenCL error, 2 usage.\n";
+
+static const char* const kLayouts[] = {"bhnd", "bnhd", NULL};
+
+/* Parses the core mode's flags into o; returns the parser's result. */
+static clattn_flags_result parse_options(int argc, char** argv, options* o) {
+  int core = 0, layout = 0;
+  const clattn_flag flags[] = {
+      CLATTN_FLAG_DEF_STRING("--device", &o->device, "SPEC", kDeviceHelp),
+      CLATTN_FLAG_DEF_SIZE("--batch", &o->batch, "batch size (1)"),
+      CLATTN_FLAG_DEF_SIZE("--heads", &o->heads, "query heads (8)"),
+      CLATTN_FLAG_DEF_SIZE("--kv-heads", &o->kv_heads,
+                           "key/value heads, divides --heads (= heads)"),
+      CLATTN_FLAG_DEF_SIZE("--seq", &o->seq, "query length (1024)"),
+      CLATTN_FLAG_DEF_SIZE("--seq-kv", &o->seq_kv, "key/value length (= seq)"),
+      CLATTN_FLAG_DEF_SIZE("--head-dim", &o->head_dim, "head dimension, 1..256 (64)"),
+      CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask, bottom-right aligned"),
+      CLATTN_FLAG_DEF_SET("--lse", &o->lse, "also write each row's log-sum-exp (an extra buffer)"),
+      {.name = "--layout",
+       .kind = CLATTN_FLAG_CHOICE,
+       .ptr = &layout,
+       .choices = kLayouts,
+       .help = "tensor layout (bhnd)"},
+      {.name = "--variant",
+       .kind = CLATTN_FLAG_CUSTOM,
+       .ptr = &o->variant,
+       .parse = clattn_flag_parse_variant,
+       .arg = "auto|tiled|regblock",
+       .help = "kernel variant (auto: from the device type; also\n"
+               "tiled_local, register_blocked)"},
+      CLATTN_FLAG_DEF_UNSIGNED("--block-m", &o->block_m, "query rows per work-group (0: default)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--block-n", &o->block_n, "keys per tile (0: default)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--rows-per-item", &o->rows_per_item,
+                               "query rows per work-item, register_blocked (0: default)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--threads-per-row", &o->threads_per_row,
+                               "work-items per query row, tiled_local (0: default)"),
+      {.name = "--reps",
+       .kind = CLATTN_FLAG_INT,
+       .ptr = &o->reps,
+       .arg = "N",
+       .imax = MAX_REPS,
+       .help = "timed repetitions (10)"},
+      {.name = "--warmup",
+       .kind = CLATTN_FLAG_INT,
+       .ptr = &o->warmup,
+       .arg = "N",
+       .imax = MAX_REPS,
+       .help = "untimed repetitions after the first call (2)"},
+      {.name = "--seed",
+       .kind = CLATTN_FLAG_UINT64,
+       .ptr = &o->seed,
+       .arg = "N",
+       .help = "input generator seed (1)"},
+      CLATTN_FLAG_DEF_CLEAR("--no-check", &o->check, "skip the comparison with the reference"),
+      CLATTN_FLAG_DEF_SET("--json", &o->json, "print one JSON object"),
+      CLATTN_FLAG_DEF_SET("--core", &core, NULL), /* main has chosen the mode */
+      CLATTN_FLAG_DEF_END,
+  };
+  const clattn_flag_spec spec = {
+      .tool = "clattn-run",
+      .usage =
           "usage: clattn-run --core [options]\n"
           "\n"
           "Core mode (clattn-run --help without --core describes the layer mode).\n"
           "Runs fused attention on random inputs in [-1, 1], times the cl_mem entry point\n"
           "(clattn_attention + clFinish) and checks the output against the double-precision\n"
           "reference.\n"
-          "\n"
-          "  --device SPEC         \"P:D\" or a name substring (default: CLATTN_DEVICE, else\n"
-          "                        first GPU, accelerator, CPU)\n"
-          "  --batch N             batch size (1)\n"
-          "  --heads N             query heads (8)\n"
-          "  --kv-heads N          key/value heads, divides --heads (= heads)\n"
-          "  --seq N               query length (1024)\n"
-          "  --seq-kv N            key/value length (= seq)\n"
-          "  --head-dim N          head dimension, 1..256 (64)\n"
-          "  --causal              causal mask, bottom-right aligned\n"
-          "  --lse                 also write each row's log-sum-exp (an extra buffer)\n"
-          "  --layout bhnd|bnhd    tensor layout (bhnd)\n"
-          "  --variant auto|tiled|regblock   kernel variant (auto: from the device type)\n"
-          "  --block-m N, --block-n N, --rows-per-item N, --threads-per-row N\n"
-          "                                  kernel config (0: default)\n"
-          "  --reps N              timed repetitions (10)\n"
-          "  --warmup N            untimed repetitions after the first call (2)\n"
-          "  --seed N              input generator seed (1)\n"
-          "  --no-check            skip the comparison with the reference\n"
-          "  --json                print one JSON object\n"
-          "  --help                print this help\n"
-          "\n"
-          "Exit status: 0 within tolerance, 3 outside it, 1 clattn or OpenCL error, 2 usage.\n");
-}
-
-/* Parses a non-negative integer; returns 0 on success. */
-static int parse_size(const char* flag, const char* text, size_t* out) {
-  char* end = NULL;
-  errno = 0;
-  if (!text || text[0] == '-' || text[0] == '\0') goto bad;
-  unsigned long long v = strtoull(text, &end, 10);
-  if (errno || *end != '\0' || v > SIZE_MAX) goto bad;
-  *out = (size_t)v;
-  return 0;
-bad:
-  fprintf(stderr, "clattn-run: %s needs a non-negative integer, got '%s'\n", flag,
-          text ? text : "");
-  return -1;
-}
-
-static int parse_options(int argc, char** argv, options* o) {
-  for (int i = 1; i < argc; ++i) {
-    const char* a = argv[i];
-    const char* val = i + 1 < argc ? argv[i + 1] : NULL;
-    size_t n = 0;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      print_usage(stdout);
-      exit(0);
-    } else if (strcmp(a, "--causal") == 0) {
-      o->causal = 1;
-    } else if (strcmp(a, "--lse") == 0) {
-      o->lse = 1;
-    } else if (strcmp(a, "--json") == 0) {
-      o->json = 1;
-    } else if (strcmp(a, "--no-check") == 0) {
-      o->check = 0;
-    } else if (!val) {
-      fprintf(stderr, "clattn-run: unknown argument or missing value: '%s'\n", a);
-      return -1;
-    } else {
-      ++i; /* every remaining flag takes a value */
-      if (strcmp(a, "--device") == 0) {
-        o->device = val;
-      } else if (strcmp(a, "--variant") == 0) {
-        if (strcmp(val, "auto") == 0) {
-          o->variant = CLATTN_VARIANT_AUTO;
-        } else if (strcmp(val, "tiled") == 0) {
-          o->variant = CLATTN_VARIANT_TILED_LOCAL;
-        } else if (strcmp(val, "regblock") == 0) {
-          o->variant = CLATTN_VARIANT_REGISTER_BLOCKED;
-        } else {
-          fprintf(stderr, "clattn-run: --variant takes auto, tiled or regblock\n");
-          return -1;
-        }
-      } else if (strcmp(a, "--layout") == 0) {
-        if (strcmp(val, "bhnd") == 0) {
-          o->layout = CLATTN_LAYOUT_BHND;
-        } else if (strcmp(val, "bnhd") == 0) {
-          o->layout = CLATTN_LAYOUT_BNHD;
-        } else {
-          fprintf(stderr, "clattn-run: --layout takes bhnd or bnhd\n");
-          return -1;
-        }
-      } else if (parse_size(a, val, &n) != 0) {
-        return -1;
-      } else if (strcmp(a, "--batch") == 0) {
-        o->batch = n;
-      } else if (strcmp(a, "--heads") == 0) {
-        o->heads = n;
-      } else if (strcmp(a, "--kv-heads") == 0) {
-        o->kv_heads = n;
-      } else if (strcmp(a, "--seq") == 0) {
-        o->seq = n;
-      } else if (strcmp(a, "--seq-kv") == 0) {
-        o->seq_kv = n;
-      } else if (strcmp(a, "--head-dim") == 0) {
-        o->head_dim = n;
-      } else if (strcmp(a, "--block-m") == 0) {
-        o->block_m = (unsigned)n;
-      } else if (strcmp(a, "--block-n") == 0) {
-        o->block_n = (unsigned)n;
-      } else if (strcmp(a, "--rows-per-item") == 0) {
-        o->rows_per_item = (unsigned)n;
-      } else if (strcmp(a, "--threads-per-row") == 0) {
-        o->threads_per_row = (unsigned)n;
-      } else if (strcmp(a, "--reps") == 0) {
-        o->reps = (long)n;
-      } else if (strcmp(a, "--warmup") == 0) {
-        o->warmup = (long)n;
-      } else if (strcmp(a, "--seed") == 0) {
-        o->seed = (uint64_t)n;
-      } else {
-        fprintf(stderr, "clattn-run: unknown argument '%s'\n", a);
-        return -1;
-      }
-    }
-  }
+          "\n",
+      .notes = kNotes,
+      .flags = flags,
+  };
+  const clattn_flags_result r = clattn_flags_parse(&spec, argc, argv);
+  o->layout = layout == 1 ? CLATTN_LAYOUT_BNHD : CLATTN_LAYOUT_BHND;
   if (o->reps < 1) o->reps = 1;
-  return 0;
+  return r;
 }
 
 static const char* source_name(clattn_config_source s) {
@@ -294,7 +252,7 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
          r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
   printf("first call %.3f ms = get_config %.3f ms (builds the kernel) + first run %.3f ms\n",
          r->first_ms, r->get_config_ms, r->first_attention_ms);
-  printf("wall       median %.3f ms, min %.3f ms over %ld reps (enqueue + clFinish)\n",
+  printf("wall       median %.3f ms, min %.3f ms over %d reps (enqueue + clFinish)\n",
          r->wall_median_ms, r->wall_min_ms, o->reps);
   if (r->have_kernel_time) {
     printf("kernel     median %.3f ms, min %.3f ms (main kernel, from the returned event)\n",
@@ -338,7 +296,7 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
       "\"threads_per_row\":%u,\"source\":\"%s\"}",
       clattn_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
       r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
-  printf(",\"reps\":%ld,\"warmup\":%ld,\"first_call_ms\":", o->reps, o->warmup);
+  printf(",\"reps\":%d,\"warmup\":%d,\"first_call_ms\":", o->reps, o->warmup);
   clattn_tool_json_number(stdout, r->first_ms);
   printf(",\"get_config_ms\":");
   clattn_tool_json_number(stdout, r->get_config_ms);
@@ -413,8 +371,10 @@ static int run_core(int argc, char** argv) {
                .seed = 1,
                .json = 0,
                .check = 1};
-  if (parse_options(argc, argv, &o) != 0) {
-    fprintf(stderr, "(clattn-run --help lists the options)\n");
+  const clattn_flags_result parsed = parse_options(argc, argv, &o);
+  if (parsed != CLATTN_FLAGS_OK) {
+    if (parsed == CLATTN_FLAGS_EXIT) return 0;
+    fprintf(stderr, "(clattn-run --core --help lists the options)\n");
     return 2;
   }
 
@@ -547,7 +507,7 @@ static int run_core(int argc, char** argv) {
 
   r.have_kernel_time = 1;
   r.have_span_time = 1;
-  for (long rep = -o.warmup; rep < o.reps; ++rep) {
+  for (int rep = -o.warmup; rep < o.reps; ++rep) {
     /* The queue is in-order: the marker completes before the call's first command starts. */
     if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) != CL_SUCCESS) marker = NULL;
     double t = clattn_tool_now_ms();
@@ -664,12 +624,50 @@ typedef struct layer_options {
   const char* device;
   size_t batch, d_model, heads, kv_heads, head_dim, seq, seq_kv;
   int causal, bias, json, check;
-  long reps, warmup;
+  int reps, warmup;
   uint64_t seed;
 } layer_options;
 
-static void print_layer_usage(FILE* f) {
-  fprintf(f,
+/* Parses the layer mode's flags into o; returns the parser's result. */
+static clattn_flags_result parse_layer_options(int argc, char** argv, layer_options* o) {
+  const clattn_flag flags[] = {
+      CLATTN_FLAG_DEF_STRING("--device", &o->device, "SPEC", kDeviceHelp),
+      CLATTN_FLAG_DEF_SIZE("--batch", &o->batch, "batch size (1)"),
+      CLATTN_FLAG_DEF_SIZE("--d-model", &o->d_model, "model width E (768)"),
+      CLATTN_FLAG_DEF_SIZE("--heads", &o->heads, "heads (12)"),
+      CLATTN_FLAG_DEF_SIZE("--kv-heads", &o->kv_heads,
+                           "key/value heads, divides --heads (= heads)"),
+      CLATTN_FLAG_DEF_SIZE("--head-dim", &o->head_dim, "head dimension (d-model / heads)"),
+      CLATTN_FLAG_DEF_SIZE("--seq", &o->seq, "sequence length (512)"),
+      CLATTN_FLAG_DEF_SIZE("--seq-kv", &o->seq_kv,
+                           "cross-attention: keys and values from a second random\n"
+                           "input of this length (default: self-attention)"),
+      CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask"),
+      CLATTN_FLAG_DEF_CLEAR("--no-bias", &o->bias, "no projection biases"),
+      {.name = "--reps",
+       .kind = CLATTN_FLAG_INT,
+       .ptr = &o->reps,
+       .arg = "N",
+       .imax = MAX_REPS,
+       .help = "timed repetitions (10)"},
+      {.name = "--warmup",
+       .kind = CLATTN_FLAG_INT,
+       .ptr = &o->warmup,
+       .arg = "N",
+       .imax = MAX_REPS,
+       .help = "untimed repetitions after the first call (2)"},
+      {.name = "--seed",
+       .kind = CLATTN_FLAG_UINT64,
+       .ptr = &o->seed,
+       .arg = "N",
+       .help = "generator seed (1)"},
+      CLATTN_FLAG_DEF_CLEAR("--no-check", &o->check, "skip the comparison with the reference"),
+      CLATTN_FLAG_DEF_SET("--json", &o->json, "print one JSON object"),
+      CLATTN_FLAG_DEF_END,
+  };
+  const clattn_flag_spec spec = {
+      .tool = "clattn-run",
+      .usage =
           "usage: clattn-run [options]          the multi-head attention layer (default)\n"
           "       clattn-run --core [options]   the attention core alone (--core --help)\n"
           "\n"
@@ -677,92 +675,14 @@ static void print_layer_usage(FILE* f) {
           "PyTorch initialises nn.MultiheadAttention) and biases, runs y = MHA(x) on random\n"
           "x in [-1, 1], times the cl_mem entry point (clattn_mha_forward + clFinish) and\n"
           "compares y with the double-precision reference of the whole layer.\n"
-          "\n"
-          "  --device SPEC         \"P:D\" or a name substring (default: CLATTN_DEVICE, else\n"
-          "                        first GPU, accelerator, CPU)\n"
-          "  --batch N             batch size (1)\n"
-          "  --d-model N           model width E (768)\n"
-          "  --heads N             heads (12)\n"
-          "  --kv-heads N          key/value heads, divides --heads (= heads)\n"
-          "  --head-dim N          head dimension (d-model / heads)\n"
-          "  --seq N               sequence length (512)\n"
-          "  --seq-kv N            cross-attention: keys and values from a second random\n"
-          "                        input of this length (default: self-attention)\n"
-          "  --causal              causal mask\n"
-          "  --no-bias             no projection biases\n"
-          "  --reps N              timed repetitions (10)\n"
-          "  --warmup N            untimed repetitions after the first call (2)\n"
-          "  --seed N              generator seed (1)\n"
-          "  --no-check            skip the comparison with the reference\n"
-          "  --json                print one JSON object\n"
-          "  --help                print this help\n"
-          "\n"
-          "Exit status: 0 within tolerance, 3 outside it, 1 clattn or OpenCL error, 2 usage.\n");
-}
-
-static int parse_layer_options(int argc, char** argv, layer_options* o) {
-  for (int i = 1; i < argc; ++i) {
-    const char* a = argv[i];
-    const char* val = i + 1 < argc ? argv[i + 1] : NULL;
-    size_t n = 0;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      print_layer_usage(stdout);
-      exit(0);
-    } else if (strcmp(a, "--causal") == 0) {
-      o->causal = 1;
-    } else if (strcmp(a, "--no-bias") == 0) {
-      o->bias = 0;
-    } else if (strcmp(a, "--json") == 0) {
-      o->json = 1;
-    } else if (strcmp(a, "--no-check") == 0) {
-      o->check = 0;
-    } else if (!val) {
-      fprintf(stderr,
-              "clattn-run: unknown argument or missing value: '%s' (options of the attention "
-              "core alone need --core)\n",
-              a);
-      return -1;
-    } else if (strcmp(a, "--device") == 0) {
-      o->device = val;
-      ++i;
-    } else if (strcmp(a, "--variant") == 0 || strcmp(a, "--layout") == 0) {
-      fprintf(stderr, "clattn-run: %s is an option of the attention core alone: add --core\n", a);
-      return -1;
-    } else if (parse_size(a, val, &n) != 0) {
-      return -1;
-    } else {
-      ++i;
-      if (strcmp(a, "--batch") == 0) {
-        o->batch = n;
-      } else if (strcmp(a, "--d-model") == 0) {
-        o->d_model = n;
-      } else if (strcmp(a, "--heads") == 0) {
-        o->heads = n;
-      } else if (strcmp(a, "--kv-heads") == 0) {
-        o->kv_heads = n;
-      } else if (strcmp(a, "--head-dim") == 0) {
-        o->head_dim = n;
-      } else if (strcmp(a, "--seq") == 0) {
-        o->seq = n;
-      } else if (strcmp(a, "--seq-kv") == 0) {
-        o->seq_kv = n;
-      } else if (strcmp(a, "--reps") == 0) {
-        o->reps = (long)n;
-      } else if (strcmp(a, "--warmup") == 0) {
-        o->warmup = (long)n;
-      } else if (strcmp(a, "--seed") == 0) {
-        o->seed = (uint64_t)n;
-      } else {
-        fprintf(stderr,
-                "clattn-run: unknown argument '%s' (options of the attention core alone need "
-                "--core)\n",
-                a);
-        return -1;
-      }
-    }
-  }
+          "\n",
+      .notes = kNotes,
+      .flags = flags,
+      .unknown_hint = " (options of the attention core alone need --core)",
+  };
+  const clattn_flags_result r = clattn_flags_parse(&spec, argc, argv);
   if (o->reps < 1) o->reps = 1;
-  return 0;
+  return r;
 }
 
 static int run_layer(int argc, char** argv) {
@@ -775,7 +695,9 @@ static int run_layer(int argc, char** argv) {
                      .reps = 10,
                      .warmup = 2,
                      .seed = 1};
-  if (parse_layer_options(argc, argv, &o) != 0) {
+  const clattn_flags_result parsed = parse_layer_options(argc, argv, &o);
+  if (parsed != CLATTN_FLAGS_OK) {
+    if (parsed == CLATTN_FLAGS_EXIT) return 0;
     fprintf(stderr, "(clattn-run --help lists the options)\n");
     return 2;
   }
@@ -885,7 +807,7 @@ static int run_layer(int argc, char** argv) {
   }
   const double first_ms = clattn_tool_now_ms() - t0;
   int have_span = 1;
-  for (long rep = -o.warmup; rep < o.reps; ++rep) {
+  for (int rep = -o.warmup; rep < o.reps; ++rep) {
     if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) != CL_SUCCESS) marker = NULL;
     const double t = clattn_tool_now_ms();
     st = clattn_mha_forward(mha, &fwd, &b, NULL, 0, NULL, &ev);
@@ -962,7 +884,7 @@ static int run_layer(int argc, char** argv) {
         "\"heads\":%zu,\"heads_kv\":%zu,\"head_dim\":%zu,\"causal\":%s,\"bias\":%s}",
         o.batch, o.seq, seq_kv, cross ? "true" : "false", e, h, hkv, d, o.causal ? "true" : "false",
         o.bias ? "true" : "false");
-    printf(",\"workspace_bytes\":%zu,\"reps\":%ld,\"create_ms\":", workspace, o.reps);
+    printf(",\"workspace_bytes\":%zu,\"reps\":%d,\"create_ms\":", workspace, o.reps);
     clattn_tool_json_number(stdout, create_ms);
     printf(",\"first_call_ms\":");
     clattn_tool_json_number(stdout, first_ms);
@@ -1008,7 +930,7 @@ static int run_layer(int argc, char** argv) {
            (double)workspace / 1048576.0);
     printf("first call create %.1f ms, first forward %.1f ms (builds the kernels)\n", create_ms,
            first_ms);
-    printf("wall       median %.3f ms, min %.3f ms over %ld reps (enqueue + clFinish)\n", wall_med,
+    printf("wall       median %.3f ms, min %.3f ms over %d reps (enqueue + clFinish)\n", wall_med,
            wall_min, o.reps);
     if (have_span) {
       printf("device     median %.3f ms (all commands of a forward call, profiled)\n", span_med);
@@ -1049,12 +971,9 @@ cleanup:
 }
 
 int main(int argc, char** argv) {
-  /* --core anywhere selects the core mode; its options parser never sees the flag. */
+  /* --core anywhere selects the core mode (whose table takes the flag, once). */
   for (int i = 1; i < argc; ++i) {
-    if (strcmp(argv[i], "--core") == 0) {
-      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
-      return run_core(argc - 1, argv);
-    }
+    if (strcmp(argv[i], "--core") == 0) return run_core(argc, argv);
   }
   return run_layer(argc, argv);
 }

@@ -62,6 +62,20 @@ typedef struct clattn_flag {
   int* given; /* when not NULL: set to 1 once the flag is seen */
 } clattn_flag;
 
+/* Shorthands for the most common entries (the others are written out). */
+#define CLATTN_FLAG_DEF_SET(n, p, h) \
+  { .name = (n), .kind = CLATTN_FLAG_SET, .ptr = (p), .help = (h) }
+#define CLATTN_FLAG_DEF_CLEAR(n, p, h) \
+  { .name = (n), .kind = CLATTN_FLAG_CLEAR, .ptr = (p), .help = (h) }
+#define CLATTN_FLAG_DEF_SIZE(n, p, h) \
+  { .name = (n), .kind = CLATTN_FLAG_SIZE, .ptr = (p), .arg = "N", .help = (h) }
+#define CLATTN_FLAG_DEF_UNSIGNED(n, p, h) \
+  { .name = (n), .kind = CLATTN_FLAG_UNSIGNED, .ptr = (p), .arg = "N", .help = (h) }
+#define CLATTN_FLAG_DEF_STRING(n, p, a, h) \
+  { .name = (n), .kind = CLATTN_FLAG_STRING, .ptr = (p), .arg = (a), .help = (h) }
+#define CLATTN_FLAG_DEF_END \
+  { .name = NULL }
+
 /* A tool's command line: the table and what --help prints around it. */
 typedef struct clattn_flag_spec {
   const char* tool;  /* "clattn-run": starts every message and the --version line */
