@@ -16,8 +16,9 @@
 #define MAX_STAGES 5
 
 enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_NAIVE, IMPL_REFERENCE, IMPL_COUNT };
-/* "fused", "unfused_clblast", "naive", "reference": --impl's words and the report's. */
-extern const char* const bench_impl_names[IMPL_COUNT];
+/* "fused", "unfused_clblast", "naive", "reference", then NULL: --impl's words (the
+ * parser's list ends at the NULL) and the report's. */
+extern const char* const bench_impl_names[IMPL_COUNT + 1];
 
 typedef struct bench_options {
   const char* device;
@@ -29,7 +30,7 @@ typedef struct bench_options {
   int head_dim_given;
   clattn_variant variant;
   unsigned block_m, block_n, rows_per_item, threads_per_row;
-  long reps, warmup;
+  int reps, warmup;
   double max_seconds;     /* per implementation: stop repeating once its calls took this long */
   double reference_limit; /* largest B*Hq*Nq*Nkv*D the timed reference runs */
   int want[IMPL_COUNT];
@@ -108,7 +109,8 @@ typedef struct impl {
   double max_abs_err, max_err_over_tol;
 } impl;
 
-/* flags.c: fills o from the command line; 0, or -1 after a message. */
+/* flags.c: fills o from the command line. Returns a clattn_flags_result: 0 parsed, 1 --help
+ * or --version answered (exit 0), 2 refused with a message (exit 2). */
 int bench_parse_options(int argc, char** argv, bench_options* o);
 
 /* core.c and layer.c: the mode's inputs, output and reference, and the stage names of its

@@ -6,7 +6,8 @@
 
 #include "bench.h"
 
-const char* const bench_impl_names[IMPL_COUNT] = {"fused", "unfused_clblast", "naive", "reference"};
+const char* const bench_impl_names[IMPL_COUNT + 1] = {"fused", "unfused_clblast", "naive",
+                                                      "reference", NULL};
 
 const char* bench_config_origin(clattn_config_source s) {
   switch (s) {

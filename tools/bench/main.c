@@ -82,7 +82,9 @@ int main(int argc, char** argv) {
                      .reference_limit = 1e9,
                      .want = {1, 1, 1, 1},
                      .seed = 1};
-  if (bench_parse_options(argc, argv, &o) != 0) {
+  const int parsed = bench_parse_options(argc, argv, &o);
+  if (parsed != 0) {
+    if (parsed == 1) return 0; /* --help, --version */
     fprintf(stderr, "(clattn-bench --help lists the options)\n");
     return 2;
   }
