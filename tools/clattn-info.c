@@ -12,6 +12,7 @@
 
 #include "clattn/clattn.h"
 #include "common/device.h"
+#include "common/flags.h"
 #include "common/json.h"
 
 #define MAX_PLATFORMS 64
@@ -41,7 +42,8 @@ typedef struct selection {
   const char* source; /* "--device", "CLATTN_DEVICE" or "default" */
 } selection;
 
-static const char kDefaultRule[] = "first GPU, else first accelerator, else first CPU";
+#define DEFAULT_RULE "first GPU, else first accelerator, else first CPU"
+static const char kDefaultRule[] = DEFAULT_RULE;
 
 /* The tuning file, read once; each device lists the entries for it. */
 typedef struct tuning_state {
@@ -144,26 +146,6 @@ static void json_tuning(const device_entry* dev) {
            current ? "true" : "false");
   }
   printf("]}");
-}
-
-static void print_usage(FILE* f) {
-  fprintf(f,
-          "usage: clattn-info [--json] [--device SPEC]\n"
-          "\n"
-          "Lists every OpenCL platform and device with the capabilities clattn records, and\n"
-          "marks with '*' the device clattn would pick.\n"
-          "\n"
-          "  --json         print one JSON object instead of text\n"
-          "  --device SPEC  show what SPEC would select instead of CLATTN_DEVICE\n"
-          "  --help         print this help\n"
-          "\n"
-          "Device selectors: \"P:D\" (platform and device index as listed), gpu, cpu or\n"
-          "accelerator (the first device of that type), or a case-insensitive substring\n"
-          "of the device name or vendor or of the platform name or vendor.\n"
-          "Without one, CLATTN_DEVICE is used, else the default rule (%s).\n"
-          "\n"
-          "Exit status: 0 ok, 1 no OpenCL platform or device, 2 selector matches nothing.\n",
-          kDefaultRule);
 }
 
 /* "15.6 GiB" style, in buf. */
@@ -404,21 +386,38 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
 int main(int argc, char** argv) {
   int json = 0;
   const char* device_arg = NULL;
-  for (int i = 1; i < argc; ++i) {
-    if (strcmp(argv[i], "--json") == 0) {
-      json = 1;
-    } else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-      device_arg = argv[++i];
-    } else if (strncmp(argv[i], "--device=", 9) == 0) {
-      device_arg = argv[i] + 9;
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      print_usage(stdout);
-      return 0;
-    } else {
-      fprintf(stderr, "clattn-info: unknown argument '%s'\n\n", argv[i]);
-      print_usage(stderr);
-      return 2;
-    }
+  const clattn_flag flags[] = {
+      CLATTN_FLAG_DEF_SET("--json", &json, "print one JSON object instead of text"),
+      CLATTN_FLAG_DEF_STRING("--device", &device_arg, "SPEC",
+                             "show what SPEC would select instead of CLATTN_DEVICE"),
+      CLATTN_FLAG_DEF_END,
+  };
+  const clattn_flag_spec spec = {
+      .tool = "clattn-info",
+      .usage =
+          "usage: clattn-info [--json] [--device SPEC]\n"
+          "\n"
+          "Lists every OpenCL platform and device with the capabilities clattn records, and\n"
+          "marks with '*' the device clattn would pick.\n"
+          "\n",
+      .notes =
+          "\n"
+          "Device selectors: \"P:D\" (platform and device index as listed), gpu, cpu or\n"
+          "accelerator (the first device of that type), or a case-insensitive substring\n"
+          "of the device name or vendor or of the platform name or vendor.\n"
+          "Without one, CLATTN_DEVICE is used, else the default rule (" DEFAULT_RULE
+          ").\n"
+          "\n"
+          "Exit status: 0 ok, 1 no OpenCL platform or device, 2 selector matches nothing.\n",
+      .flags = flags,
+      .help_column = 17,
+  };
+  const clattn_flags_result parsed = clattn_flags_parse(&spec, argc, argv);
+  if (parsed != CLATTN_FLAGS_OK) {
+    if (parsed == CLATTN_FLAGS_EXIT) return 0;
+    fputc('\n', stderr);
+    clattn_flags_print_help(&spec, stderr);
+    return 2;
   }
 
   int exit_code = 0;
