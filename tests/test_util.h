@@ -105,7 +105,7 @@ static inline size_t test_span(const clattn_attention_desc* desc, char which) {
   return (desc->batch - 1) * s.batch + (heads - 1) * s.head + (seq - 1) * s.seq + desc->head_dim;
 }
 
-/* "TILED_LOCAL B=1 Hq=2 Hkv=2 Nq=7 Nkv=7 D=8 causal=1 BHND" */
+/* "tiled_local B=1 Hq=2 Hkv=2 Nq=7 Nkv=7 D=8 causal=1 BHND" */
 static inline void test_label(char* buf, size_t size, const clattn_attention_desc* desc,
                               clattn_variant variant) {
   snprintf(buf, size, "%s B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu causal=%d %s scale=%g",
