@@ -57,16 +57,10 @@ static inline const char* test_last_error(const clattn_context* ctx) {
   return buf;
 }
 
+/* The library's name of a variant, for assertion messages; "?" for a value that names none. */
 static inline const char* test_variant_name(clattn_variant variant) {
-  switch (variant) {
-    case CLATTN_VARIANT_AUTO:
-      return "AUTO";
-    case CLATTN_VARIANT_TILED_LOCAL:
-      return "TILED_LOCAL";
-    case CLATTN_VARIANT_REGISTER_BLOCKED:
-      return "REGISTER_BLOCKED";
-  }
-  return "?";
+  const char* name = clattn_variant_name(variant);
+  return name != NULL ? name : "?";
 }
 
 static inline clattn_attention_config test_config(clattn_variant variant) {
@@ -111,7 +105,7 @@ static inline size_t test_span(const clattn_attention_desc* desc, char which) {
   return (desc->batch - 1) * s.batch + (heads - 1) * s.head + (seq - 1) * s.seq + desc->head_dim;
 }
 
-/* "TILED_LOCAL B=1 Hq=2 Hkv=2 Nq=7 Nkv=7 D=8 causal=1 BHND" */
+/* "tiled_local B=1 Hq=2 Hkv=2 Nq=7 Nkv=7 D=8 causal=1 BHND" */
 static inline void test_label(char* buf, size_t size, const clattn_attention_desc* desc,
                               clattn_variant variant) {
   snprintf(buf, size, "%s B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu causal=%d %s scale=%g",

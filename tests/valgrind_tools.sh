@@ -37,7 +37,7 @@ for entry in "${runs[@]}"; do
       if (line ~ /^ +(at|by) /) {
         if (line ~ /vg_replace|in \/usr\/libexec\/valgrind/) next
         frames++
-        if (frames <= 3 && line ~ /clattn|tool_util|reference\.c/) mine = 1
+        if (frames <= 3 && line ~ /clattn|reference\.c|(flags|json|timing|problem|device)\.c/) mine = 1
       }
       rec = rec "\n" line
     }

@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "clattn/clattn.h"
-#include "tool_util.h"
+#include "common/device.h"
+#include "common/flags.h"
+#include "common/json.h"
 
 #define MAX_PLATFORMS 64
 #define MAX_DEVICES 64
@@ -40,7 +42,8 @@ typedef struct selection {
   const char* source; /* "--device", "CLATTN_DEVICE" or "default" */
 } selection;
 
-static const char kDefaultRule[] = "first GPU, else first accelerator, else first CPU";
+#define DEFAULT_RULE "first GPU, else first accelerator, else first CPU"
+static const char kDefaultRule[] = DEFAULT_RULE;
 
 /* The tuning file, read once; each device lists the entries for it. */
 typedef struct tuning_state {
@@ -117,11 +120,11 @@ static void print_tuning_text(const device_entry* dev) {
 
 static void json_tuning(const device_entry* dev) {
   printf(",\"tuning\":{\"file\":");
-  tool_json_string(stdout, g_tuning.path);
+  clattn_tool_json_string(stdout, g_tuning.path);
   printf(",\"status\":");
-  tool_json_string(stdout, clattn_status_name(g_tuning.status));
+  clattn_tool_json_string(stdout, clattn_status_name(g_tuning.status));
   printf(",\"message\":");
-  tool_json_string(stdout, g_tuning.message);
+  clattn_tool_json_string(stdout, g_tuning.message);
   printf(",\"entries\":[");
   size_t shown = 0;
   for (size_t i = 0; g_tuning.status == CLATTN_SUCCESS && i < g_tuning.count; ++i) {
@@ -135,34 +138,14 @@ static void json_tuning(const device_entry* dev) {
     tuning_entry_text(&e, shape, sizeof shape, config, sizeof config);
     printf("%s{\"kind\":\"%s\",\"shape\":", shown++ ? "," : "",
            e.kind == CLATTN_TUNING_GEMM ? "gemm" : "attention");
-    tool_json_string(stdout, shape);
+    clattn_tool_json_string(stdout, shape);
     printf(",\"config\":");
-    tool_json_string(stdout, config);
+    clattn_tool_json_string(stdout, config);
     printf(",\"time_ms\":%.4f,\"default_time_ms\":%.4f,\"same_driver\":%s,\"usable\":%s}",
            e.time_ms, e.default_time_ms, level == CLATTN_CONFIG_SOURCE_TUNED ? "true" : "false",
            current ? "true" : "false");
   }
   printf("]}");
-}
-
-static void print_usage(FILE* f) {
-  fprintf(f,
-          "usage: clattn-info [--json] [--device SPEC]\n"
-          "\n"
-          "Lists every OpenCL platform and device with the capabilities clattn records, and\n"
-          "marks with '*' the device clattn would pick.\n"
-          "\n"
-          "  --json         print one JSON object instead of text\n"
-          "  --device SPEC  show what SPEC would select instead of CLATTN_DEVICE\n"
-          "  --help         print this help\n"
-          "\n"
-          "Device selectors: \"P:D\" (platform and device index as listed), gpu, cpu or\n"
-          "accelerator (the first device of that type), or a case-insensitive substring\n"
-          "of the device name or vendor or of the platform name or vendor.\n"
-          "Without one, CLATTN_DEVICE is used, else the default rule (%s).\n"
-          "\n"
-          "Exit status: 0 ok, 1 no OpenCL platform or device, 2 selector matches nothing.\n",
-          kDefaultRule);
 }
 
 /* "15.6 GiB" style, in buf. */
@@ -239,7 +222,7 @@ static void print_device_text(const platform_entry* pl, cl_uint p, cl_uint d, in
            clattn_status_string(dev->status));
     return;
   }
-  printf("    %-19s%s\n", "type", tool_device_type_name(in->type));
+  printf("    %-19s%s\n", "type", clattn_tool_device_type_name(in->type));
   printf("    %-19s%s\n", "vendor", in->vendor);
   printf("    %-19s%s\n", "driver version", in->driver_version);
   printf("    %-19s%s\n", "device version", in->device_version);
@@ -291,22 +274,22 @@ static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int sele
          d, selected ? "true" : "false");
   if (dev->status != CLATTN_SUCCESS) {
     printf(",\"query_status\":");
-    tool_json_string(stdout, clattn_status_name(dev->status));
+    clattn_tool_json_string(stdout, clattn_status_name(dev->status));
     printf("}");
     return;
   }
   printf(",\"name\":");
-  tool_json_string(stdout, in->name);
+  clattn_tool_json_string(stdout, in->name);
   printf(",\"type\":");
-  tool_json_string(stdout, tool_device_type_name(in->type));
+  clattn_tool_json_string(stdout, clattn_tool_device_type_name(in->type));
   printf(",\"vendor\":");
-  tool_json_string(stdout, in->vendor);
+  clattn_tool_json_string(stdout, in->vendor);
   printf(",\"driver_version\":");
-  tool_json_string(stdout, in->driver_version);
+  clattn_tool_json_string(stdout, in->driver_version);
   printf(",\"device_version\":");
-  tool_json_string(stdout, in->device_version);
+  clattn_tool_json_string(stdout, in->device_version);
   printf(",\"opencl_c_version\":");
-  tool_json_string(stdout, in->opencl_c_version);
+  clattn_tool_json_string(stdout, in->opencl_c_version);
   printf(",\"compute_units\":%u,\"max_clock_mhz\":%u", in->compute_units, in->max_clock_mhz);
   printf(",\"global_mem_size\":%llu,\"local_mem_size\":%llu,\"local_mem_is_global\":%s",
          (unsigned long long)in->global_mem_size, (unsigned long long)in->local_mem_size,
@@ -331,7 +314,7 @@ static void json_device(const platform_entry* pl, cl_uint p, cl_uint d, int sele
     memcpy(word, s, len);
     word[len] = '\0';
     if (!first) putchar(',');
-    tool_json_string(stdout, word);
+    clattn_tool_json_string(stdout, word);
     first = 0;
     s = end;
   }
@@ -349,11 +332,11 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
     const platform_entry* pl = &platforms[p];
     if (p) putchar(',');
     printf("{\"index\":%u,\"name\":", p);
-    tool_json_string(stdout, pl->name);
+    clattn_tool_json_string(stdout, pl->name);
     printf(",\"vendor\":");
-    tool_json_string(stdout, pl->vendor);
+    clattn_tool_json_string(stdout, pl->vendor);
     printf(",\"version\":");
-    tool_json_string(stdout, pl->version);
+    clattn_tool_json_string(stdout, pl->version);
     printf(",\"devices\":[");
     for (cl_uint d = 0; d < pl->num_devices; ++d) {
       if (d) putchar(',');
@@ -363,16 +346,16 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
     printf("]}");
   }
   printf("],\"selection\":{\"status\":");
-  tool_json_string(stdout, clattn_status_name(sel->status));
+  clattn_tool_json_string(stdout, clattn_status_name(sel->status));
   printf(",\"message\":");
-  tool_json_string(stdout, sel->status == CLATTN_ERROR_INVALID_ARGUMENT
-                               ? "malformed device selector (expected P:D or a name)"
-                               : clattn_status_string(sel->status));
+  clattn_tool_json_string(stdout, sel->status == CLATTN_ERROR_INVALID_ARGUMENT
+                                      ? "malformed device selector (expected P:D or a name)"
+                                      : clattn_status_string(sel->status));
   printf(",\"source\":");
-  tool_json_string(stdout, sel->source);
+  clattn_tool_json_string(stdout, sel->source);
   printf(",\"spec\":");
   if (sel->spec) {
-    tool_json_string(stdout, sel->spec);
+    clattn_tool_json_string(stdout, sel->spec);
   } else {
     printf("null");
   }
@@ -386,16 +369,16 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
   } else if (sel->spec) {
     char reason[512];
     snprintf(reason, sizeof reason, "%s=%s", sel->source, sel->spec);
-    tool_json_string(stdout, reason);
+    clattn_tool_json_string(stdout, reason);
   } else {
     char reason[256];
     snprintf(reason, sizeof reason, "default rule (%s)", kDefaultRule);
-    tool_json_string(stdout, reason);
+    clattn_tool_json_string(stdout, reason);
   }
   printf("}");
   if (error) {
     printf(",\"error\":");
-    tool_json_string(stdout, error);
+    clattn_tool_json_string(stdout, error);
   }
   printf("}\n");
 }
@@ -403,21 +386,38 @@ static void print_json(const platform_entry* platforms, cl_uint num_platforms, c
 int main(int argc, char** argv) {
   int json = 0;
   const char* device_arg = NULL;
-  for (int i = 1; i < argc; ++i) {
-    if (strcmp(argv[i], "--json") == 0) {
-      json = 1;
-    } else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-      device_arg = argv[++i];
-    } else if (strncmp(argv[i], "--device=", 9) == 0) {
-      device_arg = argv[i] + 9;
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      print_usage(stdout);
-      return 0;
-    } else {
-      fprintf(stderr, "clattn-info: unknown argument '%s'\n\n", argv[i]);
-      print_usage(stderr);
-      return 2;
-    }
+  const clattn_flag flags[] = {
+      CLATTN_FLAG_DEF_SET("--json", &json, "print one JSON object instead of text"),
+      CLATTN_FLAG_DEF_STRING("--device", &device_arg, "SPEC",
+                             "show what SPEC would select instead of CLATTN_DEVICE"),
+      CLATTN_FLAG_DEF_END,
+  };
+  const clattn_flag_spec spec = {
+      .tool = "clattn-info",
+      .usage =
+          "usage: clattn-info [--json] [--device SPEC]\n"
+          "\n"
+          "Lists every OpenCL platform and device with the capabilities clattn records, and\n"
+          "marks with '*' the device clattn would pick.\n"
+          "\n",
+      .notes =
+          "\n"
+          "Device selectors: \"P:D\" (platform and device index as listed), gpu, cpu or\n"
+          "accelerator (the first device of that type), or a case-insensitive substring\n"
+          "of the device name or vendor or of the platform name or vendor.\n"
+          "Without one, CLATTN_DEVICE is used, else the default rule (" DEFAULT_RULE
+          ").\n"
+          "\n"
+          "Exit status: 0 ok, 1 no OpenCL platform or device, 2 selector matches nothing.\n",
+      .flags = flags,
+      .help_column = 17,
+  };
+  const clattn_flags_result parsed = clattn_flags_parse(&spec, argc, argv);
+  if (parsed != CLATTN_FLAGS_OK) {
+    if (parsed == CLATTN_FLAGS_EXIT) return 0;
+    fputc('\n', stderr);
+    clattn_flags_print_help(&spec, stderr);
+    return 2;
   }
 
   int exit_code = 0;

@@ -13,18 +13,13 @@
 #include <unistd.h>
 
 #include "clattn/clattn.h"
-#include "tool_util.h"
-
-#define MAX_LIST 16
-
-typedef struct list {
-  size_t v[MAX_LIST];
-  size_t n;
-} list;
+#include "common/flags.h"
+#include "common/json.h"
 
 typedef struct options {
   const char* device;
-  list head_dims, seqs, causal;
+  clattn_flag_size_list head_dims, seqs;
+  int causal; /* index in kCausal: only non-causal, only causal, both */
   size_t batch, heads;
   double budget;
   const char* output;
@@ -50,132 +45,97 @@ static void on_signal(int sig) {
   g_interrupted = 1;
 }
 
-static void print_usage(FILE* f) {
-  fprintf(f,
+static const char* const kCausal[] = {"0", "1", "both", NULL};
+
+/* Parses the command line into o; returns the parser's result. */
+static clattn_flags_result parse_args(int argc, char** argv, options* o) {
+  memset(o, 0, sizeof *o);
+  o->head_dims = (clattn_flag_size_list){.v = {64}, .n = 1};
+  o->seqs = (clattn_flag_size_list){.v = {1024}, .n = 1};
+  o->causal = 2;
+  o->batch = 1;
+  o->heads = 8;
+  o->budget = 60;
+  o->gemm = o->attention = 1;
+  const clattn_flag flags[] = {
+      CLATTN_FLAG_DEF_STRING("--device", &o->device, "SPEC",
+                             "\"P:D\" or a name substring (default: CLATTN_DEVICE, else the\n"
+                             "default rule)"),
+      {.name = "--head-dim",
+       .kind = CLATTN_FLAG_SIZE_LIST,
+       .ptr = &o->head_dims,
+       .arg = "LIST",
+       .min = 1,
+       .help = "head dims, comma-separated (64)"},
+      {.name = "--seq",
+       .kind = CLATTN_FLAG_SIZE_LIST,
+       .ptr = &o->seqs,
+       .arg = "LIST",
+       .min = 1,
+       .help = "sequence lengths (1024)"},
+      {.name = "--causal",
+       .kind = CLATTN_FLAG_CHOICE,
+       .ptr = &o->causal,
+       .choices = kCausal,
+       .implicit = "1",
+       .help = "causal masks to tune (no flag: both; the flag alone: 1)"},
+      {.name = "--batch",
+       .kind = CLATTN_FLAG_SIZE,
+       .ptr = &o->batch,
+       .arg = "N",
+       .min = 1,
+       .help = "batch of the timed runs (1)"},
+      {.name = "--heads",
+       .kind = CLATTN_FLAG_SIZE,
+       .ptr = &o->heads,
+       .arg = "N",
+       .min = 1,
+       .help = "heads of the timed runs (8); GEMMs use E = heads*head_dim"},
+      {.name = "--budget",
+       .kind = CLATTN_FLAG_DOUBLE,
+       .ptr = &o->budget,
+       .arg = "SECONDS",
+       .help = "time for the whole run, shared by the shapes (60)"},
+      CLATTN_FLAG_DEF_STRING("--output", &o->output, "FILE",
+                             "tuning file (default: CLATTN_TUNING_FILE, else\n"
+                             "$XDG_CACHE_HOME/clattn/tuning.json, else\n"
+                             "~/.cache/clattn/tuning.json)"),
+      {.name = "--variant",
+       .kind = CLATTN_FLAG_CUSTOM,
+       .ptr = &o->variant,
+       .parse = clattn_flag_parse_variant,
+       .arg = "auto|tiled|regblock",
+       .help = "attention variants to search (auto: both)"},
+      CLATTN_FLAG_DEF_CLEAR("--no-gemm", &o->gemm, "skip CLBlast's GEMM"),
+      CLATTN_FLAG_DEF_CLEAR("--gemm-only", &o->attention, "only tune CLBlast's GEMM"),
+      CLATTN_FLAG_DEF_SIZE("--max-candidates", &o->max_candidates,
+                           "at most N candidates per shape (0: no limit)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--seed", &o->seed, "random search order"),
+      CLATTN_FLAG_DEF_SET("--dry-run", &o->dry_run,
+                          "print how many candidates each space holds, run nothing"),
+      CLATTN_FLAG_DEF_SET("--json", &o->json, "print one JSON object at the end"),
+      CLATTN_FLAG_DEF_END,
+  };
+  const clattn_flag_spec spec = {
+      .tool = "clattn-tune",
+      .usage =
           "usage: clattn-tune [options]\n"
           "\n"
           "Searches kernel configs for the attention core and CLBlast parameters for the\n"
           "projection GEMMs on one device, verifies every candidate against a double-precision\n"
           "reference, times the rest and merges the winners into the tuning file.\n"
-          "\n"
-          "  --device SPEC        \"P:D\" or a name substring (default: CLATTN_DEVICE, else the\n"
-          "                       default rule)\n"
-          "  --head-dim LIST      head dims, comma-separated (64)\n"
-          "  --seq LIST           sequence lengths (1024)\n"
-          "  --causal [0|1|both]  causal masks to tune (no flag: both; the flag alone: 1)\n"
-          "  --batch N, --heads N shape of the timed runs (1, 8); GEMMs use E = heads*head_dim\n"
-          "  --budget SECONDS     time for the whole run, shared by the shapes (60)\n"
-          "  --output FILE        tuning file (default: CLATTN_TUNING_FILE, else\n"
-          "                       $XDG_CACHE_HOME/clattn/tuning.json, else\n"
-          "                       ~/.cache/clattn/tuning.json)\n"
-          "  --variant auto|tiled|regblock   attention variants to search (auto: both)\n"
-          "  --no-gemm, --gemm-only           skip or only tune CLBlast's GEMM\n"
-          "  --max-candidates N   at most N candidates per shape\n"
-          "  --seed N             random search order\n"
-          "  --dry-run            print how many candidates each space holds, run nothing\n"
-          "  --json               print one JSON object at the end\n"
-          "  -h, --help           this text\n");
-}
-
-static int parse_size(const char* s, size_t* out) {
-  char* end = NULL;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (!*s || *end || s[0] == '-') return 0;
-  *out = (size_t)v;
-  return 1;
-}
-
-static int parse_list(const char* s, list* l) {
-  char buf[256];
-  snprintf(buf, sizeof buf, "%s", s);
-  l->n = 0;
-  for (char* tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    if (l->n == MAX_LIST || !parse_size(tok, &l->v[l->n]) || !l->v[l->n]) return 0;
-    l->n++;
+          "\n",
+      .notes = "\nExit status: 0 done, 1 error, 2 usage, 130 interrupted (finished shapes kept).\n",
+      .flags = flags,
+      .help_column = 23,
+  };
+  clattn_flags_result r = clattn_flags_parse(&spec, argc, argv);
+  if (r == CLATTN_FLAGS_OK && !o->gemm && !o->attention) {
+    fprintf(stderr, "clattn-tune: --no-gemm and --gemm-only leave nothing to tune\n");
+    r = CLATTN_FLAGS_BAD;
   }
-  return l->n > 0;
-}
-
-static int parse_args(int argc, char** argv, options* o) {
-  memset(o, 0, sizeof *o);
-  o->head_dims.v[0] = 64;
-  o->head_dims.n = 1;
-  o->seqs.v[0] = 1024;
-  o->seqs.n = 1;
-  o->causal.v[0] = 0;
-  o->causal.v[1] = 1;
-  o->causal.n = 2;
-  o->batch = 1;
-  o->heads = 8;
-  o->budget = 60;
-  o->gemm = o->attention = 1;
-  for (int i = 1; i < argc; ++i) {
-    const char* a = argv[i];
-    const char* next = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      print_usage(stdout);
-      exit(0);
-    } else if (strcmp(a, "--device") == 0 && next) {
-      o->device = argv[++i];
-    } else if (strcmp(a, "--head-dim") == 0 && next) {
-      if (!parse_list(argv[++i], &o->head_dims)) return 0;
-    } else if (strcmp(a, "--seq") == 0 && next) {
-      if (!parse_list(argv[++i], &o->seqs)) return 0;
-    } else if (strcmp(a, "--causal") == 0) {
-      o->causal.n = 1;
-      o->causal.v[0] = 1;
-      if (next && strcmp(next, "0") == 0) {
-        o->causal.v[0] = 0;
-        ++i;
-      } else if (next && strcmp(next, "1") == 0) {
-        ++i;
-      } else if (next && strcmp(next, "both") == 0) {
-        o->causal.n = 2;
-        o->causal.v[0] = 0;
-        o->causal.v[1] = 1;
-        ++i;
-      }
-    } else if (strcmp(a, "--batch") == 0 && next) {
-      if (!parse_size(argv[++i], &o->batch) || !o->batch) return 0;
-    } else if (strcmp(a, "--heads") == 0 && next) {
-      if (!parse_size(argv[++i], &o->heads) || !o->heads) return 0;
-    } else if (strcmp(a, "--budget") == 0 && next) {
-      char* end = NULL;
-      o->budget = strtod(argv[++i], &end);
-      if (*end || !(o->budget > 0)) return 0;
-    } else if (strcmp(a, "--output") == 0 && next) {
-      o->output = argv[++i];
-    } else if (strcmp(a, "--variant") == 0 && next) {
-      const char* v = argv[++i];
-      if (strcmp(v, "auto") == 0) {
-        o->variant = CLATTN_VARIANT_AUTO;
-      } else if (strcmp(v, "tiled") == 0) {
-        o->variant = CLATTN_VARIANT_TILED_LOCAL;
-      } else if (strcmp(v, "regblock") == 0) {
-        o->variant = CLATTN_VARIANT_REGISTER_BLOCKED;
-      } else {
-        return 0;
-      }
-    } else if (strcmp(a, "--no-gemm") == 0) {
-      o->gemm = 0;
-    } else if (strcmp(a, "--gemm-only") == 0) {
-      o->attention = 0;
-    } else if (strcmp(a, "--max-candidates") == 0 && next) {
-      if (!parse_size(argv[++i], &o->max_candidates)) return 0;
-    } else if (strcmp(a, "--seed") == 0 && next) {
-      size_t s;
-      if (!parse_size(argv[++i], &s)) return 0;
-      o->seed = (unsigned)s;
-    } else if (strcmp(a, "--dry-run") == 0) {
-      o->dry_run = 1;
-    } else if (strcmp(a, "--json") == 0) {
-      o->json = 1;
-    } else {
-      fprintf(stderr, "clattn-tune: unknown or incomplete option %s\n", a);
-      return 0;
-    }
-  }
-  return o->gemm || o->attention;
+  if (r == CLATTN_FLAGS_BAD) clattn_flags_print_help(&spec, stderr);
+  return r;
 }
 
 typedef struct progress_state {
@@ -254,7 +214,7 @@ static void print_table(const phase* phases, size_t n) {
 
 static void print_json(const phase* phases, size_t n, const char* path, int dry_run) {
   printf("{\"tuning_file\":");
-  tool_json_string(stdout, path);
+  clattn_tool_json_string(stdout, path);
   printf(",\"dry_run\":%s,\"results\":[", dry_run ? "true" : "false");
   for (size_t i = 0; i < n; ++i) {
     const phase* ph = &phases[i];
@@ -267,10 +227,10 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
     }
     describe_winner(ph, win, sizeof win);
     printf("%s{\"shape\":", i ? "," : "");
-    tool_json_string(stdout, ph->name);
+    clattn_tool_json_string(stdout, ph->name);
     printf(",\"kind\":\"%s\",\"ran\":%s,\"status\":", ph->gemm ? "gemm" : "attention",
            ph->ran ? "true" : "false");
-    tool_json_string(stdout, clattn_status_name(ph->status));
+    clattn_tool_json_string(stdout, clattn_status_name(ph->status));
     printf(",\"space\":{\"tiled\":%zu,\"regblock\":%zu,\"gemm\":%zu}", r->space_tiled,
            r->space_regblock, r->space_gemm);
     printf(
@@ -279,9 +239,9 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
         r->tried, r->failed_build, r->failed_launch, r->failed_verify, r->slow,
         r->interrupted ? "true" : "false", r->written ? "true" : "false");
     printf(",\"default\":");
-    tool_json_string(stdout, def);
+    clattn_tool_json_string(stdout, def);
     printf(",\"tuned\":");
-    tool_json_string(stdout, win);
+    clattn_tool_json_string(stdout, win);
     printf(",\"default_ms\":%.4f,\"tuned_ms\":%.4f,\"default_min_ms\":%.4f,\"tuned_min_ms\":%.4f}",
            r->default_ms, r->best_ms, r->default_min_ms, r->best_min_ms);
   }
@@ -290,10 +250,8 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
 
 int main(int argc, char** argv) {
   options o;
-  if (!parse_args(argc, argv, &o)) {
-    print_usage(stderr);
-    return 2;
-  }
+  const clattn_flags_result parsed = parse_args(argc, argv, &o);
+  if (parsed != CLATTN_FLAGS_OK) return parsed == CLATTN_FLAGS_EXIT ? 0 : 2;
   /* The file this run writes: --output, else the default path. */
   char path[4096];
   if (o.output) {
@@ -319,17 +277,20 @@ int main(int argc, char** argv) {
   clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
   clattn_context_get_device_info(ctx, &info);
 
-  phase phases[MAX_LIST * MAX_LIST * 2 + 1];
+  phase phases[CLATTN_FLAG_LIST_MAX * CLATTN_FLAG_LIST_MAX * 2 + 1];
   size_t nphases = 0;
+  /* --causal 0, 1 or both (the default): the masks tuned, in that order. */
+  const int masks[2] = {o.causal == 1, 1};
+  const size_t mask_count = o.causal == 2 ? 2 : 1;
   if (o.attention) {
     for (size_t a = 0; a < o.head_dims.n; ++a) {
       for (size_t b = 0; b < o.seqs.n; ++b) {
-        for (size_t c = 0; c < o.causal.n; ++c) {
+        for (size_t c = 0; c < mask_count; ++c) {
           phase* ph = &phases[nphases++];
           memset(ph, 0, sizeof *ph);
           ph->head_dim = o.head_dims.v[a];
           ph->seq = o.seqs.v[b];
-          ph->causal = (int)o.causal.v[c];
+          ph->causal = masks[c];
           snprintf(ph->name, sizeof ph->name, "attention D=%zu N=%zu%s", ph->head_dim, ph->seq,
                    ph->causal ? " causal" : "");
         }

@@ -1,7 +1,8 @@
-/* CPU reference for the attention core, in double precision. Shared by the tests and the
- * tools (clattn-run) so both compare against one implementation. */
-#ifndef CLATTN_TESTS_REFERENCE_H
-#define CLATTN_TESTS_REFERENCE_H
+/* CPU reference for the attention core and the layer, in double precision: the library
+ * clattn_reference, linked by the tests and the tools (clattn-run, clattn-bench) so that both
+ * compare against one implementation. Not installed. */
+#ifndef CLATTN_REFERENCE_REFERENCE_H
+#define CLATTN_REFERENCE_REFERENCE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The tools' command lines, without a device: --version prints "<tool> <version>", --help
+# exits 0, and each bad command line exits 2 with a message naming the flag and the text.
+#   tests/tools_cli.sh TOOLS_DIR VERSION
+set -u
+dir=$1
+version=$2
+failed=0
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+# expect STATUS PATTERN TOOL ARGS...: the exit status, and a fixed string in stdout + stderr.
+expect() {
+  local status=$1 pattern=$2 tool=$3
+  shift 3
+  "$dir/$tool" "$@" >"$out" 2>&1
+  local rc=$?
+  if [[ $rc -ne $status ]] || ! grep -qF -- "$pattern" "$out"; then
+    echo "FAIL: $tool $* exited $rc (expected $status) and printed:"
+    sed -n '1,5p' "$out"
+    echo "  (expected to contain: $pattern)"
+    failed=1
+  else
+    echo "ok:   $tool $*"
+  fi
+}
+
+for tool in clattn-run clattn-bench clattn-tune clattn-info; do
+  expect 0 "$tool $version" "$tool" --version
+  expect 0 "--version" "$tool" --help
+  expect 2 "unknown flag '--bogus'" "$tool" --bogus
+  expect 2 "--json is given more than once" "$tool" --json --json
+done
+expect 0 "clattn-run $version" clattn-run --core --version
+expect 0 "--lse" clattn-run --core --help
+
+# Values that do not fit their flag are refused, never wrapped.
+for mode in "" --core; do
+  # shellcheck disable=SC2086  # mode is an argument list
+  expect 2 "'99999999999999999999'" clattn-run $mode --seq 99999999999999999999
+  # shellcheck disable=SC2086
+  expect 2 "--reps takes 0..1000000, got '99999999999'" clattn-run $mode --reps 99999999999
+  # shellcheck disable=SC2086
+  expect 2 "--seed takes 0..18446744073709551615" clattn-run $mode --seed 18446744073709551616
+done
+expect 2 "--block-m takes 0..4294967295, got '4294967296'" clattn-run --core --block-m 4294967296
+expect 2 "--layout takes bhnd|bnhd, got 'x'" clattn-run --core --layout x
+expect 2 "--variant takes auto|tiled|regblock, got 'x'" clattn-run --core --variant x
+expect 2 "unknown flag '--lse' (options of the attention core alone need --core)" clattn-run --lse
+expect 2 "--seq needs a non-negative integer, got '-1'" clattn-run --core --seq -1
+expect 2 "--block-m takes 0..4294967295, got '4294967296'" clattn-bench --block-m 4294967296
+expect 2 "--reps takes 0..1000000" clattn-bench --reps 99999999999
+expect 2 "--max-seconds needs a positive finite number, got 'inf'" clattn-bench --max-seconds inf
+expect 2 "'bogus' is not one of fused, unfused_clblast, naive, reference" clattn-bench \
+  --impl fused,bogus
+expect 2 "--mha needs --d-model" clattn-bench --mha
+expect 2 "--seed takes 0..4294967295, got '4294967296'" clattn-tune --seed 4294967296
+expect 2 "--budget needs a positive finite number, got 'inf'" clattn-tune --budget inf
+expect 2 "--seq takes comma-separated integers" clattn-tune --seq 64,,128
+expect 2 "unexpected argument '2'" clattn-tune --causal 2
+expect 2 "leave nothing to tune" clattn-tune --no-gemm --gemm-only
+expect 2 "--device needs a value" clattn-info --device
+exit $failed

@@ -1,0 +1,119 @@
+/* clattn-bench's command line: the flag table (tools/common/flags.h) and what follows from
+ * it (--impl's set, the lower bounds of --reps and --warmup). */
+#include "common/flags.h"
+
+#include <stdio.h>
+
+#include "bench.h"
+
+/* Largest --reps and --warmup: the times of every call are kept, and a typo should not turn
+ * into hours of runs. */
+#define MAX_REPS 1000000
+
+int bench_parse_options(int argc, char** argv, bench_options* o) {
+  unsigned impls = 0;
+  int impls_given = 0;
+  const clattn_flag flags[] = {
+      CLATTN_FLAG_DEF_STRING("--device", &o->device, "SPEC",
+                             "\"P:D\" or a name substring (default: CLATTN_DEVICE, else\n"
+                             "first GPU, accelerator, CPU)"),
+      CLATTN_FLAG_DEF_SIZE("--batch", &o->batch, "batch size (1)"),
+      CLATTN_FLAG_DEF_SIZE("--heads", &o->heads, "query heads (8)"),
+      CLATTN_FLAG_DEF_SIZE("--kv-heads", &o->kv_heads,
+                           "key/value heads, divides --heads (= heads)"),
+      CLATTN_FLAG_DEF_SIZE("--seq", &o->seq, "query length (1024)"),
+      CLATTN_FLAG_DEF_SIZE("--seq-kv", &o->seq_kv, "key/value length (= seq)"),
+      {.name = "--head-dim",
+       .kind = CLATTN_FLAG_SIZE,
+       .ptr = &o->head_dim,
+       .arg = "N",
+       .help = "head dimension, 1..256 (64; with --mha: d_model / heads)",
+       .given = &o->head_dim_given},
+      CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask, bottom-right aligned"),
+      CLATTN_FLAG_DEF_SET("--mha", &o->mha,
+                          "time the whole layer instead (self-attention: Q/K/V\n"
+                          "projections, attention, output projection, biases);\n"
+                          "needs --d-model"),
+      CLATTN_FLAG_DEF_SIZE("--d-model", &o->d_model, "the layer's model width E (implies --mha)"),
+      {.name = "--impl",
+       .kind = CLATTN_FLAG_CHOICE_SET,
+       .ptr = &impls,
+       .choices = bench_impl_names,
+       .arg = "LIST",
+       .help = "comma-separated: fused,unfused_clblast,naive,reference\n"
+               "(default: all)",
+       .given = &impls_given},
+      {.name = "--variant",
+       .kind = CLATTN_FLAG_CUSTOM,
+       .ptr = &o->variant,
+       .parse = clattn_flag_parse_variant,
+       .arg = "auto|tiled|regblock",
+       .help = "fused's kernel variant (auto: default for\n"
+               "the device; also tiled_local, register_blocked)"},
+      CLATTN_FLAG_DEF_UNSIGNED("--block-m", &o->block_m,
+                               "fused config: query rows per work-group (0: default)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--block-n", &o->block_n,
+                               "fused config: keys per tile (0: default)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--rows-per-item", &o->rows_per_item,
+                               "fused config: query rows per work-item (0: default)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--threads-per-row", &o->threads_per_row,
+                               "fused config: work-items per query row (0: default)"),
+      {.name = "--reps",
+       .kind = CLATTN_FLAG_INT,
+       .ptr = &o->reps,
+       .arg = "N",
+       .imax = MAX_REPS,
+       .help = "timed calls per implementation (10)"},
+      {.name = "--warmup",
+       .kind = CLATTN_FLAG_INT,
+       .ptr = &o->warmup,
+       .arg = "N",
+       .imax = MAX_REPS,
+       .help = "untimed calls first, the first one builds (2, at least 1)"},
+      {.name = "--max-seconds",
+       .kind = CLATTN_FLAG_DOUBLE,
+       .ptr = &o->max_seconds,
+       .arg = "S",
+       .help = "stop timing an implementation once its calls took S\n"
+               "seconds (30; at least one timed call)"},
+      {.name = "--reference-limit",
+       .kind = CLATTN_FLAG_DOUBLE,
+       .ptr = &o->reference_limit,
+       .arg = "X",
+       .help = "time the CPU reference only up to X multiply-adds\n"
+               "B*H*Nq*Nkv*D (1e9)"},
+      CLATTN_FLAG_DEF_SET("--no-peak", &o->no_peak, "skip the peak measurement"),
+      {.name = "--seed",
+       .kind = CLATTN_FLAG_UINT64,
+       .ptr = &o->seed,
+       .arg = "N",
+       .help = "input generator seed (1)"},
+      CLATTN_FLAG_DEF_SET("--startup", &o->startup,
+                          "measure context creation + first call in fresh processes,\n"
+                          "with an empty and then a warm PoCL kernel cache"),
+      /* Internal: one measured start-up, see bench_run_startup. */
+      CLATTN_FLAG_DEF_SET("--startup-child", &o->startup_child, NULL),
+      CLATTN_FLAG_DEF_SET("--json", &o->json, "print one JSON object"),
+      CLATTN_FLAG_DEF_END,
+  };
+  const clattn_flag_spec spec = {
+      .tool = "clattn-bench",
+      .usage =
+          "usage: clattn-bench [options]\n"
+          "\n"
+          "Times clattn's fused attention beside an unfused CLBlast path, a naive kernel and\n"
+          "the CPU reference on the same random inputs, and the device's FMA peak, in one run.\n"
+          "\n",
+      .notes = "\nExit status: 0 when every implementation ran, 1 on an error, 2 usage.\n",
+      .flags = flags,
+      .help_column = 25,
+  };
+  const clattn_flags_result r = clattn_flags_parse(&spec, argc, argv);
+  if (r != CLATTN_FLAGS_OK) return r;
+  if (impls_given) {
+    for (int i = 0; i < IMPL_COUNT; ++i) o->want[i] = (impls >> i) & 1u;
+  }
+  if (o->reps < 1) o->reps = 1;
+  if (o->warmup < 1) o->warmup = 1;
+  return CLATTN_FLAGS_OK;
+}
