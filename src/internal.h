@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 
 #define CLATTN__MAX_HEAD_DIM 256
 

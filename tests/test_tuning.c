@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 #include "test_util.h"
 
 /* A fresh directory per test and the tuning file path inside it. */

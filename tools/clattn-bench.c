@@ -41,7 +41,7 @@
 #include <unistd.h>
 
 #include "bench_kernels.h"
-#include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 #include "reference.h"
 #include "tool_util.h"
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 #include "tool_util.h"
 
 #define MAX_PLATFORMS 64
