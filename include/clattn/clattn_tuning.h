@@ -159,7 +159,7 @@ typedef struct clattn_tune_options {
   int no_write;          /* nonzero: measure and report, but leave the file alone */
   unsigned seed;         /* random search order; 0: a fixed seed */
   size_t max_candidates; /* 0: no limit besides the budget */
-  /* Attention: which variants to search (CLATTN_VARIANT_AUTO: both). */
+  /* Attention: which variant to search (CLATTN_VARIANT_AUTO: every variant). */
   clattn_variant variant;
   int warmup; /* warm-up runs per candidate (0: 1) */
   int reps;   /* timed runs per candidate (0: 5, fewer for slow candidates, at least 3) */
@@ -185,10 +185,15 @@ typedef struct clattn_tune_progress {
  * writes) nothing for the shape in progress. */
 typedef int (*clattn_tune_progress_fn)(const clattn_tune_progress* progress, void* user);
 
+/* Room for the variants' counts in clattn_tune_result (clattn_variant values below it). */
+#define CLATTN_TUNE_MAX_VARIANTS 8
+
 /* The outcome of one run. */
 typedef struct clattn_tune_result {
   size_t struct_size; /* sizeof(clattn_tune_result), set by the caller */
-  size_t space_tiled, space_regblock, space_gemm; /* candidates in each space after pruning */
+  /* Candidates in each space after pruning; space_tiled and space_regblock are
+   * space_variants[CLATTN_VARIANT_TILED_LOCAL] and [CLATTN_VARIANT_REGISTER_BLOCKED]. */
+  size_t space_tiled, space_regblock, space_gemm;
   size_t tried, failed_build, failed_launch, failed_verify, slow;
   int interrupted;                        /* the callback stopped the run */
   int written;                            /* an entry was merged into the file */
@@ -196,6 +201,9 @@ typedef struct clattn_tune_result {
   clattn_attention_config default_config; /* attention: the heuristic config timed */
   double best_ms, default_ms;             /* medians */
   double best_min_ms, default_min_ms;     /* minima */
+  /* Candidates in each attention variant's space after pruning, indexed by clattn_variant
+   * (element CLATTN_VARIANT_AUTO stays 0). */
+  size_t space_variants[CLATTN_TUNE_MAX_VARIANTS];
 } clattn_tune_result;
 
 #define CLATTN_TUNE_RESULT_INIT \
