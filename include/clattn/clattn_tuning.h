@@ -56,13 +56,17 @@ typedef struct clattn_tuning_entry {
    * GEMM entries) and a hash of its source with common.cl ("" for GEMM entries). */
   char kernel[64];
   char source_hash[32];
-  /* Attention entries: the shape class they serve. A shape falls in bucket b when
-   * max(seq_q, seq_kv) is in [2^b, 2^(b+1)); lookup takes the nearest tuned bucket. */
+  /* Attention entries: the shape class they serve (only shapes of their dtype). A shape
+   * falls in bucket b when max(seq_q, seq_kv) is in [2^b, 2^(b+1)); lookup takes the nearest
+   * tuned bucket. */
   clattn_dtype dtype;
   size_t head_dim;
   int causal;
   unsigned seq_bucket;
-  clattn_attention_config config; /* attention entries; source is not stored */
+  /* Attention entries; source is not stored. The file names the variant as
+   * clattn_variant_name does, and reading accepts the short names too ("tiled", which older
+   * files wrote, and "regblock"). */
+  clattn_attention_config config;
   /* GEMM entries: the projection shapes tuned, [m, 3k] x [k] and [m, k] x [k], and the
    * CLBlast parameters of kernel `kernel`. */
   size_t gemm_m, gemm_k;
@@ -141,7 +145,9 @@ CLATTN_API clattn_status clattn_tuning_entry_match(const clattn_tuning_entry* en
  * (driver included) and shape class, appends the others, writes a temporary file in the
  * same directory, fsyncs it and renames it over the file. A corrupt existing file is
  * replaced. Creates the directory if needed. Returns CLATTN_ERROR_TUNING_FILE (with the
- * reason in the thread's last error) when the directory or file cannot be written. */
+ * reason in the thread's last error) when the directory or file cannot be written, and
+ * CLATTN_ERROR_INVALID_ARGUMENT, writing nothing, for an entry of another struct_size or an
+ * attention entry whose variant or dtype this version cannot name. */
 CLATTN_API clattn_status clattn_tuning_file_store(const char* path,
                                                   const clattn_tuning_entry* entries, size_t count);
 

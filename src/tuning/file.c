@@ -20,7 +20,55 @@
 /* How long a writer waits for the lock before giving up. */
 #define LOCK_TIMEOUT_S 60
 
-static const char* const kVariantNames[] = {"auto", "tiled", "register_blocked"};
+/* The file's dtype names. */
+static const struct {
+  clattn_dtype dtype;
+  const char* name;
+} kDtypes[] = {{CLATTN_DTYPE_F32, "f32"}};
+
+static const char* dtype_name(clattn_dtype dtype) {
+  for (size_t i = 0; i < sizeof kDtypes / sizeof kDtypes[0]; ++i) {
+    if (kDtypes[i].dtype == dtype) return kDtypes[i].name;
+  }
+  return NULL;
+}
+
+static int dtype_from_name(const char* name, clattn_dtype* dtype) {
+  for (size_t i = 0; i < sizeof kDtypes / sizeof kDtypes[0]; ++i) {
+    if (strcmp(kDtypes[i].name, name) == 0) {
+      *dtype = kDtypes[i].dtype;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* A config's variant as the file spells it: the registry's name ("tiled_local",
+ * "register_blocked"); NULL for a value that names no variant. */
+static const char* variant_name(clattn_variant id) {
+  const clattn__variant* v = clattn__variant_find(id);
+  return v ? v->name : NULL;
+}
+
+/* Reading accepts what clattn_variant_from_name does, but "auto": the registry's names and
+ * short names, so files that spelt tiled_local "tiled" still load. */
+static int variant_from_name(const char* name, clattn_variant* id) {
+  clattn_variant v;
+  if (clattn_variant_from_name(name, &v) != CLATTN_SUCCESS || v == CLATTN_VARIANT_AUTO) return 0;
+  *id = v;
+  return 1;
+}
+
+/* Whether an entry can be written: an attention entry's variant and dtype must have names. */
+static clattn_status entry_writable(const clattn_tuning_entry* e, size_t index) {
+  if (e->kind != CLATTN_TUNING_ATTENTION) return CLATTN_SUCCESS;
+  if (!variant_name(e->config.variant) || !dtype_name(e->dtype)) {
+    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "tuning entry %zu: variant %d or dtype %d is not one this library knows",
+                        index, (int)e->config.variant, (int)e->dtype);
+  }
+  return CLATTN_SUCCESS;
+}
 
 /* ------------------------------------------------------------ paths */
 
@@ -218,13 +266,7 @@ static int parse_config(const cJSON* cfg, clattn_attention_config* c) {
   }
   memset(c, 0, sizeof *c);
   c->struct_size = sizeof *c;
-  if (strcmp(variant, kVariantNames[CLATTN_VARIANT_TILED_LOCAL]) == 0) {
-    c->variant = CLATTN_VARIANT_TILED_LOCAL;
-  } else if (strcmp(variant, kVariantNames[CLATTN_VARIANT_REGISTER_BLOCKED]) == 0) {
-    c->variant = CLATTN_VARIANT_REGISTER_BLOCKED;
-  } else {
-    return 0;
-  }
+  if (!variant_from_name(variant, &c->variant)) return 0;
   c->block_m = (unsigned)bm;
   c->block_n = (unsigned)bn;
   c->rows_per_item = (unsigned)rows;
@@ -267,11 +309,10 @@ static int parse_entry(const cJSON* obj, clattn_tuning_entry* e) {
   if (strcmp(kind, "attention") == 0) {
     e->kind = CLATTN_TUNING_ATTENTION;
     const cJSON* causal = cJSON_GetObjectItemCaseSensitive(obj, "causal");
-    if (!get_string(obj, "dtype", dtype, sizeof dtype, 0) || strcmp(dtype, "f32") != 0 ||
+    if (!get_string(obj, "dtype", dtype, sizeof dtype, 0) || !dtype_from_name(dtype, &e->dtype) ||
         !cJSON_IsBool(causal) || !get_uint(obj, "head_dim", 1, CLATTN__MAX_HEAD_DIM, &v)) {
       return 0;
     }
-    e->dtype = CLATTN_DTYPE_F32;
     e->causal = cJSON_IsTrue(causal);
     e->head_dim = (size_t)v;
     if (!get_uint(obj, "seq_bucket", 0, 40, &v)) return 0;
@@ -376,7 +417,7 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
   ok &= cJSON_AddStringToObject(o, "kernel", e->kernel) != NULL;
   ok &= cJSON_AddStringToObject(o, "source_hash", e->source_hash) != NULL;
   if (e->kind == CLATTN_TUNING_ATTENTION) {
-    ok &= cJSON_AddStringToObject(o, "dtype", "f32") != NULL;
+    ok &= cJSON_AddStringToObject(o, "dtype", dtype_name(e->dtype)) != NULL;
     ok &= cJSON_AddNumberToObject(o, "head_dim", (double)e->head_dim) != NULL;
     ok &= cJSON_AddBoolToObject(o, "causal", e->causal) != NULL;
     ok &= cJSON_AddNumberToObject(o, "seq_bucket", e->seq_bucket) != NULL;
@@ -384,10 +425,7 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
     ok &= cfg != NULL;
     if (cfg) {
       const clattn_attention_config* c = &e->config;
-      ok &= cJSON_AddStringToObject(cfg, "variant",
-                                    kVariantNames[c->variant == CLATTN_VARIANT_TILED_LOCAL
-                                                      ? CLATTN_VARIANT_TILED_LOCAL
-                                                      : CLATTN_VARIANT_REGISTER_BLOCKED]) != NULL;
+      ok &= cJSON_AddStringToObject(cfg, "variant", variant_name(c->variant)) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "block_m", c->block_m) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "block_n", c->block_n) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "rows_per_item", c->rows_per_item) != NULL;
@@ -413,6 +451,10 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
 }
 
 clattn_status clattn__tuning_serialize(const clattn__tuning_table* t, char** text) {
+  for (size_t i = 0; i < t->count; ++i) {
+    clattn_status st = entry_writable(&t->entries[i], i);
+    if (st != CLATTN_SUCCESS) return st;
+  }
   clattn_status status = CLATTN_SUCCESS;
   cJSON* root = cJSON_CreateObject();
   cJSON* entries = NULL;
@@ -630,6 +672,8 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
                           "clattn_tuning_entry.struct_size is %zu, expected %zu",
                           entries[i].struct_size, sizeof(clattn_tuning_entry));
     }
+    clattn_status st = entry_writable(&entries[i], i);
+    if (st != CLATTN_SUCCESS) return st;
   }
   char def[4096];
   if (!path) {

@@ -203,7 +203,9 @@ int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* sh
   unsigned best_dist = 0;
   for (size_t i = 0; i < ctx->tuning->count; ++i) {
     const clattn_tuning_entry* e = &ctx->tuning->entries[i];
-    if (e->head_dim != shape->head_dim || e->causal != shape->causal) continue;
+    if (e->dtype != shape->dtype || e->head_dim != shape->head_dim || e->causal != shape->causal) {
+      continue;
+    }
     unsigned dist = e->seq_bucket > bucket ? e->seq_bucket - bucket : bucket - e->seq_bucket;
     if (dist > MAX_BUCKET_DISTANCE) continue;
     int level = clattn__tuning_device_level(&key, e);
