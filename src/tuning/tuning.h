@@ -1,11 +1,16 @@
 /* What the files of src/tuning/ share. Nothing here is public; what the rest of the library
- * calls (reading the file at context creation, the lookup) is in src/internal.h.
+ * calls (context.c: reading the file at creation; plan.c: the lookup) is in src/internal.h.
  *
- * Who calls whom, with no cycle: the tuner's two searches (attention_space.c, gemm_space.c)
- * use the search machinery (search.c), the context's side (lookup.c) and the file (file.c);
- * lookup.c uses file.c and gemm_entry.c; gemm_entry.c uses src/gemm.c; file.c uses only the
- * variant registry. Nothing but clattn_tune_attention and clattn_tune_gemm reaches search.c
- * or the spaces. */
+ * Who calls whom, with no cycle:
+ *   attention_space.c -> search.c, lookup.c (source hash), file.c (device key), the registry,
+ *                        the public attention calls
+ *   gemm_space.c      -> search.c, gemm_entry.c, file.c (device key), gemm.c
+ *   search.c          -> file.c (clattn_tuning_file_store), the registry
+ *   lookup.c          -> file.c, gemm_entry.c, the registry, program.c (kernel sources)
+ *   gemm_entry.c      -> gemm.c
+ *   file.c            -> the registry (variant names)
+ * Only clattn_tune_attention and clattn_tune_gemm reach search.c and the two spaces; a
+ * context's reading of the file goes no further than lookup.c, file.c and gemm_entry.c. */
 #ifndef CLATTN_SRC_TUNING_TUNING_H
 #define CLATTN_SRC_TUNING_TUNING_H
 
