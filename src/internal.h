@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 
 #define CLATTN__MAX_HEAD_DIM 256
 
@@ -119,7 +120,7 @@ struct clattn_context {
   char last_error[2048];
   char* build_log; /* malloc'd, NULL when none */
 
-  /* Tuning (src/tuning_cache.c): the file read at creation, never changed afterwards. */
+  /* Tuning (src/tuning/lookup.c): the file read at creation, never changed afterwards. */
   struct clattn_tuning_table* tuning;
   clattn_tuning_info tuning_info;
 };
@@ -378,47 +379,13 @@ char* clattn__strdup(const char* s);
  * allocation from now through the functions above fails; 0 turns injection off. */
 void clattn__test_fail_allocation(int nth);
 
-/* ------------------------------------------------------------ tuning (src/tuning_cache.c,
- * src/tuner.c) */
+/* ------------------------------------------------------------ tuning (src/tuning/)
+ * What the rest of the library calls; what the files of src/tuning/ share among themselves is
+ * in src/tuning/tuning.h. */
 
-#define CLATTN__TUNING_FORMAT "clattn-tuning"
-#define CLATTN__TUNING_VERSION 1
-/* Files larger than this are not read (a tuning file holds a few kB per device). */
-#define CLATTN__TUNING_MAX_BYTES ((size_t)16 << 20)
-
-typedef struct clattn_tuning_table clattn__tuning_table;
-
-struct clattn_tuning_table {
-  clattn_tuning_entry* entries;
-  size_t count, capacity;
-};
-
-/* Parses the text of a tuning file (a pure function: no I/O, no global state; text need
- * not be NUL-terminated). On success *table holds the valid entries (entries with bad
- * fields are dropped). Returns CLATTN_ERROR_TUNING_FILE, with *table NULL and a message
- * recorded for the calling thread, for text that is not JSON, not a tuning file, or of
- * another format version; CLATTN_ERROR_OUT_OF_MEMORY when out of memory. */
-clattn_status clattn__tuning_parse(const char* text, size_t size, clattn__tuning_table** table);
-void clattn__tuning_table_destroy(clattn__tuning_table* table);
-
-/* Appends an entry, or replaces the one with the same device (driver included) and
- * shape class. */
-clattn_status clattn__tuning_table_put(clattn__tuning_table* table,
-                                       const clattn_tuning_entry* entry);
-
-/* Serialises a table as the file's JSON text (malloc'd, NUL-terminated). */
-clattn_status clattn__tuning_serialize(const clattn__tuning_table* table, char** text);
-
-/* Fills the device-key fields of an entry from device info. */
-void clattn__tuning_device_key(const clattn_device_info* info, clattn_tuning_entry* entry);
-
-/* The hash ("fnv1a64:<16 hex digits>") of common.cl + <kernel>.cl as the context would
- * build it (kernel_dir: ctx's, or NULL for CLATTN_KERNEL_DIR / embedded). */
-clattn_status clattn__tuning_source_hash(const clattn_context* ctx, const char* kernel_dir,
-                                         const char* kernel, char* hash, size_t hash_size);
-
-/* Reads the tuning file at context creation and applies CLBlast parameters found for the
- * device. Never fails the creation: problems are recorded in ctx->tuning_info and logged. */
+/* Reads the tuning file at context creation, keeps the attention entries that can serve the
+ * device and applies CLBlast parameters found for it (src/tuning/lookup.c). Never fails the
+ * creation: problems are recorded in ctx->tuning_info and logged. */
 void clattn__tuning_context_init(clattn_context* ctx);
 void clattn__tuning_context_release(clattn_context* ctx);
 
@@ -426,9 +393,6 @@ void clattn__tuning_context_release(clattn_context* ctx);
  * TUNED_OTHER_DRIVER) and returns 1, or returns 0 when no usable entry exists. */
 int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* shape,
                           clattn_attention_config* config, clattn_config_source* source);
-
-/* Applies a GEMM entry's CLBlast parameters for the context's device (src/tuner.c). */
-clattn_status clattn__tuning_apply_gemm(clattn_context* ctx, const clattn_tuning_entry* entry);
 
 /* Kernel source text as a context would build it (src/program.c): embedded, or
  * <kernel_dir>/<name>.cl when kernel_dir is not empty. malloc'd; ctx may be NULL. */

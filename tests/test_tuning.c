@@ -1,6 +1,7 @@
 /* The tuning file and the tuner: round trip, damaged files ignored safely, concurrent
- * writers, a writer's leftovers, unwritable directories, entries beyond the device's limits,
- * and a short tuning run whose result a new context uses. */
+ * writers, a writer's leftovers, unwritable directories, older variant spellings, unknown
+ * dtypes, entries beyond the device's limits, and a short tuning run whose result a new
+ * context uses. (tests/test_tuning_lookup.c checks the lookup from inside.) */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -17,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 #include "test_util.h"
 
 /* A fresh directory per test and the tuning file path inside it. */
@@ -391,6 +392,97 @@ Test(tuning_file, bad_arguments) {
   setenv("HOME", "/home/u", 1);
   cr_assert_eq(clattn_tuning_file_path(buf, sizeof buf, NULL), CLATTN_SUCCESS);
   cr_assert_str_eq(buf, "/home/u/.cache/clattn/tuning.json");
+}
+
+/* One attention entry for the made-up device of fake_entry, as a file holds it. */
+static void append_json_entry(char* buf, size_t size, const char* variant, const char* dtype,
+                              size_t head_dim) {
+  size_t n = strlen(buf);
+  snprintf(buf + n, size - n,
+           "%s{\"kind\":\"attention\",\"device\":{\"vendor\":\"example\",\"name\":\"Example 9000\","
+           "\"driver\":\"1.2.3\",\"compute_units\":64,\"local_mem_size\":65536},"
+           "\"kernel\":\"attention_tiled\",\"source_hash\":\"fnv1a64:0123456789abcdef\","
+           "\"dtype\":\"%s\",\"head_dim\":%zu,\"causal\":false,\"seq_bucket\":10,"
+           "\"config\":{\"variant\":\"%s\",\"block_m\":8,\"block_n\":16,\"rows_per_item\":1,"
+           "\"threads_per_row\":1},\"time_ms\":1,\"default_time_ms\":2}",
+           buf[n - 1] == '[' ? "" : ",", dtype, head_dim, variant);
+}
+
+/* Files written before the variants took the registry's names spelt tiled_local "tiled";
+ * they load, short names too, and the next store writes the registry's names. */
+Test(tuning_file, older_variant_spellings_still_load) {
+  char dir[256], path[300];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  char text[8192] = "{\"format\":\"clattn-tuning\",\"version\":1,\"entries\":[";
+  const char* spellings[] = {"tiled", "register_blocked", "regblock", "TILED_LOCAL"};
+  const clattn_variant expected[] = {CLATTN_VARIANT_TILED_LOCAL, CLATTN_VARIANT_REGISTER_BLOCKED,
+                                     CLATTN_VARIANT_REGISTER_BLOCKED, CLATTN_VARIANT_TILED_LOCAL};
+  for (size_t i = 0; i < 4; ++i) append_json_entry(text, sizeof text, spellings[i], "f32", 8 + i);
+  /* Not a variant of an entry: dropped. */
+  append_json_entry(text, sizeof text, "auto", "f32", 20);
+  append_json_entry(text, sizeof text, "split_kv_someday", "f32", 21);
+  strcat(text, "]}");
+  write_bytes(path, text, strlen(text));
+
+  clattn_tuning_table* t = NULL;
+  cr_assert_eq(clattn_tuning_table_load(path, &t), CLATTN_SUCCESS);
+  size_t n = 0;
+  clattn_tuning_table_count(t, &n);
+  cr_assert_eq(n, 4);
+  for (size_t i = 0; i < n; ++i) {
+    clattn_tuning_entry e = CLATTN_TUNING_ENTRY_INIT;
+    cr_assert_eq(clattn_tuning_table_get(t, i, &e), CLATTN_SUCCESS);
+    cr_assert_eq(e.head_dim, 8 + i);
+    cr_assert_eq(e.config.variant, expected[i], "\"%s\" read as variant %d", spellings[i],
+                 (int)e.config.variant);
+    cr_assert_eq(e.dtype, CLATTN_DTYPE_F32);
+  }
+  clattn_tuning_table_destroy(t);
+
+  /* A merge rewrites the file with the registry's names. */
+  clattn_tuning_entry other = fake_entry(128, 0);
+  cr_assert_eq(clattn_tuning_file_store(path, &other, 1), CLATTN_SUCCESS);
+  clattn_status st;
+  cr_assert_eq(table_count(path, &st), 5);
+  size_t len = 0;
+  char* after = read_all(path, &len);
+  cr_assert(strstr(after, "\"tiled_local\"") != NULL);
+  cr_assert(strstr(after, "\"register_blocked\"") != NULL);
+  cr_assert(strstr(after, "\"tiled\"") == NULL && strstr(after, "\"regblock\"") == NULL &&
+                strstr(after, "\"TILED_LOCAL\"") == NULL,
+            "older spellings were written back:\n%s", after);
+  free(after);
+  remove_tree(dir);
+}
+
+/* Only f32 exists: an entry of a dtype this version does not know is dropped when read, and
+ * one with a dtype or variant it cannot name is refused, with nothing written. */
+Test(tuning_file, unknown_dtypes_and_variants_are_neither_read_nor_written) {
+  char dir[256], path[300];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  char text[4096] = "{\"format\":\"clattn-tuning\",\"version\":1,\"entries\":[";
+  append_json_entry(text, sizeof text, "tiled_local", "f16", 64);
+  append_json_entry(text, sizeof text, "tiled_local", "bf16", 64);
+  append_json_entry(text, sizeof text, "tiled_local", "f32", 64);
+  strcat(text, "]}");
+  write_bytes(path, text, strlen(text));
+  clattn_tuning_table* t = NULL;
+  cr_assert_eq(clattn_tuning_table_load(path, &t), CLATTN_SUCCESS);
+  size_t n = 0;
+  clattn_tuning_table_count(t, &n);
+  cr_assert_eq(n, 1, "only the f32 entry is read");
+  clattn_tuning_table_destroy(t);
+
+  char fresh[320];
+  snprintf(fresh, sizeof fresh, "%s/fresh.json", dir);
+  clattn_tuning_entry e[2] = {fake_entry(64, 0), fake_entry(32, 0)};
+  e[1].dtype = (clattn_dtype)7;
+  cr_assert_eq(clattn_tuning_file_store(fresh, e, 2), CLATTN_ERROR_INVALID_ARGUMENT);
+  e[1].dtype = CLATTN_DTYPE_F32;
+  e[1].config.variant = (clattn_variant)99;
+  cr_assert_eq(clattn_tuning_file_store(fresh, e, 2), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(access(fresh, F_OK), -1, "nothing may be written");
+  remove_tree(dir);
 }
 
 /* ------------------------------------------------------------ on the device */

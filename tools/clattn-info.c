@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 #include "common/device.h"
 #include "common/flags.h"
 #include "common/json.h"

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 #include "common/flags.h"
 #include "common/json.h"
 

@@ -22,7 +22,8 @@ if [[ -n "$config" ]]; then config_args=(--config "$config"); fi
 "$cmake" --install "$build_dir" --prefix "$prefix" "${config_args[@]}" >"$work/install.log" ||
   { cat "$work/install.log"; exit 1; }
 
-for f in include/clattn/clattn.h include/clattn/clattn_export.h include/clattn/clattn_version.h; do
+for f in include/clattn/clattn.h include/clattn/clattn_tuning.h include/clattn/clattn_export.h \
+  include/clattn/clattn_version.h; do
   [[ -f "$prefix/$f" ]] || { echo "missing after install: $f"; exit 1; }
 done
 lib=$(find "$prefix" -name 'libclattn.so' -print -quit)

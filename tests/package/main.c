@@ -1,7 +1,9 @@
 /* Smallest consumer of an installed clattn: creates a context, runs one attention on the
  * host API and checks a property that needs no reference (V constant along the keys makes
- * every output row equal to that constant). Exits 0 with "SKIP" when there is no device. */
+ * every output row equal to that constant); asks for the tuning file's path through the
+ * installed clattn_tuning.h. Exits 0 with "SKIP" when there is no device. */
 #include <clattn/clattn.h>
+#include <clattn/clattn_tuning.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +24,16 @@ int main(void) {
     return 1;
   }
 
+  /* No path at all (no CLATTN_TUNING_FILE, XDG_CACHE_HOME or HOME) is a clean status. */
+  size_t path_len = 0;
+  clattn_status st = clattn_tuning_file_path(NULL, 0, &path_len);
+  if (st != CLATTN_SUCCESS && st != CLATTN_ERROR_TUNING_FILE) {
+    fprintf(stderr, "clattn_tuning_file_path: %s\n", clattn_status_name(st));
+    return 1;
+  }
+
   clattn_context* ctx = NULL;
-  clattn_status st = clattn_context_create(NULL, &ctx);
+  st = clattn_context_create(NULL, &ctx);
   if (st == CLATTN_ERROR_NO_DEVICE) {
     printf("SKIP: %s\n", clattn_status_string(st));
     return 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "clattn/clattn_tuning.h"
 
 /* Which GEMM parameters CLBlast runs with: a tuning file's entry applied when the context was
  * created, clattn's built-in ones (PoCL's CPU devices), or CLBlast's own. The setting is

@@ -1,5 +1,6 @@
-/* The tuning file: parsing (a pure function, fuzzed), merging, the locked atomic write,
- * the device key, and the lookup a context does with fallback levels. */
+/* The tuning file: parsing (a pure function, fuzzed), serialising, the device key, the table
+ * API and the locked atomic store. Nothing here reads a device or builds a kernel; what a
+ * context does with the file is in lookup.c. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -14,19 +15,64 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "tuning.h"
 
-/* Seq buckets farther than this from a tuned one (a factor of 4 in length) take the
- * heuristics instead. */
-#define MAX_BUCKET_DISTANCE 2
 /* How long a writer waits for the lock before giving up. */
 #define LOCK_TIMEOUT_S 60
 
-static const char* const kVariantNames[] = {"auto", "tiled", "register_blocked"};
+/* The file's dtype names. */
+static const struct {
+  clattn_dtype dtype;
+  const char* name;
+} kDtypes[] = {{CLATTN_DTYPE_F32, "f32"}};
+
+static const char* dtype_name(clattn_dtype dtype) {
+  for (size_t i = 0; i < sizeof kDtypes / sizeof kDtypes[0]; ++i) {
+    if (kDtypes[i].dtype == dtype) return kDtypes[i].name;
+  }
+  return NULL;
+}
+
+static int dtype_from_name(const char* name, clattn_dtype* dtype) {
+  for (size_t i = 0; i < sizeof kDtypes / sizeof kDtypes[0]; ++i) {
+    if (strcmp(kDtypes[i].name, name) == 0) {
+      *dtype = kDtypes[i].dtype;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* A config's variant as the file spells it: the registry's name ("tiled_local",
+ * "register_blocked"); NULL for a value that names no variant. */
+static const char* variant_name(clattn_variant id) {
+  const clattn__variant* v = clattn__variant_find(id);
+  return v ? v->name : NULL;
+}
+
+/* Reading accepts what clattn_variant_from_name does, but "auto": the registry's names and
+ * short names, so files that spelt tiled_local "tiled" still load. */
+static int variant_from_name(const char* name, clattn_variant* id) {
+  clattn_variant v;
+  if (clattn_variant_from_name(name, &v) != CLATTN_SUCCESS || v == CLATTN_VARIANT_AUTO) return 0;
+  *id = v;
+  return 1;
+}
+
+/* Whether an entry can be written: an attention entry's variant and dtype must have names. */
+static clattn_status entry_writable(const clattn_tuning_entry* e, size_t index) {
+  if (e->kind != CLATTN_TUNING_ATTENTION) return CLATTN_SUCCESS;
+  if (!variant_name(e->config.variant) || !dtype_name(e->dtype)) {
+    return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "tuning entry %zu: variant %d or dtype %d is not one this library knows",
+                        index, (int)e->config.variant, (int)e->dtype);
+  }
+  return CLATTN_SUCCESS;
+}
 
 /* ------------------------------------------------------------ paths */
 
-static clattn_status default_path(char* buf, size_t size) {
+clattn_status clattn__tuning_default_path(char* buf, size_t size) {
   const char* env = getenv("CLATTN_TUNING_FILE");
   int n;
   if (env && *env) {
@@ -49,7 +95,7 @@ static clattn_status default_path(char* buf, size_t size) {
 clattn_status clattn_tuning_file_path(char* buf, size_t buf_size, size_t* needed) {
   if (!buf && buf_size) return CLATTN_ERROR_INVALID_ARGUMENT;
   char path[4096];
-  clattn_status status = default_path(path, sizeof path);
+  clattn_status status = clattn__tuning_default_path(path, sizeof path);
   if (status != CLATTN_SUCCESS) return status;
   return clattn__copy_out(path, buf, buf_size, needed);
 }
@@ -111,8 +157,7 @@ void clattn__tuning_device_key(const clattn_device_info* info, clattn_tuning_ent
   e->local_mem_size = info->local_mem_size;
 }
 
-/* 2 same device and driver, 1 same device, 0 another device. */
-static int device_level(const clattn_tuning_entry* key, const clattn_tuning_entry* e) {
+int clattn__tuning_device_level(const clattn_tuning_entry* key, const clattn_tuning_entry* e) {
   if (strcmp(key->vendor, e->vendor) != 0 || strcmp(key->device, e->device) != 0 ||
       key->compute_units != e->compute_units || key->local_mem_size != e->local_mem_size) {
     return 0;
@@ -120,35 +165,9 @@ static int device_level(const clattn_tuning_entry* key, const clattn_tuning_entr
   return strcmp(key->driver, e->driver) == 0 ? 2 : 1;
 }
 
-static clattn_config_source level_source(int level) {
-  return level == 2 ? CLATTN_CONFIG_SOURCE_TUNED : CLATTN_CONFIG_SOURCE_TUNED_OTHER_DRIVER;
-}
-
-clattn_status clattn__tuning_source_hash(const clattn_context* ctx, const char* kernel_dir,
-                                         const char* kernel, char* hash, size_t hash_size) {
-  char* common = NULL;
-  char* body = NULL;
-  clattn_status status = clattn__kernel_source_read(ctx, kernel_dir, "common", &common);
-  if (status == CLATTN_SUCCESS) status = clattn__kernel_source_read(ctx, kernel_dir, kernel, &body);
-  if (status == CLATTN_SUCCESS) {
-    /* FNV-1a over the text the program is built from: common.cl, "\n", the kernel file. */
-    uint64_t h = 1469598103934665603ull;
-    const char* parts[3] = {common, "\n", body};
-    for (int i = 0; i < 3; ++i) {
-      for (const unsigned char* p = (const unsigned char*)parts[i]; *p; ++p) {
-        h = (h ^ *p) * 1099511628211ull;
-      }
-    }
-    snprintf(hash, hash_size, "fnv1a64:%016llx", (unsigned long long)h);
-  }
-  free(common);
-  free(body);
-  return status;
-}
-
 /* ------------------------------------------------------------ table */
 
-static clattn__tuning_table* table_new(void) {
+clattn__tuning_table* clattn__tuning_table_create(void) {
   return clattn__calloc(1, sizeof(clattn__tuning_table));
 }
 
@@ -160,13 +179,13 @@ void clattn__tuning_table_destroy(clattn__tuning_table* table) {
 
 /* 1 when two entries fill the same slot: same device (driver included) and shape class. */
 static int same_slot(const clattn_tuning_entry* a, const clattn_tuning_entry* b) {
-  if (a->kind != b->kind || device_level(a, b) != 2) return 0;
+  if (a->kind != b->kind || clattn__tuning_device_level(a, b) != 2) return 0;
   if (a->kind == CLATTN_TUNING_GEMM) return strcmp(a->kernel, b->kernel) == 0;
   return a->dtype == b->dtype && a->head_dim == b->head_dim && a->causal == b->causal &&
          a->seq_bucket == b->seq_bucket;
 }
 
-static clattn_status table_append(clattn__tuning_table* t, const clattn_tuning_entry* e) {
+clattn_status clattn__tuning_table_append(clattn__tuning_table* t, const clattn_tuning_entry* e) {
   if (t->count == t->capacity) {
     size_t cap = t->capacity ? 2 * t->capacity : 16;
     clattn_tuning_entry* p = clattn__realloc(t->entries, cap * sizeof *p);
@@ -185,7 +204,7 @@ clattn_status clattn__tuning_table_put(clattn__tuning_table* t, const clattn_tun
       return CLATTN_SUCCESS;
     }
   }
-  return table_append(t, e);
+  return clattn__tuning_table_append(t, e);
 }
 
 /* ------------------------------------------------------------ parsing */
@@ -247,13 +266,7 @@ static int parse_config(const cJSON* cfg, clattn_attention_config* c) {
   }
   memset(c, 0, sizeof *c);
   c->struct_size = sizeof *c;
-  if (strcmp(variant, kVariantNames[CLATTN_VARIANT_TILED_LOCAL]) == 0) {
-    c->variant = CLATTN_VARIANT_TILED_LOCAL;
-  } else if (strcmp(variant, kVariantNames[CLATTN_VARIANT_REGISTER_BLOCKED]) == 0) {
-    c->variant = CLATTN_VARIANT_REGISTER_BLOCKED;
-  } else {
-    return 0;
-  }
+  if (!variant_from_name(variant, &c->variant)) return 0;
   c->block_m = (unsigned)bm;
   c->block_n = (unsigned)bn;
   c->rows_per_item = (unsigned)rows;
@@ -296,11 +309,10 @@ static int parse_entry(const cJSON* obj, clattn_tuning_entry* e) {
   if (strcmp(kind, "attention") == 0) {
     e->kind = CLATTN_TUNING_ATTENTION;
     const cJSON* causal = cJSON_GetObjectItemCaseSensitive(obj, "causal");
-    if (!get_string(obj, "dtype", dtype, sizeof dtype, 0) || strcmp(dtype, "f32") != 0 ||
+    if (!get_string(obj, "dtype", dtype, sizeof dtype, 0) || !dtype_from_name(dtype, &e->dtype) ||
         !cJSON_IsBool(causal) || !get_uint(obj, "head_dim", 1, CLATTN__MAX_HEAD_DIM, &v)) {
       return 0;
     }
-    e->dtype = CLATTN_DTYPE_F32;
     e->causal = cJSON_IsTrue(causal);
     e->head_dim = (size_t)v;
     if (!get_uint(obj, "seq_bucket", 0, 40, &v)) return 0;
@@ -359,7 +371,7 @@ clattn_status clattn__tuning_parse(const char* text, size_t size, clattn__tuning
     status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "the tuning file has no entries array");
     goto cleanup;
   }
-  table = table_new();
+  table = clattn__tuning_table_create();
   if (!table) {
     status = clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
     goto cleanup;
@@ -405,7 +417,7 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
   ok &= cJSON_AddStringToObject(o, "kernel", e->kernel) != NULL;
   ok &= cJSON_AddStringToObject(o, "source_hash", e->source_hash) != NULL;
   if (e->kind == CLATTN_TUNING_ATTENTION) {
-    ok &= cJSON_AddStringToObject(o, "dtype", "f32") != NULL;
+    ok &= cJSON_AddStringToObject(o, "dtype", dtype_name(e->dtype)) != NULL;
     ok &= cJSON_AddNumberToObject(o, "head_dim", (double)e->head_dim) != NULL;
     ok &= cJSON_AddBoolToObject(o, "causal", e->causal) != NULL;
     ok &= cJSON_AddNumberToObject(o, "seq_bucket", e->seq_bucket) != NULL;
@@ -413,10 +425,7 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
     ok &= cfg != NULL;
     if (cfg) {
       const clattn_attention_config* c = &e->config;
-      ok &= cJSON_AddStringToObject(cfg, "variant",
-                                    kVariantNames[c->variant == CLATTN_VARIANT_TILED_LOCAL
-                                                      ? CLATTN_VARIANT_TILED_LOCAL
-                                                      : CLATTN_VARIANT_REGISTER_BLOCKED]) != NULL;
+      ok &= cJSON_AddStringToObject(cfg, "variant", variant_name(c->variant)) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "block_m", c->block_m) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "block_n", c->block_n) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "rows_per_item", c->rows_per_item) != NULL;
@@ -442,6 +451,10 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
 }
 
 clattn_status clattn__tuning_serialize(const clattn__tuning_table* t, char** text) {
+  for (size_t i = 0; i < t->count; ++i) {
+    clattn_status st = entry_writable(&t->entries[i], i);
+    if (st != CLATTN_SUCCESS) return st;
+  }
   clattn_status status = CLATTN_SUCCESS;
   cJSON* root = cJSON_CreateObject();
   cJSON* entries = NULL;
@@ -514,9 +527,7 @@ static clattn_status read_file(const char* path, char** text, size_t* size, int*
   return status;
 }
 
-/* Loads a file into a table: missing -> empty; unreadable or invalid -> empty and the
- * error status (message recorded). *out is NULL only when out of memory. */
-static clattn_status load_table(const char* path, clattn__tuning_table** out, int* found) {
+clattn_status clattn__tuning_file_load(const char* path, clattn__tuning_table** out, int* found) {
   char* text = NULL;
   size_t size = 0;
   int missing = 0;
@@ -534,7 +545,7 @@ static clattn_status load_table(const char* path, clattn__tuning_table** out, in
   }
   free(text);
   if (!*out) {
-    *out = table_new();
+    *out = clattn__tuning_table_create();
     if (!*out) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   }
   return status;
@@ -661,10 +672,12 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
                           "clattn_tuning_entry.struct_size is %zu, expected %zu",
                           entries[i].struct_size, sizeof(clattn_tuning_entry));
     }
+    clattn_status st = entry_writable(&entries[i], i);
+    if (st != CLATTN_SUCCESS) return st;
   }
   char def[4096];
   if (!path) {
-    clattn_status st = default_path(def, sizeof def);
+    clattn_status st = clattn__tuning_default_path(def, sizeof def);
     if (st != CLATTN_SUCCESS) return st;
     path = def;
   }
@@ -676,7 +689,7 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
   CLATTN__CHECK(make_parent_dirs(path));
   CLATTN__CHECK(lock_file(path, &fd));
   /* Under the lock: re-read what other writers stored, then merge ours over it. */
-  status = load_table(path, &table, &found);
+  status = clattn__tuning_file_load(path, &table, &found);
   if (status == CLATTN_ERROR_OUT_OF_MEMORY) goto cleanup;
   if (status != CLATTN_SUCCESS) clattn__log("replacing the unreadable tuning file %s", path);
   status = CLATTN_SUCCESS;
@@ -700,15 +713,15 @@ clattn_status clattn_tuning_table_load(const char* path, clattn_tuning_table** o
   *out = NULL;
   char def[4096];
   if (!path) {
-    clattn_status st = default_path(def, sizeof def);
+    clattn_status st = clattn__tuning_default_path(def, sizeof def);
     if (st != CLATTN_SUCCESS) {
-      *out = table_new();
+      *out = clattn__tuning_table_create();
       return *out ? st : CLATTN_ERROR_OUT_OF_MEMORY;
     }
     path = def;
   }
   int found = 0;
-  return load_table(path, out, &found);
+  return clattn__tuning_file_load(path, out, &found);
 }
 
 clattn_status clattn_tuning_table_destroy(clattn_tuning_table* table) {
@@ -729,199 +742,5 @@ clattn_status clattn_tuning_table_get(const clattn_tuning_table* table, size_t i
     return CLATTN_ERROR_INVALID_ARGUMENT;
   }
   *entry = table->entries[index];
-  return CLATTN_SUCCESS;
-}
-
-/* Whether a GEMM entry's parameters fit a device: work-group size and local memory. */
-static int gemm_fits(const clattn_device_info* info, const clattn_tuning_entry* e) {
-  size_t v[8] = {0};
-  const char* names[8] = {"MDIMC", "NDIMC", "KWG", "MWG", "NWG", "SA", "SB", "GEMMK"};
-  for (int n = 0; n < 8; ++n) {
-    int seen = 0;
-    for (size_t i = 0; i < e->param_count; ++i) {
-      if (strcmp(e->param_names[i], names[n]) == 0) {
-        v[n] = e->param_values[i];
-        seen = 1;
-      }
-    }
-    if (!seen) return 0;
-  }
-  size_t group = v[0] * v[1];
-  size_t local = (v[5] * v[2] * v[3] + v[6] * v[2] * v[4]) * sizeof(float);
-  return group >= 1 && group <= info->max_work_group_size && local <= info->local_mem_size;
-}
-
-/* 1 when an entry can serve a device: kernel unchanged and limits respected. */
-static int entry_current(const clattn_context* ctx, const char* kernel_dir,
-                         const clattn_device_info* info, const clattn_tuning_entry* e) {
-  if (e->kind == CLATTN_TUNING_GEMM) return gemm_fits(info, e);
-  const char* want =
-      e->config.variant == CLATTN_VARIANT_TILED_LOCAL ? "attention_tiled" : "attention_regblock";
-  if (strcmp(e->kernel, want) != 0) return 0;
-  char hash[32];
-  if (clattn__tuning_source_hash(ctx, kernel_dir, e->kernel, hash, sizeof hash) != CLATTN_SUCCESS ||
-      strcmp(hash, e->source_hash) != 0) {
-    return 0;
-  }
-  return clattn__config_fits(info, e->head_dim, &e->config);
-}
-
-clattn_status clattn_tuning_entry_match(const clattn_tuning_entry* entry, cl_device_id device,
-                                        int* level, int* current) {
-  if (!entry || !device || entry->struct_size != sizeof(clattn_tuning_entry)) {
-    return CLATTN_ERROR_INVALID_ARGUMENT;
-  }
-  clattn_device_info* info = clattn__malloc(sizeof *info);
-  if (!info) return CLATTN_ERROR_OUT_OF_MEMORY;
-  info->struct_size = sizeof *info;
-  clattn_status status = clattn_device_query(device, info);
-  if (status == CLATTN_SUCCESS) {
-    clattn_tuning_entry key;
-    clattn__tuning_device_key(info, &key);
-    int lv = device_level(&key, entry);
-    if (level)
-      *level = lv == 2   ? CLATTN_CONFIG_SOURCE_TUNED
-               : lv == 1 ? CLATTN_CONFIG_SOURCE_TUNED_OTHER_DRIVER
-                         : 0;
-    if (current) *current = entry_current(NULL, getenv("CLATTN_KERNEL_DIR"), info, entry);
-  }
-  free(info);
-  return status;
-}
-
-/* ------------------------------------------------------------ context */
-
-static void info_message(clattn_context* ctx, clattn_status status) {
-  ctx->tuning_info.status = status;
-  clattn_context_get_last_error(NULL, ctx->tuning_info.message, sizeof ctx->tuning_info.message,
-                                NULL);
-}
-
-/* Applies the best GEMM entry for the device (this driver first). */
-static void apply_gemm(clattn_context* ctx, const clattn__tuning_table* file,
-                       const clattn_tuning_entry* key) {
-  const clattn_tuning_entry* best = NULL;
-  int best_level = 0;
-  for (size_t i = 0; i < file->count; ++i) {
-    const clattn_tuning_entry* e = &file->entries[i];
-    if (e->kind != CLATTN_TUNING_GEMM || strcmp(e->kernel, "Xgemm") != 0) continue;
-    int lv = device_level(key, e);
-    if (lv > best_level && gemm_fits(&ctx->info, e)) {
-      best = e;
-      best_level = lv;
-    }
-  }
-  if (!best) return;
-  if (clattn__tuning_apply_gemm(ctx, best) == CLATTN_SUCCESS) {
-    ctx->tuning_info.gemm_source = level_source(best_level);
-    clattn__log("CLBlast %s parameters from the tuning file applied", best->kernel);
-  } else {
-    clattn__log("CLBlast rejected the tuned %s parameters; keeping its defaults", best->kernel);
-  }
-}
-
-void clattn__tuning_context_init(clattn_context* ctx) {
-  clattn_tuning_info* ti = &ctx->tuning_info;
-  memset(ti, 0, sizeof *ti);
-  ti->struct_size = sizeof *ti;
-  ti->status = CLATTN_SUCCESS;
-  clattn__tuning_table* file = NULL;
-  clattn_status status = default_path(ti->path, sizeof ti->path);
-  if (status != CLATTN_SUCCESS) {
-    ti->path[0] = '\0';
-    info_message(ctx, status);
-    return;
-  }
-  status = load_table(ti->path, &file, &ti->found);
-  if (status != CLATTN_SUCCESS) {
-    info_message(ctx, status);
-    clattn__log("tuning file ignored, using the built-in defaults: %s", ti->message);
-  }
-  if (!file) return;
-  ti->entries = file->count;
-  ctx->tuning = table_new();
-  if (!ctx->tuning) {
-    clattn__tuning_table_destroy(file);
-    return;
-  }
-  clattn_tuning_entry key;
-  clattn__tuning_device_key(&ctx->info, &key);
-  /* Keep the attention entries that can serve this device; hashes once per kernel file. */
-  char hash[2][32] = {"", ""};
-  const char* kernels[2] = {"attention_tiled", "attention_regblock"};
-  for (int k = 0; k < 2; ++k) {
-    if (clattn__tuning_source_hash(ctx, ctx->kernel_dir, kernels[k], hash[k], sizeof hash[k]) !=
-        CLATTN_SUCCESS) {
-      hash[k][0] = '\0';
-    }
-  }
-  size_t stale = 0, misfit = 0;
-  for (size_t i = 0; i < file->count; ++i) {
-    const clattn_tuning_entry* e = &file->entries[i];
-    if (e->kind != CLATTN_TUNING_ATTENTION || !device_level(&key, e)) continue;
-    int k = e->config.variant == CLATTN_VARIANT_TILED_LOCAL ? 0 : 1;
-    if (strcmp(e->kernel, kernels[k]) != 0 || !hash[k][0] || strcmp(e->source_hash, hash[k])) {
-      ++stale;
-    } else if (!clattn__config_fits(&ctx->info, e->head_dim, &e->config)) {
-      ++misfit;
-    } else if (table_append(ctx->tuning, e) != CLATTN_SUCCESS) {
-      break;
-    }
-  }
-  ti->device_entries = ctx->tuning->count;
-  if (stale || misfit) {
-    clattn__log(
-        "tuning file: %zu entries for this device skipped (%zu for changed kernels, %zu "
-        "beyond the device's limits)",
-        stale + misfit, stale, misfit);
-  }
-  apply_gemm(ctx, file, &key);
-  clattn__log("tuning file %s: %zu entries, %zu usable here", ti->path, ti->entries,
-              ti->device_entries);
-  clattn__tuning_table_destroy(file);
-}
-
-void clattn__tuning_context_release(clattn_context* ctx) {
-  clattn__tuning_table_destroy(ctx->tuning);
-  ctx->tuning = NULL;
-}
-
-int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* shape,
-                          clattn_attention_config* config, clattn_config_source* source) {
-  if (!ctx->tuning || !ctx->tuning->count) return 0;
-  clattn_tuning_entry key;
-  clattn__tuning_device_key(&ctx->info, &key);
-  const unsigned bucket =
-      clattn__seq_bucket(shape->seq_q > shape->seq_kv ? shape->seq_q : shape->seq_kv);
-  const clattn_tuning_entry* best = NULL;
-  int best_level = 0;
-  unsigned best_dist = 0;
-  for (size_t i = 0; i < ctx->tuning->count; ++i) {
-    const clattn_tuning_entry* e = &ctx->tuning->entries[i];
-    if (e->head_dim != shape->head_dim || e->causal != shape->causal) continue;
-    unsigned dist = e->seq_bucket > bucket ? e->seq_bucket - bucket : bucket - e->seq_bucket;
-    if (dist > MAX_BUCKET_DISTANCE) continue;
-    int level = device_level(&key, e);
-    /* This driver before another; then the nearest bucket, the longer one on a tie. */
-    if (!best || level > best_level ||
-        (level == best_level &&
-         (dist < best_dist || (dist == best_dist && e->seq_bucket > best->seq_bucket)))) {
-      best = e;
-      best_level = level;
-      best_dist = dist;
-    }
-  }
-  if (!best) return 0;
-  *config = best->config;
-  config->struct_size = sizeof *config;
-  *source = level_source(best_level);
-  return 1;
-}
-
-clattn_status clattn_context_get_tuning_info(const clattn_context* ctx, clattn_tuning_info* info) {
-  if (!ctx || !info || info->struct_size != sizeof(clattn_tuning_info)) {
-    return CLATTN_ERROR_INVALID_ARGUMENT;
-  }
-  *info = ctx->tuning_info;
   return CLATTN_SUCCESS;
 }
