@@ -225,6 +225,10 @@ size_t clattn__variant_count(void);
 const clattn__variant* clattn__variant_at(size_t index);
 /* The variant of an id; NULL for CLATTN_VARIANT_AUTO or an unknown value. */
 const clattn__variant* clattn__variant_find(clattn_variant id);
+/* The index of the variant clattn prefers for a shape on a device (the highest preference);
+ * clattn__variant_count() when none suits it. */
+size_t clattn__variant_preferred(const clattn_device_info* info,
+                                 const clattn__attention_shape* shape);
 /* The variant of a kernel file name ("attention_tiled"); NULL when none. */
 const clattn__variant* clattn__variant_by_source(const char* source);
 

@@ -111,22 +111,6 @@ cleanup:
   return status;
 }
 
-/* The variant clattn prefers for a shape on this device. */
-static const clattn__variant* preferred(const clattn_context* ctx,
-                                        const clattn__attention_shape* sh) {
-  const clattn__variant* best = NULL;
-  int best_score = 0;
-  for (size_t i = 0; i < clattn__variant_count(); ++i) {
-    const clattn__variant* v = clattn__variant_at(i);
-    int score = v->preference(&ctx->info, sh);
-    if (score > best_score) {
-      best = v;
-      best_score = score;
-    }
-  }
-  return best;
-}
-
 /* Resolves the config of a new plan and creates its kernels. */
 static clattn_status plan_resolve(clattn_context* ctx, const clattn__attention_shape* sh,
                                   const clattn_attention_config* requested, clattn__plan* p) {
@@ -155,8 +139,9 @@ static clattn_status plan_resolve(clattn_context* ctx, const clattn__attention_s
       clattn__log("the tuned config does not fit here; using the built-in default");
     }
   }
-  const clattn__variant* v =
-      c.variant == CLATTN_VARIANT_AUTO ? preferred(ctx, sh) : clattn__variant_find(c.variant);
+  const clattn__variant* v = c.variant == CLATTN_VARIANT_AUTO
+                                 ? clattn__variant_at(clattn__variant_preferred(&ctx->info, sh))
+                                 : clattn__variant_find(c.variant);
   if (!v) return clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no kernel variant suits this shape");
   c.variant = v->id;
   v->defaults(&ctx->info, sh, &c);

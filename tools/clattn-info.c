@@ -80,13 +80,8 @@ static void tuning_entry_text(const clattn_tuning_entry* e, char* shape, size_t 
   unsigned long long lo = 1ull << e->seq_bucket, hi = (2ull << e->seq_bucket) - 1;
   snprintf(shape, shape_size, "D=%zu N=%llu..%llu%s", e->head_dim, lo, hi,
            e->causal ? " causal" : "");
-  const clattn_attention_config* c = &e->config;
-  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
-    snprintf(config, config_size, "tiled block_m=%u block_n=%u threads_per_row=%u", c->block_m,
-             c->block_n, c->threads_per_row);
-  } else {
-    snprintf(config, config_size, "regblock rows_per_item=%u block_n=%u", c->rows_per_item,
-             c->block_n);
+  if (clattn_attention_config_describe(&e->config, config, config_size, NULL) != CLATTN_SUCCESS) {
+    snprintf(config, config_size, "unknown variant %d", (int)e->config.variant);
   }
 }
 

@@ -161,10 +161,8 @@ static int on_progress(const clattn_tune_progress* p, void* user) {
 }
 
 static void describe_config(const clattn_attention_config* c, char* buf, size_t size) {
-  if (c->variant == CLATTN_VARIANT_TILED_LOCAL) {
-    snprintf(buf, size, "tiled m=%u n=%u tpr=%u", c->block_m, c->block_n, c->threads_per_row);
-  } else {
-    snprintf(buf, size, "regblock rows=%u n=%u", c->rows_per_item, c->block_n);
+  if (clattn_attention_config_describe(c, buf, size, NULL) != CLATTN_SUCCESS) {
+    snprintf(buf, size, "unknown variant %d", (int)c->variant);
   }
 }
 
@@ -231,8 +229,13 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
     printf(",\"kind\":\"%s\",\"ran\":%s,\"status\":", ph->gemm ? "gemm" : "attention",
            ph->ran ? "true" : "false");
     clattn_tool_json_string(stdout, clattn_status_name(ph->status));
-    printf(",\"space\":{\"tiled\":%zu,\"regblock\":%zu,\"gemm\":%zu}", r->space_tiled,
-           r->space_regblock, r->space_gemm);
+    /* Candidates per variant, by the variant's name, then the GEMM space. */
+    printf(",\"space\":{");
+    for (int v = 0; v < CLATTN_TUNE_MAX_VARIANTS; ++v) {
+      const char* vname = clattn_variant_name((clattn_variant)v);
+      if (vname && v != CLATTN_VARIANT_AUTO) printf("\"%s\":%zu,", vname, r->space_variants[v]);
+    }
+    printf("\"gemm\":%zu}", r->space_gemm);
     printf(
         ",\"tried\":%zu,\"failed_build\":%zu,\"failed_launch\":%zu,\"failed_verify\":%zu,"
         "\"slow\":%zu,\"interrupted\":%s,\"written\":%s",
@@ -352,8 +355,15 @@ int main(int argc, char** argv) {
       if (ph->gemm) {
         printf("%-36s gemm: %zu candidates\n", ph->name, r->space_gemm);
       } else {
-        printf("%-36s tiled: %zu, regblock: %zu candidates\n", ph->name, r->space_tiled,
-               r->space_regblock);
+        printf("%-36s", ph->name);
+        const char* sep = " ";
+        for (int v = 0; v < CLATTN_TUNE_MAX_VARIANTS; ++v) {
+          const char* vname = clattn_variant_name((clattn_variant)v);
+          if (!vname || v == CLATTN_VARIANT_AUTO) continue;
+          printf("%s%s: %zu", sep, vname, r->space_variants[v]);
+          sep = ", ";
+        }
+        printf(" candidates\n");
       }
     } else if (!o.json && !o.dry_run) {
       printf("%-36s %zu tried (%zu failed to build, %zu to launch, %zu wrong, %zu slow)%s\n",

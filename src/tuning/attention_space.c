@@ -456,15 +456,7 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
     status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
     goto cleanup;
   }
-  size_t first = nv;
-  int first_score = 0;
-  for (size_t i = 0; i < nv; ++i) {
-    int score = clattn__variant_at(i)->preference(&ctx->info, &shape);
-    if (score > first_score) {
-      first = i;
-      first_score = score;
-    }
-  }
+  const size_t first = clattn__variant_preferred(&ctx->info, &shape);
   if (first == nv) {
     status = clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no kernel variant suits this shape");
     goto cleanup;

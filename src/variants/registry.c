@@ -33,6 +33,20 @@ const clattn__variant* clattn__variant_find(clattn_variant id) {
   return NULL;
 }
 
+size_t clattn__variant_preferred(const clattn_device_info* info,
+                                 const clattn__attention_shape* shape) {
+  size_t best = VARIANT_COUNT;
+  int best_score = 0;
+  for (size_t i = 0; i < VARIANT_COUNT; ++i) {
+    const int score = kVariants[i]->preference(info, shape);
+    if (score > best_score) {
+      best = i;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
 const clattn__variant* clattn__variant_by_source(const char* source) {
   for (size_t i = 0; source && i < VARIANT_COUNT; ++i) {
     if (strcasecmp(kVariants[i]->source, source) == 0) return kVariants[i];

@@ -29,13 +29,9 @@ int bench_fused_setup(bench* B, impl* m) {
            "\"threads_per_row\":%u,\"source\":\"%s\"}",
            clattn_variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item,
            c->threads_per_row, bench_config_origin(c->source));
-  if (c->variant == CLATTN_VARIANT_REGISTER_BLOCKED) {
-    snprintf(m->config_text, sizeof m->config_text, "regblock %ux%u (%s)", c->rows_per_item,
-             c->block_n, bench_config_origin(c->source));
-  } else {
-    snprintf(m->config_text, sizeof m->config_text, "tiled m%u n%u t%u (%s)", c->block_m,
-             c->block_n, c->threads_per_row, bench_config_origin(c->source));
-  }
+  char tiles[96];
+  clattn_attention_config_describe(c, tiles, sizeof tiles, NULL);
+  snprintf(m->config_text, sizeof m->config_text, "%s (%s)", tiles, bench_config_origin(c->source));
   return 0;
 }
 

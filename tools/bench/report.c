@@ -35,7 +35,7 @@ void bench_print_text(const bench* B, const impl* impls) {
     printf("errors   against the double-precision reference on every %zu%s query row\n",
            B->rows_step, B->rows_step == 1 ? "st" : "th");
   }
-  printf("\n%-16s %-34s %10s %10s %9s %7s %10s %9s %12s\n", "impl", "config", "median ms", "min ms",
+  printf("\n%-16s %-52s %10s %10s %9s %7s %10s %9s %12s\n", "impl", "config", "median ms", "min ms",
          "GFLOP/s", "% peak", "max |err|", "err/tol", "device bytes");
   for (int i = 0; i < IMPL_COUNT; ++i) {
     const impl* m = &impls[i];
@@ -51,7 +51,7 @@ void bench_print_text(const bench* B, const impl* impls) {
     double med = clattn_tool_median(m->times, (size_t)m->count);
     double mn = clattn_tool_min(m->times, (size_t)m->count);
     double g = B->flops / (med * 1e6);
-    printf("%-16s %-34s %10.3f %10.3f %9.2f ", bench_impl_names[i], m->config_text, med, mn, g);
+    printf("%-16s %-52s %10.3f %10.3f %9.2f ", bench_impl_names[i], m->config_text, med, mn, g);
     if (B->peak_runs) {
       printf("%6.1f%%", 100.0 * g / B->peak_gflops);
     } else {
@@ -93,7 +93,8 @@ void bench_print_text(const bench* B, const impl* impls) {
   } else {
     printf(
         "\nInputs and output (Q, K, V, O: %zu bytes) are shared and not counted; fused's "
-        "bytes are the scratch each call allocates, unfused's the score matrix (CLBlast's "
+        "bytes are its workspace (clattn_attention_workspace_size), unfused's the score matrix "
+        "(CLBlast's "
         "own temporaries not counted).\n",
         (B->nq + B->nk + B->nv + B->no) * sizeof(float));
   }
