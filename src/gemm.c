@@ -193,14 +193,24 @@ int clattn__xgemm_params_valid(const size_t* p, const clattn_device_info* info, 
 
 /* CLBlast has no tuned GEMM parameters for PoCL's CPU devices, and its defaults (local-memory
  * tiles for GPUs, and its direct kernel up to a size that covers many projection shapes) run
- * the layer's projections at 4-6 GFLOP/s on two Zen 5 cores. Register tiles without local
- * memory run them far faster there: with AVX-512 (a native float vector of 16) 128x128x32
- * tiles of 16x16 outputs per work-item in float8 vectors, the best of a clattn-tune run on
- * those cores (128 GFLOP/s on the layer's projections at d_model 512, N=1024); with
- * narrower vector units, whose registers hold half as much, 64x64x16 tiles of 8x8 outputs.
- * Every shape from 128 up takes the tiled kernel. CLBlast keeps overrides per device for
- * the whole process; a failure leaves its defaults in place. A tuning file's entry, applied
- * after this, wins. */
+ * the layer's projections at 4-6 GFLOP/s on two Zen 5 cores.
+ *
+ * Xgemm: kernel 1 (GEMMK 1, 2D register tiles without local memory). In row-major layout
+ * it reads A [m, k] and B [k, n] as they are and writes C [m, n] in place, so a GEMM whose
+ * dimensions are multiples of the tiles, on buffers at offset 0, is that one kernel: kernel 0
+ * transposes A and C (in and out) around itself in row-major layout. Where the native float
+ * vector is 16 wide (AVX-512), 128x128 tiles of 8x8 work-items, each 16x16 outputs in float16
+ * vectors along n, K unrolled by 1: 140-180 GFLOP/s on the layer's projection shapes on two
+ * Skylake-AVX512 cores, 1.7-2.4x kernel 0's 128x128x32 tiles with their transposes; 256x256
+ * tiles were up to 20% faster on the largest shapes but 3x slower where they pad much.
+ * Narrower vector units, whose registers hold half as much: 64x64 tiles, 8x8 outputs in
+ * float8 vectors (by analogy; not measured on such a CPU).
+ *
+ * GEMMs below 32^3 take the direct kernel, the others Xgemm, which pads where it must and
+ * was faster than the direct kernel at every larger shape measured, 1x768x768 included.
+ *
+ * CLBlast keeps overrides per device for the whole process; a failure leaves its defaults in
+ * place. A tuning file's entry, applied after this, wins. */
 int clattn__gemm_device_defaults(clattn_context* ctx) {
   if (ctx->info.type != CLATTN_DEVICE_TYPE_CPU ||
       !strstr(ctx->info.platform_name, "Portable Computing Language")) {
@@ -211,14 +221,25 @@ int clattn__gemm_device_defaults(clattn_context* ctx) {
                       NULL) != CL_SUCCESS) {
     width = 0;
   }
-  /* In clattn__xgemm_param_names' order. */
-  static const size_t wide[] = {0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8};
-  static const size_t narrow[] = {0, 1, 16, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8};
+  size_t xgemm[CLATTN__XGEMM_PARAM_COUNT] = {0};
+  xgemm[CLATTN__XGEMM_GEMMK] = 1;
+  xgemm[CLATTN__XGEMM_KREG] = 1;
+  xgemm[CLATTN__XGEMM_KWG] = 1;
+  xgemm[CLATTN__XGEMM_KWI] = 1;
+  xgemm[CLATTN__XGEMM_MDIMA] = xgemm[CLATTN__XGEMM_MDIMC] = 8;
+  xgemm[CLATTN__XGEMM_NDIMB] = xgemm[CLATTN__XGEMM_NDIMC] = 8;
+  xgemm[CLATTN__XGEMM_MWG] = xgemm[CLATTN__XGEMM_NWG] = width >= 16 ? 128 : 64;
+  xgemm[CLATTN__XGEMM_VWM] = width >= 16 ? 16 : 8;
+  xgemm[CLATTN__XGEMM_VWN] = 1;
+  char why[160];
+  if (!clattn__xgemm_params_valid(xgemm, &ctx->info, why, sizeof why)) {
+    clattn__log("keeping CLBlast's default GEMM parameters on this device: %s", why);
+    return 0;
+  }
   const char* routine[] = {CLATTN__GEMM_MIN_INDIRECT_NAME};
-  const size_t min_indirect = 128;
+  const size_t min_indirect = CLATTN__GEMM_MIN_INDIRECT;
   if (clattn__gemm_override(ctx, "Xgemm", CLATTN__XGEMM_PARAM_COUNT,
-                            (const char**)clattn__xgemm_param_names,
-                            width >= 16 ? wide : narrow) != CLATTN_SUCCESS ||
+                            (const char**)clattn__xgemm_param_names, xgemm) != CLATTN_SUCCESS ||
       clattn__gemm_override(ctx, "GemmRoutine", 1, routine, &min_indirect) != CLATTN_SUCCESS) {
     clattn__log("keeping CLBlast's default GEMM parameters on this device");
     return 0;

@@ -172,8 +172,8 @@ size_t clattn__kt_stride(const clattn__attention_shape* shape,
 /* One row-major single-precision GEMM: C = alpha·op(A)·op(B) + beta·C, with op(A) m×k,
  * op(B) k×n and C m×n; offsets and leading dimensions in floats. CLBlast's Xgemm kernel
  * runs on the caller's buffers only when A, B and C are at offset 0 with leading dimensions
- * k, n and n, no transposition is asked for (its kernel 0, GEMMK 0, also transposes A and C
- * in row-major layout) and m, n, k are multiples of its tiles; otherwise it first copies
+ * k, n and n, no transposition is asked for (with clattn's kernel-1 parameters; kernel 0
+ * transposes A and C) and m, n, k are multiples of its tiles; otherwise it first copies
  * them, padded, into a temporary buffer: `temp` (at least clattn__gemm_temp_size bytes), or
  * one CLBlast creates for the call when temp is NULL. */
 typedef struct clattn__gemm_args {
@@ -248,7 +248,7 @@ int clattn__xgemm_params_valid(const size_t* p, const clattn_device_info* info, 
  * (XgemmDirect*), the others Xgemm with its copies where needed; clattn's value where it sets
  * its defaults. */
 #define CLATTN__GEMM_MIN_INDIRECT_NAME "XGEMM_MIN_INDIRECT_SIZE"
-#define CLATTN__GEMM_MIN_INDIRECT 128
+#define CLATTN__GEMM_MIN_INDIRECT 32
 
 /* Sets clattn's own default GEMM parameters where CLBlast has none worth using (PoCL's CPU
  * devices); called when a context is created, before the tuning file's entries. Returns 1
