@@ -33,7 +33,6 @@ struct clattn_mha {
 
   /* Everything below is per-call state, guarded by `lock`. */
   pthread_mutex_t lock;
-  cl_kernel bias_kernel; /* created on first use */
   /* The workspace: Q, K, V and the core's output O, each a buffer of its own at offset 0
    * (CLBlast copies a C or A elsewhere), and CLBlast's temporary buffer for the copies it
    * still makes. Each grows to the largest call and is reused. */
@@ -316,7 +315,6 @@ clattn_status clattn_mha_destroy(clattn_mha* m) {
   for (int i = 0; i < WS_COUNT; ++i) {
     if (m->ws[i].mem) clReleaseMemObject(m->ws[i].mem);
   }
-  if (m->bias_kernel) clReleaseKernel(m->bias_kernel);
   if (m->last) clReleaseEvent(m->last);
   pthread_mutex_destroy(&m->lock);
   free(m);
@@ -518,30 +516,22 @@ cleanup:
   return status;
 }
 
-/* C[rows, cols] (leading dimension ldc) = bias row broadcast (bias NULL: zeros). */
-static clattn_status bias_rows(clattn_mha* m, cl_command_queue queue, cl_mem c, size_t c_offset,
-                               size_t ldc, cl_mem bias, size_t bias_offset, size_t rows,
+/* C[rows, cols] (rows back to back, from c_offset) = the bias row, broadcast by copies: the
+ * row is copied in, then the rows written so far after themselves, doubling them each time
+ * (1 + ceil(log2(rows)) copies, and no kernel to build). */
+static clattn_status bias_rows(clattn_context* ctx, cl_command_queue queue, cl_mem c,
+                               size_t c_offset, cl_mem bias, size_t bias_offset, size_t rows,
                                size_t cols) {
-  clattn_context* ctx = m->ctx;
   clattn_status status = CLATTN_SUCCESS;
-  if (!m->bias_kernel) {
-    CLATTN__CHECK(clattn__kernel_create(ctx, "bias", "", "clattn_bias_rows", &m->bias_kernel));
+  const size_t f = sizeof(float), row = cols * f, at = c_offset * f;
+  CLATTN__CL_CHECK(ctx,
+                   clEnqueueCopyBuffer(queue, bias, c, bias_offset * f, at, row, 0, NULL, NULL));
+  for (size_t done = 1; done < rows; done *= 2) {
+    const size_t n = done < rows - done ? done : rows - done;
+    /* The same buffer, regions apart: [0, done) rows to [done, done + n). */
+    CLATTN__CL_CHECK(ctx,
+                     clEnqueueCopyBuffer(queue, c, c, at, at + done * row, n * row, 0, NULL, NULL));
   }
-  cl_kernel k = m->bias_kernel;
-  const cl_uint u[] = {(cl_uint)c_offset, (cl_uint)ldc, (cl_uint)bias_offset};
-  const cl_int has_bias = bias != NULL;
-  const cl_uint shape[] = {(cl_uint)rows, (cl_uint)cols};
-  cl_int err = clSetKernelArg(k, 0, sizeof c, &c);
-  err |= clSetKernelArg(k, 1, sizeof u[0], &u[0]);
-  err |= clSetKernelArg(k, 2, sizeof u[1], &u[1]);
-  err |= clSetKernelArg(k, 3, sizeof bias, &bias); /* NULL is allowed for a __global pointer */
-  err |= clSetKernelArg(k, 4, sizeof u[2], &u[2]);
-  err |= clSetKernelArg(k, 5, sizeof has_bias, &has_bias);
-  err |= clSetKernelArg(k, 6, sizeof shape[0], &shape[0]);
-  err |= clSetKernelArg(k, 7, sizeof shape[1], &shape[1]);
-  CLATTN__CL_CHECK(ctx, err);
-  const size_t global[2] = {cols, rows};
-  CLATTN__CL_CHECK(ctx, clEnqueueNDRangeKernel(queue, k, 2, NULL, global, NULL, 0, NULL, NULL));
 cleanup:
   return status;
 }
@@ -553,9 +543,9 @@ static clattn_status project_inputs(clattn_mha* m, const mha_plan* p,
   clattn_status status = CLATTN_SUCCESS;
   const size_t hq = m->q_width, hk = m->kv_width;
   if (m->b_in) {
-    CLATTN__CHECK(bias_rows(m, queue, m->ws[WS_Q].mem, 0, hq, m->b_in, 0, p->rows, hq));
-    CLATTN__CHECK(bias_rows(m, queue, m->ws[WS_K].mem, 0, hk, m->b_in, hq, p->rows_kv, hk));
-    CLATTN__CHECK(bias_rows(m, queue, m->ws[WS_V].mem, 0, hk, m->b_in, hq + hk, p->rows_kv, hk));
+    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_Q].mem, 0, m->b_in, 0, p->rows, hq));
+    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_K].mem, 0, m->b_in, hq, p->rows_kv, hk));
+    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_V].mem, 0, m->b_in, hq + hk, p->rows_kv, hk));
   }
   CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_Q], NULL));
   CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_K], NULL));
@@ -625,7 +615,7 @@ static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha
   /* y = bo, then y += O·Woᵀ; without bo, y = O·Woᵀ (CLBlast does not read C when beta is 0,
    * so whatever y held, NaN included, is overwritten). */
   const size_t e = m->d_model;
-  if (m->b_out) CLATTN__CHECK(bias_rows(m, queue, b->y, b->y_offset, e, m->b_out, 0, p->rows, e));
+  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, b->y, b->y_offset, m->b_out, 0, p->rows, e));
   CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_OUT], &done));
 cleanup:
   if (enqueued && !done) {
