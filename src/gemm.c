@@ -209,10 +209,11 @@ int clattn__xgemm_params_valid(const size_t* p, const clattn_device_info* info, 
  * XgemmDirect: never used at the layer's shapes (GEMMs from 32^3 up take Xgemm, which pads
  * and was faster than the direct kernel at every shape measured, 1x768x768 included), but
  * CLBlast asks for its program's binary after building it, which makes PoCL compile every
- * kernel of that program, the four direct ones (NN, NT, TN, TT) among them: 8x8 tiles of
- * single outputs compile in a quarter of the time of CLBlast's defaults (0.5 s instead of
- * 2.4 s each). The transposing copies, not used by kernel 1 either, get small tiles for
- * the same reason; the padding copies that kernel 1 does use keep CLBlast's.
+ * kernel of that program, the four direct ones (NN, NT, TN, TT) among them: work-groups of
+ * one work-item computing one output compile in a fifth of the time of CLBlast's defaults
+ * (about 0.45 s instead of 2.4 s each), and below 32^3, where they run, they took no longer
+ * than 8x8 tiles (0.01-0.03 ms). The transposing copies, not used by kernel 1 either, get
+ * small tiles for the same reason; the padding copies that kernel 1 does use keep CLBlast's.
  *
  * CLBlast keeps overrides per device for the whole process; a failure leaves its defaults in
  * place. A tuning file's entry, applied after this, wins. */
@@ -243,7 +244,7 @@ int clattn__gemm_device_defaults(clattn_context* ctx) {
   }
   static const char* direct_names[] = {"WGD",  "MDIMCD", "NDIMCD", "MDIMAD", "NDIMBD",
                                        "KWID", "VWMD",   "VWND",   "PADA",   "PADB"};
-  static const size_t direct[] = {8, 8, 8, 8, 8, 1, 1, 1, 1, 1};
+  static const size_t direct[] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
   static const char* transpose_names[] = {"TRA_DIM", "TRA_WPT", "TRA_PAD", "TRA_SHUFFLE"};
   static const size_t transpose_values[] = {8, 1, 0, 0};
   static const char* padtranspose_names[] = {"PADTRA_TILE", "PADTRA_WPT", "PADTRA_PAD"};
