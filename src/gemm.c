@@ -1,7 +1,10 @@
-/* GEMM through CLBlast. This is the only file that includes CLBlast. */
+/* GEMM through CLBlast. This is the only file that includes CLBlast: its calls, its
+ * parameter names and the rules its kernels put on them, and clattn's default parameters. */
 /* The OpenCL version clattn.h targets, set before clblast_c.h includes CL/cl.h. */
 #define CL_TARGET_OPENCL_VERSION 120
 #include <clblast_c.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -42,14 +45,33 @@ static clattn_status gemm_fail(const clattn_context* ctx, CLBlastStatusCode code
   return clattn__fail(ctx, status, "%s failed: CLBlast status %d", what, (int)code);
 }
 
+static CLBlastTranspose transpose(int t) { return t ? CLBlastTransposeYes : CLBlastTransposeNo; }
+
 clattn_status clattn__gemm(clattn_context* ctx, cl_command_queue queue, const clattn__gemm_args* g,
                            cl_event* event) {
-  CLBlastStatusCode code =
-      CLBlastSgemm(CLBlastLayoutRowMajor, g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
-                   g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, g->m, g->n, g->k,
-                   g->alpha, g->a, g->a_offset, g->lda, g->b, g->b_offset, g->ldb, g->beta, g->c,
-                   g->c_offset, g->ldc, &queue, event);
+  CLBlastStatusCode code;
+  if (g->temp) {
+    code = CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, transpose(g->trans_a),
+                                      transpose(g->trans_b), g->m, g->n, g->k, g->alpha, g->a,
+                                      g->a_offset, g->lda, g->b, g->b_offset, g->ldb, g->beta, g->c,
+                                      g->c_offset, g->ldc, &queue, event, g->temp);
+  } else {
+    code = CLBlastSgemm(CLBlastLayoutRowMajor, transpose(g->trans_a), transpose(g->trans_b), g->m,
+                        g->n, g->k, g->alpha, g->a, g->a_offset, g->lda, g->b, g->b_offset, g->ldb,
+                        g->beta, g->c, g->c_offset, g->ldc, &queue, event);
+  }
   return code == CLBlastSuccess ? CLATTN_SUCCESS : gemm_fail(ctx, code, "CLBlastSgemm");
+}
+
+clattn_status clattn__gemm_temp_size(clattn_context* ctx, const clattn__gemm_args* g,
+                                     size_t* bytes) {
+  cl_command_queue queue = ctx->queue; /* only its device matters */
+  *bytes = 0;
+  CLBlastStatusCode code = CLBlastSGemmTempBufferSize(
+      CLBlastLayoutRowMajor, transpose(g->trans_a), transpose(g->trans_b), g->m, g->n, g->k,
+      g->a_offset, g->lda, g->b_offset, g->ldb, g->c_offset, g->ldc, &queue, bytes);
+  return code == CLBlastSuccess ? CLATTN_SUCCESS
+                                : gemm_fail(ctx, code, "CLBlastSGemmTempBufferSize");
 }
 
 clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue queue,
@@ -57,10 +79,9 @@ clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue
                                            size_t a_stride, size_t b_stride, size_t c_stride,
                                            cl_event* event) {
   CLBlastStatusCode code = CLBlastSgemmStridedBatched(
-      CLBlastLayoutRowMajor, g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
-      g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, g->m, g->n, g->k, g->alpha, g->a,
-      g->a_offset, g->lda, a_stride, g->b, g->b_offset, g->ldb, b_stride, g->beta, g->c,
-      g->c_offset, g->ldc, c_stride, batch, &queue, event);
+      CLBlastLayoutRowMajor, transpose(g->trans_a), transpose(g->trans_b), g->m, g->n, g->k,
+      g->alpha, g->a, g->a_offset, g->lda, a_stride, g->b, g->b_offset, g->ldb, b_stride, g->beta,
+      g->c, g->c_offset, g->ldc, c_stride, batch, &queue, event);
   return code == CLBlastSuccess ? CLATTN_SUCCESS
                                 : gemm_fail(ctx, code, "CLBlastSgemmStridedBatched");
 }
@@ -73,16 +94,129 @@ clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name
                                 : gemm_fail(ctx, code, "CLBlastOverrideParameters");
 }
 
+/* ------------------------------------------------------------ Xgemm's parameters */
+
+const char* const clattn__xgemm_param_names[CLATTN__XGEMM_PARAM_COUNT] = {
+    "GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
+    "NDIMC", "NWG",  "SA",  "SB",  "STRM",  "STRN",  "VWM", "VWN"};
+
+int clattn__xgemm_param_index(const char* name) {
+  for (int i = 0; i < CLATTN__XGEMM_PARAM_COUNT; ++i) {
+    if (strcmp(clattn__xgemm_param_names[i], name) == 0) return i;
+  }
+  return -1;
+}
+
+/* Records why a parameter set was refused (why may be NULL) and returns 0. */
+static int refuse(char* why, size_t why_size, const char* fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(char* why, size_t why_size, const char* fmt, ...) {
+  if (why && why_size) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, why_size, fmt, ap);
+    va_end(ap);
+  }
+  return 0;
+}
+
+static int is_vector_width(size_t v) { return v == 1 || v == 2 || v == 4 || v == 8 || v == 16; }
+
+/* The rules are CLBlast 1.5's: the kernel's own (src/kernels/level3/xgemm_part1.opencl: vector
+ * types of 1..16 lanes, whole numbers of work per work-item and of loads per thread) and its
+ * tuner's (src/tuning/kernels/xgemm.hpp: the same divisibility, KDIMA/KDIMB dividing KWG for
+ * kernel 0; KREG a multiple of VWN and MDIMA = MDIMC, NDIMB = NDIMC for kernel 1), plus two
+ * for kernel 1: its loads and stores index as SA = SB = STRM = STRN = 0 does, and with
+ * MWG != NWG it computed wrong results (every element off, measured with CLBlast 1.5.3 on
+ * PoCL at 512x2304x768 and three other projection shapes, 128x64 and 64x128 tiles), as its
+ * tuner, which only runs square GEMMs, would not notice. */
+int clattn__xgemm_params_valid(const size_t* p, const clattn_device_info* info, char* why,
+                               size_t why_size) {
+  const size_t gemmk = p[CLATTN__XGEMM_GEMMK], kreg = p[CLATTN__XGEMM_KREG],
+               kwg = p[CLATTN__XGEMM_KWG], kwi = p[CLATTN__XGEMM_KWI],
+               mdima = p[CLATTN__XGEMM_MDIMA], mdimc = p[CLATTN__XGEMM_MDIMC],
+               mwg = p[CLATTN__XGEMM_MWG], ndimb = p[CLATTN__XGEMM_NDIMB],
+               ndimc = p[CLATTN__XGEMM_NDIMC], nwg = p[CLATTN__XGEMM_NWG], sa = p[CLATTN__XGEMM_SA],
+               sb = p[CLATTN__XGEMM_SB], strm = p[CLATTN__XGEMM_STRM], strn = p[CLATTN__XGEMM_STRN],
+               vwm = p[CLATTN__XGEMM_VWM], vwn = p[CLATTN__XGEMM_VWN];
+  if (!kreg || !kwg || !kwi || !mdima || !mdimc || !mwg || !ndimb || !ndimc || !nwg) {
+    return refuse(why, why_size, "a tile, thread or unroll count is 0");
+  }
+  if (gemmk > 1 || sa > 1 || sb > 1 || strm > 1 || strn > 1) {
+    return refuse(why, why_size, "GEMMK, SA, SB, STRM and STRN are 0 or 1");
+  }
+  if (!is_vector_width(vwm) || !is_vector_width(vwn)) {
+    return refuse(why, why_size, "VWM %zu, VWN %zu: vector widths are 1, 2, 4, 8 or 16", vwm, vwn);
+  }
+  if (kwg % kwi) return refuse(why, why_size, "KWG %zu is not a multiple of KWI %zu", kwg, kwi);
+  if (mwg % (mdimc * vwm) || nwg % (ndimc * vwn)) {
+    return refuse(why, why_size, "MWG %zu, NWG %zu are not multiples of MDIMC*VWM, NDIMC*VWN", mwg,
+                  nwg);
+  }
+  if (mwg % (mdima * vwm) || nwg % (ndimb * vwn)) {
+    return refuse(why, why_size, "MWG %zu, NWG %zu are not multiples of MDIMA*VWM, NDIMB*VWN", mwg,
+                  nwg);
+  }
+  const size_t threads = mdimc * ndimc;
+  if (gemmk == 0) {
+    if (kreg != 1) return refuse(why, why_size, "KREG is 1 for GEMMK 0");
+    if (threads % mdima || threads % ndimb || kwg % (threads / mdima) || kwg % (threads / ndimb)) {
+      return refuse(why, why_size,
+                    "KWG %zu is not a multiple of KDIMA = MDIMC*NDIMC/MDIMA and KDIMB = "
+                    "MDIMC*NDIMC/NDIMB",
+                    kwg);
+    }
+  } else {
+    if (kreg % vwn)
+      return refuse(why, why_size, "KREG %zu is not a multiple of VWN %zu", kreg, vwn);
+    if (mdima != mdimc || ndimb != ndimc) {
+      return refuse(why, why_size, "GEMMK 1 needs MDIMA = MDIMC and NDIMB = NDIMC");
+    }
+    if (sa || sb || strm || strn) {
+      return refuse(why, why_size, "GEMMK 1 has no local memory (SA, SB) or strides (STRM, STRN)");
+    }
+    if (mwg != nwg) return refuse(why, why_size, "GEMMK 1 needs MWG = NWG (%zu, %zu)", mwg, nwg);
+  }
+  if (threads > info->max_work_group_size || mdimc > info->max_work_item_sizes[0] ||
+      ndimc > info->max_work_item_sizes[1]) {
+    return refuse(why, why_size, "work-group %zux%zu exceeds the device's limits", mdimc, ndimc);
+  }
+  const size_t local = (sa * kwg * mwg + sb * kwg * nwg) * sizeof(float);
+  if (local > info->local_mem_size) {
+    return refuse(why, why_size, "%zu bytes of local memory exceed the device's %llu", local,
+                  (unsigned long long)info->local_mem_size);
+  }
+  return 1;
+}
+
+/* ------------------------------------------------------------ clattn's defaults */
+
 /* CLBlast has no tuned GEMM parameters for PoCL's CPU devices, and its defaults (local-memory
  * tiles for GPUs, and its direct kernel up to a size that covers many projection shapes) run
- * the layer's projections at 4-6 GFLOP/s on two Zen 5 cores. Register tiles without local
- * memory run them far faster there: with AVX-512 (a native float vector of 16) 128x128x32
- * tiles of 16x16 outputs per work-item in float8 vectors, the best of a clattn-tune run on
- * those cores (128 GFLOP/s on the layer's projections at d_model 512, N=1024); with
- * narrower vector units, whose registers hold half as much, 64x64x16 tiles of 8x8 outputs.
- * Every shape from 128 up takes the tiled kernel. CLBlast keeps overrides per device for
- * the whole process; a failure leaves its defaults in place. A tuning file's entry, applied
- * after this, wins. */
+ * the layer's projections at 4-6 GFLOP/s on two Zen 5 cores.
+ *
+ * Xgemm: kernel 1 (GEMMK 1, 2D register tiles without local memory). In row-major layout
+ * it reads A [m, k] and B [k, n] as they are and writes C [m, n] in place, so a GEMM whose
+ * dimensions are multiples of the tiles, on buffers at offset 0, is that one kernel: kernel 0
+ * transposes A and C (in and out) around itself in row-major layout. Where the native float
+ * vector is 16 wide (AVX-512), 128x128 tiles of 8x8 work-items, each 16x16 outputs in float16
+ * vectors along n, K unrolled by 1: 140-180 GFLOP/s on the layer's projection shapes on two
+ * Skylake-AVX512 cores, 1.7-2.4x kernel 0's 128x128x32 tiles with their transposes; 256x256
+ * tiles were up to 20% faster on the largest shapes but 3x slower where they pad much.
+ * Narrower vector units, whose registers hold half as much: 64x64 tiles, 8x8 outputs in
+ * float8 vectors (by analogy; not measured on such a CPU).
+ *
+ * XgemmDirect: never used at the layer's shapes (GEMMs from 32^3 up take Xgemm, which pads
+ * and was faster than the direct kernel at every shape measured, 1x768x768 included), but
+ * CLBlast asks for its program's binary after building it, which makes PoCL compile every
+ * kernel of that program, the four direct ones (NN, NT, TN, TT) among them: work-groups of
+ * one work-item computing one output compile in a fifth of the time of CLBlast's defaults
+ * (about 0.45 s instead of 2.4 s each), and below 32^3, where they run, they took no longer
+ * than 8x8 tiles (0.01-0.03 ms). The transposing copies, not used by kernel 1 either, get
+ * small tiles for the same reason; the padding copies that kernel 1 does use keep CLBlast's.
+ *
+ * CLBlast keeps overrides per device for the whole process; a failure leaves its defaults in
+ * place. A tuning file's entry, applied after this, wins. */
 int clattn__gemm_device_defaults(clattn_context* ctx) {
   if (ctx->info.type != CLATTN_DEVICE_TYPE_CPU ||
       !strstr(ctx->info.platform_name, "Portable Computing Language")) {
@@ -93,14 +227,37 @@ int clattn__gemm_device_defaults(clattn_context* ctx) {
                       NULL) != CL_SUCCESS) {
     width = 0;
   }
-  static const char* names[] = {"GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
-                                "NDIMC", "NWG",  "SA",  "SB",  "STRM",  "STRN",  "VWM", "VWN"};
-  static const size_t wide[] = {0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8};
-  static const size_t narrow[] = {0, 1, 16, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8};
-  const char* routine[] = {"XGEMM_MIN_INDIRECT_SIZE"};
-  const size_t min_indirect = 128;
-  if (clattn__gemm_override(ctx, "Xgemm", sizeof wide / sizeof wide[0], names,
-                            width >= 16 ? wide : narrow) != CLATTN_SUCCESS ||
+  size_t xgemm[CLATTN__XGEMM_PARAM_COUNT] = {0};
+  xgemm[CLATTN__XGEMM_GEMMK] = 1;
+  xgemm[CLATTN__XGEMM_KREG] = 1;
+  xgemm[CLATTN__XGEMM_KWG] = 1;
+  xgemm[CLATTN__XGEMM_KWI] = 1;
+  xgemm[CLATTN__XGEMM_MDIMA] = xgemm[CLATTN__XGEMM_MDIMC] = 8;
+  xgemm[CLATTN__XGEMM_NDIMB] = xgemm[CLATTN__XGEMM_NDIMC] = 8;
+  xgemm[CLATTN__XGEMM_MWG] = xgemm[CLATTN__XGEMM_NWG] = width >= 16 ? 128 : 64;
+  xgemm[CLATTN__XGEMM_VWM] = width >= 16 ? 16 : 8;
+  xgemm[CLATTN__XGEMM_VWN] = 1;
+  char why[160];
+  if (!clattn__xgemm_params_valid(xgemm, &ctx->info, why, sizeof why)) {
+    clattn__log("keeping CLBlast's default GEMM parameters on this device: %s", why);
+    return 0;
+  }
+  static const char* direct_names[] = {"WGD",  "MDIMCD", "NDIMCD", "MDIMAD", "NDIMBD",
+                                       "KWID", "VWMD",   "VWND",   "PADA",   "PADB"};
+  static const size_t direct[] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  static const char* transpose_names[] = {"TRA_DIM", "TRA_WPT", "TRA_PAD", "TRA_SHUFFLE"};
+  static const size_t transpose_values[] = {8, 1, 0, 0};
+  static const char* padtranspose_names[] = {"PADTRA_TILE", "PADTRA_WPT", "PADTRA_PAD"};
+  static const size_t padtranspose_values[] = {8, 1, 0};
+  const char* routine[] = {CLATTN__GEMM_MIN_INDIRECT_NAME};
+  const size_t min_indirect = CLATTN__GEMM_MIN_INDIRECT;
+  if (clattn__gemm_override(ctx, "Xgemm", CLATTN__XGEMM_PARAM_COUNT,
+                            (const char**)clattn__xgemm_param_names, xgemm) != CLATTN_SUCCESS ||
+      clattn__gemm_override(ctx, "XgemmDirect", 10, direct_names, direct) != CLATTN_SUCCESS ||
+      clattn__gemm_override(ctx, "Transpose", 4, transpose_names, transpose_values) !=
+          CLATTN_SUCCESS ||
+      clattn__gemm_override(ctx, "Padtranspose", 3, padtranspose_names, padtranspose_values) !=
+          CLATTN_SUCCESS ||
       clattn__gemm_override(ctx, "GemmRoutine", 1, routine, &min_indirect) != CLATTN_SUCCESS) {
     clattn__log("keeping CLBlast's default GEMM parameters on this device");
     return 0;

@@ -321,7 +321,12 @@ void clattn__workspace_release(clattn_context* ctx, const clattn__workspace_leas
 /* ------------------------------------------------------------ GEMM (src/gemm.c, CLBlast) */
 
 /* One row-major single-precision GEMM: C = alpha·op(A)·op(B) + beta·C, with op(A) m×k,
- * op(B) k×n and C m×n; offsets and leading dimensions in floats. */
+ * op(B) k×n and C m×n; offsets and leading dimensions in floats. CLBlast's Xgemm kernel
+ * runs on the caller's buffers only when A, B and C are at offset 0 with leading dimensions
+ * k, n and n, no transposition is asked for (with clattn's kernel-1 parameters; kernel 0
+ * transposes A and C) and m, n, k are multiples of its tiles; otherwise it first copies
+ * them, padded, into a temporary buffer: `temp` (at least clattn__gemm_temp_size bytes), or
+ * one CLBlast creates for the call when temp is NULL. */
 typedef struct clattn__gemm_args {
   int trans_a, trans_b;
   size_t m, n, k;
@@ -329,12 +334,19 @@ typedef struct clattn__gemm_args {
   cl_mem a, b, c;
   size_t a_offset, b_offset, c_offset;
   size_t lda, ldb, ldc;
+  cl_mem temp; /* may be NULL */
 } clattn__gemm_args;
 
 /* Enqueues one GEMM on `queue` (event may be NULL). CLBlast takes no wait list: enqueue a
  * marker with the caller's wait list first on an in-order queue. */
 clattn_status clattn__gemm(clattn_context* ctx, cl_command_queue queue, const clattn__gemm_args* g,
                            cl_event* event);
+
+/* Bytes of temporary buffer CLBlast needs for a GEMM of these sizes, offsets and leading
+ * dimensions with the parameters now in force for the context's device (0 where it runs
+ * on the buffers themselves, or takes its direct kernel). g's buffers are not used. */
+clattn_status clattn__gemm_temp_size(clattn_context* ctx, const clattn__gemm_args* g,
+                                     size_t* bytes);
 
 /* `batch` GEMMs whose A, B and C start `*_stride` floats apart. */
 clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue queue,
@@ -347,6 +359,47 @@ clattn_status clattn__gemm_strided_batched(clattn_context* ctx, cl_command_queue
  * process-wide for that device. */
 clattn_status clattn__gemm_override(clattn_context* ctx, const char* kernel_name, size_t count,
                                     const char** names, const size_t* values);
+
+/* The parameters of CLBlast's "Xgemm" kernel, in clattn__xgemm_param_names' order (which is
+ * alphabetical, as CLBlast lists them). */
+typedef enum clattn__xgemm_param {
+  CLATTN__XGEMM_GEMMK,
+  CLATTN__XGEMM_KREG,
+  CLATTN__XGEMM_KWG,
+  CLATTN__XGEMM_KWI,
+  CLATTN__XGEMM_MDIMA,
+  CLATTN__XGEMM_MDIMC,
+  CLATTN__XGEMM_MWG,
+  CLATTN__XGEMM_NDIMB,
+  CLATTN__XGEMM_NDIMC,
+  CLATTN__XGEMM_NWG,
+  CLATTN__XGEMM_SA,
+  CLATTN__XGEMM_SB,
+  CLATTN__XGEMM_STRM,
+  CLATTN__XGEMM_STRN,
+  CLATTN__XGEMM_VWM,
+  CLATTN__XGEMM_VWN,
+  CLATTN__XGEMM_PARAM_COUNT
+} clattn__xgemm_param;
+
+/* Their names ("GEMMK", "KREG", ...): every one must be given to override "Xgemm". */
+extern const char* const clattn__xgemm_param_names[CLATTN__XGEMM_PARAM_COUNT];
+
+/* The index of an Xgemm parameter's name, or -1 for another name. */
+int clattn__xgemm_param_index(const char* name);
+
+/* 1 when a complete Xgemm parameter set (p indexed by clattn__xgemm_param) meets CLBlast
+ * 1.5's constraints for either kernel (GEMMK 0 or 1) and the device's work-group and local
+ * memory limits, so that CLBlast builds it and computes correct results; otherwise 0, with
+ * the first rule it breaks written to why (why may be NULL). */
+int clattn__xgemm_params_valid(const size_t* p, const clattn_device_info* info, char* why,
+                               size_t why_size);
+
+/* CLBlast's "GemmRoutine" parameter: GEMMs with m·n·k below its cube take the direct kernel
+ * (XgemmDirect*), the others Xgemm with its copies where needed; clattn's value where it sets
+ * its defaults. */
+#define CLATTN__GEMM_MIN_INDIRECT_NAME "XGEMM_MIN_INDIRECT_SIZE"
+#define CLATTN__GEMM_MIN_INDIRECT 32
 
 /* Sets clattn's own default GEMM parameters where CLBlast has none worth using (PoCL's CPU
  * devices); called when a context is created, before the tuning file's entries. Returns 1

@@ -1,6 +1,7 @@
-/* The multi-head attention layer: weights on the device, the input projections as CLBlast
- * GEMMs (src/gemm.c), the fused attention core reading the projected heads through strides,
- * and the output projection as one more GEMM on top of a bias broadcast. */
+/* The multi-head attention layer: weights on the device in the layout CLBlast's GEMM kernel
+ * reads as it is, the input projections as CLBlast GEMMs (src/gemm.c) into Q, K and V, the
+ * fused attention core reading the projected heads through strides, and the output
+ * projection as one more GEMM; biases are broadcast into C first, the GEMMs add to them. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,25 +12,34 @@
 /* The bias kernel indexes with 32-bit unsigned integers, as the core does. */
 #define MAX_INDEX ((size_t)UINT32_MAX)
 
+/* The workspace's buffers. */
+enum { WS_Q, WS_K, WS_V, WS_O, WS_TEMP, WS_COUNT };
+
 struct clattn_mha {
   clattn_context* ctx; /* borrowed: must outlive the layer */
   size_t d_model, heads, heads_kv, head_dim, k_dim, v_dim;
   float scale;
   size_t q_width;  /* H·D: width of Q, of O and of the attention output */
   size_t kv_width; /* Hkv·D: width of K and of V */
-  /* Wq [H·D, E] | Wk [Hkv·D, k_dim] | Wv [Hkv·D, v_dim], back to back. With
-   * k_dim = v_dim = E this is the packed [(H + 2·Hkv)·D, E] matrix of the fused GEMM. */
-  cl_mem w_in;
-  size_t wk_offset, wv_offset;
+  /* The weights transposed, each in its own buffer: the GEMMs' B matrices [k, n], read by
+   * CLBlast's kernel without a copy (row-major B is read as it is, and offset 0 with a
+   * leading dimension of n is what lets it skip its copy). */
+  cl_mem w_q;   /* Wqᵀ [E, H·D] */
+  cl_mem w_k;   /* Wkᵀ [k_dim, Hkv·D] */
+  cl_mem w_v;   /* Wvᵀ [v_dim, Hkv·D] */
+  cl_mem w_out; /* Woᵀ [H·D, E] */
   cl_mem b_in;  /* [bq; bk; bv], (H + 2·Hkv)·D; NULL when no input bias was given */
-  cl_mem w_out; /* Wo [E, H·D] */
   cl_mem b_out; /* bo [E]; NULL when none was given */
 
   /* Everything below is per-call state, guarded by `lock`. */
   pthread_mutex_t lock;
-  cl_kernel bias_kernel; /* created on first use */
-  cl_mem workspace;
-  size_t workspace_bytes;
+  /* The workspace: Q, K, V and the core's output O, each a buffer of its own at offset 0
+   * (CLBlast copies a C or A elsewhere), and CLBlast's temporary buffer for the copies it
+   * still makes. Each grows to the largest call and is reused. */
+  struct {
+    cl_mem mem;
+    size_t bytes;
+  } ws[WS_COUNT];
   cl_event last; /* the last command of the previous forward call, or NULL */
 };
 
@@ -90,6 +100,47 @@ static clattn_status tensor_upload(clattn_context* ctx, const clattn_mha_tensor*
                                               dst_offset * f, elements * f, 0, NULL, NULL));
   }
 cleanup:
+  return status;
+}
+
+/* Creates *out holding Wᵀ [cols, rows], the transpose of `rows` rows of a row-major weight
+ * W [.., cols] from its row `first` on, given as a host array or a cl_mem (read back on
+ * ctx->queue; finished before returning). Transposed on the host: once per layer, and no
+ * kernel to build. */
+static clattn_status weight_load_transposed(clattn_context* ctx, const clattn_mha_tensor* t,
+                                            size_t first, size_t rows, size_t cols, cl_mem* out) {
+  clattn_status status = CLATTN_SUCCESS;
+  const size_t f = sizeof(float), n = rows * cols;
+  float* read = NULL;
+  float* wt = clattn__malloc(n * f);
+  if (!wt) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  const float* w = t->host ? t->host + first * cols : NULL;
+  if (!w) {
+    read = clattn__malloc(n * f);
+    if (!read) {
+      status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+      goto cleanup;
+    }
+    CLATTN__CL_CHECK(
+        ctx, clEnqueueReadBuffer(ctx->queue, t->mem, CL_TRUE, (t->offset + first * cols) * f, n * f,
+                                 read, 0, NULL, NULL));
+    w = read;
+  }
+  /* In 32x32 blocks, so that neither side strides through memory a float at a time. */
+  enum { BLOCK = 32 };
+  for (size_t r0 = 0; r0 < rows; r0 += BLOCK) {
+    for (size_t c0 = 0; c0 < cols; c0 += BLOCK) {
+      const size_t r1 = r0 + BLOCK < rows ? r0 + BLOCK : rows;
+      const size_t c1 = c0 + BLOCK < cols ? c0 + BLOCK : cols;
+      for (size_t r = r0; r < r1; ++r) {
+        for (size_t c = c0; c < c1; ++c) wt[c * rows + r] = w[r * cols + c];
+      }
+    }
+  }
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, n * f, wt, out));
+cleanup:
+  free(read);
+  free(wt);
   return status;
 }
 
@@ -197,16 +248,14 @@ static clattn_status weights_load(clattn_context* ctx, const clattn_mha_weights*
   CLATTN__CHECK(tensor_check(ctx, &w->out_proj_weight, "out_proj_weight", e * hq));
   CLATTN__CHECK(tensor_check(ctx, &w->out_proj_bias, "out_proj_bias", e));
 
-  m->wk_offset = wq_n;
-  m->wv_offset = wq_n + wk_n;
-  CLATTN__CHECK(
-      clattn__buffer_create(ctx, CL_MEM_READ_ONLY, (wq_n + wk_n + wv_n) * f, NULL, &m->w_in));
   if (packed) {
-    CLATTN__CHECK(tensor_upload(ctx, &w->in_proj_weight, m->w_in, 0, wq_n + wk_n + wv_n));
+    CLATTN__CHECK(weight_load_transposed(ctx, &w->in_proj_weight, 0, hq, e, &m->w_q));
+    CLATTN__CHECK(weight_load_transposed(ctx, &w->in_proj_weight, hq, hk, e, &m->w_k));
+    CLATTN__CHECK(weight_load_transposed(ctx, &w->in_proj_weight, hq + hk, hk, e, &m->w_v));
   } else {
-    CLATTN__CHECK(tensor_upload(ctx, &w->q_proj_weight, m->w_in, 0, wq_n));
-    CLATTN__CHECK(tensor_upload(ctx, &w->k_proj_weight, m->w_in, m->wk_offset, wk_n));
-    CLATTN__CHECK(tensor_upload(ctx, &w->v_proj_weight, m->w_in, m->wv_offset, wv_n));
+    CLATTN__CHECK(weight_load_transposed(ctx, &w->q_proj_weight, 0, hq, e, &m->w_q));
+    CLATTN__CHECK(weight_load_transposed(ctx, &w->k_proj_weight, 0, hk, m->k_dim, &m->w_k));
+    CLATTN__CHECK(weight_load_transposed(ctx, &w->v_proj_weight, 0, hk, m->v_dim, &m->w_v));
   }
   if (packed_bias || separate_bias) {
     CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, (hq + 2 * hk) * f, NULL, &m->b_in));
@@ -222,8 +271,7 @@ static clattn_status weights_load(clattn_context* ctx, const clattn_mha_weights*
       CLATTN__CHECK(tensor_upload(ctx, &w->v_proj_bias, m->b_in, hq + hk, hk));
     }
   }
-  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, e * hq * f, NULL, &m->w_out));
-  CLATTN__CHECK(tensor_upload(ctx, &w->out_proj_weight, m->w_out, 0, e * hq));
+  CLATTN__CHECK(weight_load_transposed(ctx, &w->out_proj_weight, 0, e, hq, &m->w_out));
   if (tensor_given(&w->out_proj_bias)) {
     CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, e * f, NULL, &m->b_out));
     CLATTN__CHECK(tensor_upload(ctx, &w->out_proj_bias, m->b_out, 0, e));
@@ -260,11 +308,13 @@ cleanup:
 
 clattn_status clattn_mha_destroy(clattn_mha* m) {
   if (!m) return CLATTN_SUCCESS;
-  cl_mem mems[5] = {m->w_in, m->b_in, m->w_out, m->b_out, m->workspace};
-  for (int i = 0; i < 5; ++i) {
+  cl_mem mems[6] = {m->w_q, m->w_k, m->w_v, m->w_out, m->b_in, m->b_out};
+  for (int i = 0; i < 6; ++i) {
     if (mems[i]) clReleaseMemObject(mems[i]);
   }
-  if (m->bias_kernel) clReleaseKernel(m->bias_kernel);
+  for (int i = 0; i < WS_COUNT; ++i) {
+    if (m->ws[i].mem) clReleaseMemObject(m->ws[i].mem);
+  }
   if (m->last) clReleaseEvent(m->last);
   pthread_mutex_destroy(&m->lock);
   free(m);
@@ -273,18 +323,81 @@ clattn_status clattn_mha_destroy(clattn_mha* m) {
 
 /* ------------------------------------------------------------------------ forward */
 
-/* A resolved forward call: sizes and where each intermediate lives in the workspace. */
+/* A resolved forward call: its sizes, and what its workspace holds. */
 typedef struct mha_plan {
   size_t batch, seq, seq_kv;
-  int causal, cross, fused_kv; /* fused_kv: key and value are one input (one K|V GEMM) */
-  size_t rows, rows_kv;        /* batch·seq, batch·seq_kv */
-  /* Projections: self-attention, one [rows, (H + 2·Hkv)·D] matrix P at 0 (Q | K | V per
-   * row); cross-attention, Q [rows, H·D] at 0 and K | V [rows_kv, 2·Hkv·D] at kv_offset. */
-  size_t q_ld, kv_ld;      /* row widths of the Q and K|V matrices */
-  size_t q_at, k_at, v_at; /* element offsets of Q, K and V in the workspace */
-  size_t o_at;             /* attention output [rows, H·D] */
-  size_t workspace;        /* floats */
+  int causal, cross;
+  size_t rows, rows_kv; /* batch·seq, batch·seq_kv */
+  size_t q_floats;      /* Q [rows, H·D], and the core's output O alike */
+  size_t kv_floats;     /* K and V [rows_kv, Hkv·D] each */
+  size_t temp_bytes;    /* CLBlast's temporary buffer: the most one of the GEMMs needs */
 } mha_plan;
+
+/* The call's GEMMs, in order: Q = x·Wqᵀ, K = key·Wkᵀ, V = value·Wvᵀ (key and value being x
+ * in self-attention) and y = O·Woᵀ, each adding to the bias rows already in C where the
+ * layer has biases. */
+enum { GEMM_Q, GEMM_K, GEMM_V, GEMM_OUT, GEMM_COUNT };
+
+/* C [m, n] (+)= A [m, k] (leading dimension k, at a_offset) · B [k, n], all row-major, with
+ * B one of the layer's transposed weights and C at c_offset with leading dimension n. */
+static clattn__gemm_args projection(size_t m, size_t n, size_t k, cl_mem a, size_t a_offset,
+                                    cl_mem w, cl_mem c, size_t c_offset, int accumulate,
+                                    cl_mem temp) {
+  clattn__gemm_args g = {.m = m,
+                         .n = n,
+                         .k = k,
+                         .alpha = 1.0f,
+                         .beta = accumulate ? 1.0f : 0.0f,
+                         .a = a,
+                         .b = w,
+                         .c = c,
+                         .a_offset = a_offset,
+                         .c_offset = c_offset,
+                         .lda = k,
+                         .ldb = n,
+                         .ldc = n,
+                         .temp = temp};
+  return g;
+}
+
+/* Fills the call's GEMMs. b NULL: the caller's matrices at offset 0 and no buffers (for
+ * sizing); otherwise the caller's buffers and the layer's workspace. */
+static void gemms_make(const clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
+                       clattn__gemm_args g[GEMM_COUNT]) {
+  const clattn_mha_buffers none = CLATTN_MHA_BUFFERS_INIT;
+  const int sizing = b == NULL;
+  if (sizing) b = &none;
+  const int bias = m->b_in != NULL;
+  cl_mem key = p->cross ? b->key : b->x;
+  size_t key_offset = p->cross ? b->key_offset : b->x_offset;
+  cl_mem value = p->cross && b->value ? b->value : key;
+  size_t value_offset = p->cross && b->value ? b->value_offset : key_offset;
+  cl_mem ws[WS_COUNT] = {NULL};
+  for (int i = 0; i < WS_COUNT && !sizing; ++i) ws[i] = m->ws[i].mem;
+  g[GEMM_Q] = projection(p->rows, m->q_width, m->d_model, b->x, b->x_offset, m->w_q, ws[WS_Q], 0,
+                         bias, ws[WS_TEMP]);
+  g[GEMM_K] = projection(p->rows_kv, m->kv_width, m->k_dim, key, key_offset, m->w_k, ws[WS_K], 0,
+                         bias, ws[WS_TEMP]);
+  g[GEMM_V] = projection(p->rows_kv, m->kv_width, m->v_dim, value, value_offset, m->w_v, ws[WS_V],
+                         0, bias, ws[WS_TEMP]);
+  g[GEMM_OUT] = projection(p->rows, m->d_model, m->q_width, ws[WS_O], 0, m->w_out, b->y,
+                           b->y_offset, m->b_out != NULL, ws[WS_TEMP]);
+}
+
+/* Sets p->temp_bytes for the caller's offsets (b NULL: offsets 0). */
+static clattn_status plan_temp(const clattn_mha* m, mha_plan* p, const clattn_mha_buffers* b) {
+  clattn_status status = CLATTN_SUCCESS;
+  clattn__gemm_args g[GEMM_COUNT];
+  gemms_make(m, p, b, g);
+  p->temp_bytes = 0;
+  for (int i = 0; i < GEMM_COUNT; ++i) {
+    size_t bytes = 0;
+    CLATTN__CHECK(clattn__gemm_temp_size(m->ctx, &g[i], &bytes));
+    if (bytes > p->temp_bytes) p->temp_bytes = bytes;
+  }
+cleanup:
+  return status;
+}
 
 static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_desc* fwd, int cross,
                                mha_plan* p) {
@@ -318,26 +431,12 @@ static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_des
   p->cross = cross;
   p->rows = mul(p->batch, p->seq);
   p->rows_kv = mul(p->batch, p->seq_kv);
-  const size_t hq = m->q_width, hk = m->kv_width;
-  if (!cross) {
-    p->q_ld = p->kv_ld = hq + 2 * hk;
-    p->q_at = 0;
-    p->k_at = hq;
-    p->v_at = hq + hk;
-    p->o_at = mul(p->rows, p->q_ld);
-  } else {
-    p->q_ld = hq;
-    p->kv_ld = 2 * hk;
-    p->q_at = 0;
-    p->k_at = mul(p->rows, hq);
-    p->v_at = add(p->k_at, hk);
-    p->o_at = add(p->k_at, mul(p->rows_kv, p->kv_ld));
-  }
-  p->workspace = add(p->o_at, mul(p->rows, hq));
+  p->q_floats = mul(p->rows, m->q_width);
+  p->kv_floats = mul(p->rows_kv, m->kv_width);
   /* Everything a kernel or CLBlast touches must be 32-bit indexable. */
-  const size_t io = mul(p->rows, m->d_model > hq ? m->d_model : hq);
+  const size_t io = mul(p->rows, m->d_model > m->q_width ? m->d_model : m->q_width);
   const size_t kv_in = mul(p->rows_kv, m->k_dim > m->v_dim ? m->k_dim : m->v_dim);
-  if (p->workspace > MAX_INDEX || io > MAX_INDEX || kv_in > MAX_INDEX) {
+  if (p->q_floats > MAX_INDEX || p->kv_floats > MAX_INDEX || io > MAX_INDEX || kv_in > MAX_INDEX) {
     return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED,
                         "batch %zu, seq %zu, seq_kv %zu: tensors beyond 32-bit indexing", p->batch,
                         p->seq, p->seq_kv);
@@ -350,7 +449,12 @@ clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_
   if (!mha || !bytes) return CLATTN_ERROR_INVALID_ARGUMENT;
   mha_plan p;
   clattn_status status = plan_make(mha, fwd, cross != 0, &p);
-  if (status == CLATTN_SUCCESS) *bytes = p.workspace * sizeof(float);
+  /* CLBlast's copies for inputs and outputs at offset 0 (a call whose x, key, value or y is
+   * at another offset may need more, for CLBlast's copy of that matrix). */
+  if (status == CLATTN_SUCCESS) status = plan_temp(mha, &p, NULL);
+  if (status == CLATTN_SUCCESS) {
+    *bytes = add(mul(add(p.q_floats, p.kv_floats), 2 * sizeof(float)), p.temp_bytes);
+  }
   return status;
 }
 
@@ -381,121 +485,80 @@ cleanup:
   return status;
 }
 
-/* Grows the workspace to `floats` (contents are not kept). Commands already enqueued on the
- * old buffer still complete: OpenCL frees it only after them. */
-static clattn_status workspace_reserve(clattn_mha* m, size_t floats) {
-  const size_t bytes = floats * sizeof(float);
-  if (m->workspace && m->workspace_bytes >= bytes) return CLATTN_SUCCESS;
+/* Grows one workspace buffer to `bytes` (contents are not kept). Commands already enqueued
+ * on the old buffer still complete: OpenCL frees it only after them. */
+static clattn_status workspace_reserve(clattn_mha* m, int which, size_t bytes) {
+  if (!bytes || (m->ws[which].mem && m->ws[which].bytes >= bytes)) return CLATTN_SUCCESS;
   if (bytes > m->ctx->info.max_mem_alloc_size) {
     return clattn__fail(m->ctx, CLATTN_ERROR_OUT_OF_MEMORY,
-                        "the layer's workspace (%zu bytes) exceeds the device's allocation "
-                        "limit (%llu bytes)",
+                        "the layer's workspace (a buffer of %zu bytes) exceeds the device's "
+                        "allocation limit (%llu bytes)",
                         bytes, (unsigned long long)m->ctx->info.max_mem_alloc_size);
   }
   cl_mem grown = NULL;
   clattn_status status = clattn__buffer_create(m->ctx, CL_MEM_READ_WRITE, bytes, NULL, &grown);
   if (status != CLATTN_SUCCESS) return status;
-  if (m->workspace) clReleaseMemObject(m->workspace);
-  m->workspace = grown;
-  m->workspace_bytes = bytes;
+  if (m->ws[which].mem) clReleaseMemObject(m->ws[which].mem);
+  m->ws[which].mem = grown;
+  m->ws[which].bytes = bytes;
   return CLATTN_SUCCESS;
 }
 
-/* C[rows, cols] (leading dimension ldc) = bias row broadcast (bias NULL: zeros). */
-static clattn_status bias_rows(clattn_mha* m, cl_command_queue queue, cl_mem c, size_t c_offset,
-                               size_t ldc, cl_mem bias, size_t bias_offset, size_t rows,
-                               size_t cols) {
-  clattn_context* ctx = m->ctx;
+static clattn_status workspace_reserve_all(clattn_mha* m, const mha_plan* p) {
   clattn_status status = CLATTN_SUCCESS;
-  if (!m->bias_kernel) {
-    CLATTN__CHECK(clattn__kernel_create(ctx, "bias", "", "clattn_bias_rows", &m->bias_kernel));
-  }
-  cl_kernel k = m->bias_kernel;
-  const cl_uint u[] = {(cl_uint)c_offset, (cl_uint)ldc, (cl_uint)bias_offset};
-  const cl_int has_bias = bias != NULL;
-  const cl_uint shape[] = {(cl_uint)rows, (cl_uint)cols};
-  cl_int err = clSetKernelArg(k, 0, sizeof c, &c);
-  err |= clSetKernelArg(k, 1, sizeof u[0], &u[0]);
-  err |= clSetKernelArg(k, 2, sizeof u[1], &u[1]);
-  err |= clSetKernelArg(k, 3, sizeof bias, &bias); /* NULL is allowed for a __global pointer */
-  err |= clSetKernelArg(k, 4, sizeof u[2], &u[2]);
-  err |= clSetKernelArg(k, 5, sizeof has_bias, &has_bias);
-  err |= clSetKernelArg(k, 6, sizeof shape[0], &shape[0]);
-  err |= clSetKernelArg(k, 7, sizeof shape[1], &shape[1]);
-  CLATTN__CL_CHECK(ctx, err);
-  const size_t global[2] = {cols, rows};
-  CLATTN__CL_CHECK(ctx, clEnqueueNDRangeKernel(queue, k, 2, NULL, global, NULL, 0, NULL, NULL));
+  const size_t f = sizeof(float);
+  CLATTN__CHECK(workspace_reserve(m, WS_Q, p->q_floats * f));
+  CLATTN__CHECK(workspace_reserve(m, WS_K, p->kv_floats * f));
+  CLATTN__CHECK(workspace_reserve(m, WS_V, p->kv_floats * f));
+  CLATTN__CHECK(workspace_reserve(m, WS_O, p->q_floats * f));
+  CLATTN__CHECK(workspace_reserve(m, WS_TEMP, p->temp_bytes));
 cleanup:
   return status;
 }
 
-/* C = A·Wᵀ (+ the bias rows already in C when `accumulate`): A [m, k] at a_offset with
- * leading dimension lda, W [n, k] row-major, C [m, n] with leading dimension ldc. */
-static clattn_status project(clattn_context* ctx, cl_command_queue queue, cl_mem a, size_t a_offset,
-                             size_t lda, cl_mem w, size_t w_offset, cl_mem c, size_t c_offset,
-                             size_t ldc, size_t m, size_t n, size_t k, int accumulate,
-                             cl_event* event) {
-  clattn__gemm_args g = {.trans_a = 0,
-                         .trans_b = 1,
-                         .m = m,
-                         .n = n,
-                         .k = k,
-                         .alpha = 1.0f,
-                         .beta = accumulate ? 1.0f : 0.0f,
-                         .a = a,
-                         .b = w,
-                         .c = c,
-                         .a_offset = a_offset,
-                         .b_offset = w_offset,
-                         .c_offset = c_offset,
-                         .lda = lda,
-                         .ldb = k,
-                         .ldc = ldc};
-  return clattn__gemm(ctx, queue, &g, event);
+/* C[rows, cols] (rows back to back, from c_offset) = the bias row, broadcast by copies: the
+ * row is copied in, then the rows written so far after themselves, doubling them each time
+ * (1 + ceil(log2(rows)) copies, and no kernel to build). */
+static clattn_status bias_rows(clattn_context* ctx, cl_command_queue queue, cl_mem c,
+                               size_t c_offset, cl_mem bias, size_t bias_offset, size_t rows,
+                               size_t cols) {
+  clattn_status status = CLATTN_SUCCESS;
+  const size_t f = sizeof(float), row = cols * f, at = c_offset * f;
+  CLATTN__CL_CHECK(ctx,
+                   clEnqueueCopyBuffer(queue, bias, c, bias_offset * f, at, row, 0, NULL, NULL));
+  for (size_t done = 1; done < rows; done *= 2) {
+    const size_t n = done < rows - done ? done : rows - done;
+    /* The same buffer, regions apart: [0, done) rows to [done, done + n). */
+    CLATTN__CL_CHECK(ctx,
+                     clEnqueueCopyBuffer(queue, c, c, at, at + done * row, n * row, 0, NULL, NULL));
+  }
+cleanup:
+  return status;
 }
 
-/* Input projections into the workspace: P = x·W_qkvᵀ (+ b) for self-attention, or
- * Q = x·Wqᵀ and K | V = key·[Wk; Wv]ᵀ (or K and V from their own inputs). */
-static clattn_status project_inputs(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
-                                    cl_command_queue queue) {
+/* The input projections into Q, K and V, each on its bias rows when the layer has biases. */
+static clattn_status project_inputs(clattn_mha* m, const mha_plan* p,
+                                    const clattn__gemm_args g[GEMM_COUNT], cl_command_queue queue) {
   clattn_context* ctx = m->ctx;
   clattn_status status = CLATTN_SUCCESS;
-  cl_mem ws = m->workspace;
-  const size_t e = m->d_model, hq = m->q_width, hk = m->kv_width;
-  const int bias = m->b_in != NULL;
-  if (!p->cross) {
-    const size_t width = hq + 2 * hk;
-    if (bias) CLATTN__CHECK(bias_rows(m, queue, ws, 0, width, m->b_in, 0, p->rows, width));
-    CLATTN__CHECK(project(ctx, queue, b->x, b->x_offset, e, m->w_in, 0, ws, 0, width, p->rows,
-                          width, e, bias, NULL));
-    goto cleanup;
+  const size_t hq = m->q_width, hk = m->kv_width;
+  if (m->b_in) {
+    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_Q].mem, 0, m->b_in, 0, p->rows, hq));
+    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_K].mem, 0, m->b_in, hq, p->rows_kv, hk));
+    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_V].mem, 0, m->b_in, hq + hk, p->rows_kv, hk));
   }
-  if (bias) CLATTN__CHECK(bias_rows(m, queue, ws, p->q_at, hq, m->b_in, 0, p->rows, hq));
-  CLATTN__CHECK(project(ctx, queue, b->x, b->x_offset, e, m->w_in, 0, ws, p->q_at, hq, p->rows, hq,
-                        e, bias, NULL));
-  if (bias) {
-    CLATTN__CHECK(bias_rows(m, queue, ws, p->k_at, p->kv_ld, m->b_in, hq, p->rows_kv, 2 * hk));
-  }
-  if (p->fused_kv) {
-    /* Wk and Wv are back to back in w_in: one [2·Hkv·D, k_dim] matrix. */
-    CLATTN__CHECK(project(ctx, queue, b->key, b->key_offset, m->k_dim, m->w_in, m->wk_offset, ws,
-                          p->k_at, p->kv_ld, p->rows_kv, 2 * hk, m->k_dim, bias, NULL));
-  } else {
-    cl_mem value = b->value ? b->value : b->key;
-    const size_t value_offset = b->value ? b->value_offset : b->key_offset;
-    CLATTN__CHECK(project(ctx, queue, b->key, b->key_offset, m->k_dim, m->w_in, m->wk_offset, ws,
-                          p->k_at, p->kv_ld, p->rows_kv, hk, m->k_dim, bias, NULL));
-    CLATTN__CHECK(project(ctx, queue, value, value_offset, m->v_dim, m->w_in, m->wv_offset, ws,
-                          p->v_at, p->kv_ld, p->rows_kv, hk, m->v_dim, bias, NULL));
-  }
+  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_Q], NULL));
+  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_K], NULL));
+  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_V], NULL));
 cleanup:
   return status;
 }
 
 /* The attention core on the projected heads: Q, K and V are read in place through strides
- * ([batch, seq, heads, head_dim] inside wider rows); O is written as [batch, seq, H·D]. */
+ * ([batch, seq, heads, head_dim] rows); O is written as [batch, seq, H·D]. */
 static clattn_status attend(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
                             cl_command_queue queue) {
+  const size_t hq = m->q_width, hk = m->kv_width;
   clattn_attention_desc d = CLATTN_ATTENTION_DESC_INIT;
   d.dtype = CLATTN_DTYPE_F32;
   d.batch = p->batch;
@@ -506,24 +569,21 @@ static clattn_status attend(clattn_mha* m, const mha_plan* p, const clattn_mha_b
   d.head_dim = m->head_dim;
   d.scale = m->scale;
   d.causal = p->causal;
-  d.q_strides = (clattn_strides){.batch = p->seq * p->q_ld, .head = m->head_dim, .seq = p->q_ld};
-  d.k_strides =
-      (clattn_strides){.batch = p->seq_kv * p->kv_ld, .head = m->head_dim, .seq = p->kv_ld};
+  d.q_strides = (clattn_strides){.batch = p->seq * hq, .head = m->head_dim, .seq = hq};
+  d.k_strides = (clattn_strides){.batch = p->seq_kv * hk, .head = m->head_dim, .seq = hk};
   d.v_strides = d.k_strides;
-  d.o_strides =
-      (clattn_strides){.batch = p->seq * m->q_width, .head = m->head_dim, .seq = m->q_width};
+  d.o_strides = d.q_strides;
   clattn_attention_buffers ab = CLATTN_ATTENTION_BUFFERS_INIT;
-  ab.q = ab.k = ab.v = ab.o = m->workspace;
-  ab.q_offset = p->q_at;
-  ab.k_offset = p->k_at;
-  ab.v_offset = p->v_at;
-  ab.o_offset = p->o_at;
+  ab.q = m->ws[WS_Q].mem;
+  ab.k = m->ws[WS_K].mem;
+  ab.v = m->ws[WS_V].mem;
+  ab.o = m->ws[WS_O].mem;
   ab.kv_lengths = b->kv_lengths;
   return clattn_attention(m->ctx, &d, &ab, NULL, queue, 0, NULL, NULL);
 }
 
 /* Enqueues the whole forward pass; the caller holds m->lock. */
-static clattn_status forward_locked(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
+static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha_buffers* b,
                                     cl_command_queue queue, cl_uint num_wait, const cl_event* wait,
                                     cl_event* event) {
   clattn_context* ctx = m->ctx;
@@ -531,7 +591,10 @@ static clattn_status forward_locked(clattn_mha* m, const mha_plan* p, const clat
   cl_event* waits = NULL;
   cl_event done = NULL;
   int enqueued = 0;
-  CLATTN__CHECK(workspace_reserve(m, p->workspace));
+  clattn__gemm_args g[GEMM_COUNT];
+  CLATTN__CHECK(plan_temp(m, p, b));
+  CLATTN__CHECK(workspace_reserve_all(m, p));
+  gemms_make(m, p, b, g);
 
   /* CLBlast takes no wait list: a marker carries the caller's events and the previous call's
    * last command (the workspace is shared, possibly with another queue). */
@@ -547,15 +610,13 @@ static clattn_status forward_locked(clattn_mha* m, const mha_plan* p, const clat
     CLATTN__CL_CHECK(ctx, clEnqueueMarkerWithWaitList(queue, count, waits, NULL));
   }
   enqueued = 1;
-  CLATTN__CHECK(project_inputs(m, p, b, queue));
+  CLATTN__CHECK(project_inputs(m, p, g, queue));
   CLATTN__CHECK(attend(m, p, b, queue));
   /* y = bo, then y += O·Woᵀ; without bo, y = O·Woᵀ (CLBlast does not read C when beta is 0,
    * so whatever y held, NaN included, is overwritten). */
   const size_t e = m->d_model;
-  const int bias = m->b_out != NULL;
-  if (bias) CLATTN__CHECK(bias_rows(m, queue, b->y, b->y_offset, e, m->b_out, 0, p->rows, e));
-  CLATTN__CHECK(project(ctx, queue, m->workspace, p->o_at, m->q_width, m->w_out, 0, b->y,
-                        b->y_offset, e, p->rows, e, m->q_width, bias, &done));
+  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, b->y, b->y_offset, m->b_out, 0, p->rows, e));
+  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_OUT], &done));
 cleanup:
   if (enqueued && !done) {
     /* Some commands may be in flight on the workspace: the next call must still wait. */
@@ -607,9 +668,6 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
   clattn_status status;
   mha_plan p;
   CLATTN__CHECK(plan_make(m, fwd, b->key != NULL, &p));
-  /* One K|V GEMM where key and value are the same input. */
-  p.fused_kv = p.cross && m->k_dim == m->v_dim &&
-               (!b->value || (b->value == b->key && b->value_offset == b->key_offset));
   CLATTN__CHECK(buffers_check(m, &p, b));
   if (queue && queue != ctx->queue) {
     CLATTN__CHECK(clattn__queue_check(ctx, queue));

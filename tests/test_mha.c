@@ -1,8 +1,10 @@
 /* The multi-head attention layer against the double-precision reference of the whole layer
  * (reference.c): PyTorch-sized shapes, GQA, causal, key lengths, cross-attention, biases or
  * none, packed or separate weights, host and device entry points, and bad input. */
+#define _GNU_SOURCE /* RTLD_NEXT */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -339,6 +341,8 @@ Test(mha, packed_equals_separate) {
 
 /* ---------------------------------------------------------------- device entry point */
 
+static cl_mem device_buffer(cl_context cl_ctx, size_t floats);
+
 static cl_mem device_buffer(cl_context cl_ctx, size_t floats) {
   cl_int err;
   cl_mem m = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, floats * sizeof(float), NULL, &err);
@@ -399,7 +403,12 @@ Test(mha, device_buffers, .timeout = 600.0) {
   fwd.causal = 1;
   cr_assert_eq(clattn_mha_workspace_size(mha, &fwd, 0, &ws_big), CLATTN_SUCCESS);
   cr_assert_geq(ws_big, big.batch * big.seq * (L.hd + 2 * L.kvd) * f);
-  cr_assert_leq(ws_big, big.batch * big.seq * (2 * L.hd + 2 * L.kvd) * f, "O(B·N·E) workspace");
+  /* Q, K, V and O, plus CLBlast's copies of one GEMM's A and C where they are not multiples
+   * of its tiles (rows and widths padded, to at most 256 here). */
+  const size_t rows_up = (big.batch * big.seq + 255) / 256 * 256,
+               width_up = ((L.e > L.hd ? L.e : L.hd) + 255) / 256 * 256;
+  cr_assert_leq(ws_big, (big.batch * big.seq * (2 * L.hd + 2 * L.kvd) + 2 * rows_up * width_up) * f,
+                "O(B·N·E) workspace");
 
   const size_t x_off = 3, io = L.rows * L.e;
   cl_int err;
@@ -756,6 +765,157 @@ Test(mha, threads_share_a_layer, .timeout = 600.0) {
     free(jobs[t].y);
     free(xs[t]);
   }
+  clattn_mha_destroy(mha);
+  clattn_context_destroy(ctx);
+  data_free(&L);
+}
+
+/* ---------------------------------------------------------------- what a forward enqueues */
+
+/* This executable defines two OpenCL entry points, which the library and CLBlast (linked to
+ * libOpenCL dynamically) reach before libOpenCL's: while `trace_on` is set, kernel launches
+ * are recorded by name and buffer creations counted. Otherwise they only pass the call on. */
+static int trace_on;
+static char trace_names[512][64];
+static int trace_launches, trace_buffers;
+
+cl_int clEnqueueNDRangeKernel(cl_command_queue queue, cl_kernel kernel, cl_uint dim,
+                              const size_t* offset, const size_t* global, const size_t* local,
+                              cl_uint num_wait, const cl_event* wait, cl_event* event) {
+  static cl_int (*real)(cl_command_queue, cl_kernel, cl_uint, const size_t*, const size_t*,
+                        const size_t*, cl_uint, const cl_event*, cl_event*);
+  if (!real) *(void**)&real = dlsym(RTLD_NEXT, "clEnqueueNDRangeKernel");
+  if (trace_on && trace_launches < 512) {
+    char* name = trace_names[trace_launches++];
+    if (clGetKernelInfo(kernel, CL_KERNEL_FUNCTION_NAME, 64, name, NULL) != CL_SUCCESS) {
+      snprintf(name, 64, "?");
+    }
+  }
+  return real(queue, kernel, dim, offset, global, local, num_wait, wait, event);
+}
+
+cl_mem clCreateBuffer(cl_context context, cl_mem_flags flags, size_t size, void* host,
+                      cl_int* err) {
+  static cl_mem (*real)(cl_context, cl_mem_flags, size_t, void*, cl_int*);
+  if (!real) *(void**)&real = dlsym(RTLD_NEXT, "clCreateBuffer");
+  if (trace_on) trace_buffers++;
+  return real(context, flags, size, host, err);
+}
+
+/* Runs one traced forward call (after an untraced one, which builds and sizes everything)
+ * and returns how many of its kernels are CLBlast's copies (pad, copy or transpose), with
+ * the launches of Xgemm in *gemms. */
+static int traced_forward(clattn_mha* mha, const clattn_mha_forward_desc* fwd,
+                          const clattn_mha_buffers* b, cl_command_queue queue, int* gemms) {
+  for (int traced = 0; traced < 2; ++traced) {
+    trace_launches = trace_buffers = 0;
+    trace_on = traced;
+    cr_assert_eq(clattn_mha_forward(mha, fwd, b, queue, 0, NULL, NULL), CLATTN_SUCCESS);
+    trace_on = 0;
+    cr_assert_eq(clFinish(queue), CL_SUCCESS);
+  }
+  int copies = 0;
+  *gemms = 0;
+  for (int i = 0; i < trace_launches; ++i) {
+    const char* n = trace_names[i];
+    if (strcmp(n, "Xgemm") == 0) ++*gemms;
+    if (strncmp(n, "Copy", 4) == 0 || strncmp(n, "Pad", 3) == 0 || strstr(n, "Transpose")) {
+      ++copies;
+    }
+  }
+  return copies;
+}
+
+/* How many buffers one call of the attention core alone creates for itself at a layer's
+ * self-attention shape (its scratch, which the layer does not lend it), after a first call. */
+static int core_buffers(clattn_context* ctx, cl_context cl_ctx, cl_command_queue queue,
+                        const layer_data* L, size_t batch, size_t seq) {
+  const size_t width = L->hd;
+  clattn_attention_desc d = CLATTN_ATTENTION_DESC_INIT;
+  d.dtype = CLATTN_DTYPE_F32;
+  d.batch = batch;
+  d.heads_q = d.heads_kv = L->h;
+  d.seq_q = d.seq_kv = seq;
+  d.head_dim = L->d;
+  d.q_strides = (clattn_strides){.batch = seq * width, .head = L->d, .seq = width};
+  d.k_strides = d.v_strides = d.o_strides = d.q_strides;
+  cl_mem t = device_buffer(cl_ctx, batch * seq * width);
+  clattn_attention_buffers ab = CLATTN_ATTENTION_BUFFERS_INIT;
+  ab.q = ab.k = ab.v = t;
+  ab.o = device_buffer(cl_ctx, batch * seq * width);
+  for (int traced = 0; traced < 2; ++traced) {
+    trace_buffers = 0;
+    trace_on = traced;
+    cr_assert_eq(clattn_attention(ctx, &d, &ab, NULL, queue, 0, NULL, NULL), CLATTN_SUCCESS);
+    trace_on = 0;
+    cr_assert_eq(clFinish(queue), CL_SUCCESS);
+  }
+  clReleaseMemObject(t);
+  clReleaseMemObject(ab.o);
+  return trace_buffers;
+}
+
+/* With clattn's GEMM parameters (PoCL's CPU devices), a forward call at the README's shape,
+ * whose matrices are multiples of the GEMM tiles, is the four GEMM kernels on the caller's
+ * buffers and the layer's, with no padding or transposing copy around them; x at an offset
+ * and a length no tile divides do need copies, into the workspace: no call after the first
+ * creates a buffer (beyond those the attention core creates for itself). */
+Test(mha, aligned_forward_copies_nothing, .timeout = 600.0) {
+  clattn_context* ctx = test_context(NULL);
+  clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
+  clattn_tuning_info tuning = CLATTN_TUNING_INFO_INIT;
+  cr_assert_eq(clattn_context_get_device_info(ctx, &info), CLATTN_SUCCESS);
+  cr_assert_eq(clattn_context_get_tuning_info(ctx, &tuning), CLATTN_SUCCESS);
+  if (info.type != CLATTN_DEVICE_TYPE_CPU ||
+      !strstr(info.platform_name, "Portable Computing Language") || tuning.gemm_source) {
+    clattn_context_destroy(ctx);
+    cr_skip_test(
+        "clattn's own GEMM parameters are in force on PoCL's CPU devices only, "
+        "without tuned ones");
+  }
+  cl_context cl_ctx;
+  cl_command_queue queue;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue), CLATTN_SUCCESS);
+  layer_case c = {.d_model = 768, .heads = 12, .batch = 1, .seq = 512, .bias = 1, .seed = 21};
+  layer_data L;
+  data_init(&L, &c);
+  const clattn_mha_desc desc = data_desc(&c);
+  const clattn_mha_weights w = data_weights(&L, 1);
+  clattn_mha* mha = NULL;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  const size_t f = sizeof(float), io = L.rows * L.e, x_off = 3;
+  cl_mem x = device_buffer(cl_ctx, x_off + io), y = device_buffer(cl_ctx, io);
+  cr_assert_eq(clEnqueueWriteBuffer(queue, x, CL_TRUE, 0, io * f, L.x, 0, NULL, NULL), CL_SUCCESS);
+  clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+  b.x = x;
+  b.y = y;
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = c.batch;
+  fwd.seq = c.seq;
+
+  int gemms = 0;
+  int copies = traced_forward(mha, &fwd, &b, queue, &gemms);
+  cr_expect_eq(gemms, 4, "%d Xgemm launches, expected 4 (Q, K, V, output)", gemms);
+  cr_expect_eq(copies, 0, "%d of CLBlast's copy kernels at an aligned shape", copies);
+  int core = core_buffers(ctx, cl_ctx, queue, &L, c.batch, c.seq);
+  cr_expect_eq(trace_buffers, core, "a second call created %d buffers, the core alone %d",
+               trace_buffers, core);
+  cr_assert_eq(clEnqueueReadBuffer(queue, y, CL_TRUE, 0, io * f, L.y, 0, NULL, NULL), CL_SUCCESS);
+  data_check(&L, &c, "aligned, traced");
+
+  /* x at an offset, 77 rows: CLBlast pads, in the layer's workspace. */
+  fwd.seq = 77;
+  b.x_offset = x_off;
+  copies = traced_forward(mha, &fwd, &b, queue, &gemms);
+  const int layer = trace_buffers;
+  cr_expect_eq(gemms, 4);
+  cr_expect_gt(copies, 0, "no copy kernel traced where CLBlast must pad");
+  core = core_buffers(ctx, cl_ctx, queue, &L, c.batch, fwd.seq);
+  cr_expect_eq(layer, core, "a second unaligned call created %d buffers, the core alone %d", layer,
+               core);
+
+  clReleaseMemObject(x);
+  clReleaseMemObject(y);
   clattn_mha_destroy(mha);
   clattn_context_destroy(ctx);
   data_free(&L);
