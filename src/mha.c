@@ -13,7 +13,7 @@
 #define MAX_INDEX ((size_t)UINT32_MAX)
 
 /* The workspace's buffers. */
-enum { WS_Q, WS_K, WS_V, WS_O, WS_TEMP, WS_COUNT };
+enum { WS_Q, WS_K, WS_V, WS_O, WS_TEMP, WS_CORE, WS_COUNT };
 
 struct clattn_mha {
   clattn_context* ctx; /* borrowed: must outlive the layer */
@@ -144,15 +144,14 @@ cleanup:
   return status;
 }
 
-static clattn_status desc_resolve(const clattn_context* ctx, const clattn_mha_desc* d,
+static clattn_status desc_resolve(const clattn_context* ctx, const clattn_mha_desc* desc,
                                   clattn_mha* m) {
-  if (!d) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc is NULL");
-  if (d->struct_size != sizeof(clattn_mha_desc)) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha_desc.struct_size is %zu, expected %zu (use "
-                        "CLATTN_MHA_DESC_INIT)",
-                        d->struct_size, sizeof(clattn_mha_desc));
-  }
+  if (!desc) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc is NULL");
+  clattn_mha_desc copy;
+  clattn_status status = clattn__struct_copy(ctx, "clattn_mha_desc", desc, sizeof(clattn_mha_desc),
+                                             sizeof(clattn_mha_desc), &copy);
+  if (status != CLATTN_SUCCESS) return status;
+  const clattn_mha_desc* d = &copy;
   if (!d->d_model || !d->heads) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "d_model and heads must be at least 1");
   }
@@ -196,14 +195,15 @@ static clattn_status desc_resolve(const clattn_context* ctx, const clattn_mha_de
 }
 
 /* Uploads the weights into the layer's buffers (ctx->queue; finished before returning). */
-static clattn_status weights_load(clattn_context* ctx, const clattn_mha_weights* w, clattn_mha* m) {
-  if (!w) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "weights is NULL");
-  if (w->struct_size != sizeof(clattn_mha_weights)) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha_weights.struct_size is %zu, expected %zu (use "
-                        "CLATTN_MHA_WEIGHTS_INIT)",
-                        w->struct_size, sizeof(clattn_mha_weights));
-  }
+static clattn_status weights_load(clattn_context* ctx, const clattn_mha_weights* given,
+                                  clattn_mha* m) {
+  if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "weights is NULL");
+  clattn_mha_weights copy;
+  clattn_status copied =
+      clattn__struct_copy(ctx, "clattn_mha_weights", given, sizeof(clattn_mha_weights),
+                          sizeof(clattn_mha_weights), &copy);
+  if (copied != CLATTN_SUCCESS) return copied;
+  const clattn_mha_weights* w = &copy;
   clattn_status status = CLATTN_SUCCESS;
   const size_t f = sizeof(float);
   const size_t hq = m->q_width, hk = m->kv_width, e = m->d_model;
@@ -331,7 +331,41 @@ typedef struct mha_plan {
   size_t q_floats;      /* Q [rows, H·D], and the core's output O alike */
   size_t kv_floats;     /* K and V [rows_kv, Hkv·D] each */
   size_t temp_bytes;    /* CLBlast's temporary buffer: the most one of the GEMMs needs */
+  /* The attention core on the projected heads: its shape, its plan (owned by the context)
+   * and the scratch it takes from the layer's workspace. */
+  clattn__attention_shape core;
+  clattn__plan* core_plan;
+  size_t core_bytes;
 } mha_plan;
+
+/* The core's shape over the layer's Q, K, V and O ([batch, seq, heads, head_dim] rows, O as
+ * [batch, seq, H·D]) and its plan, made on the first call of the shape class. */
+static clattn_status core_plan(const clattn_mha* m, mha_plan* p) {
+  const size_t hq = m->q_width, hk = m->kv_width;
+  clattn_attention_desc d = CLATTN_ATTENTION_DESC_INIT;
+  d.dtype = CLATTN_DTYPE_F32;
+  d.batch = p->batch;
+  d.heads_q = m->heads;
+  d.heads_kv = m->heads_kv;
+  d.seq_q = p->seq;
+  d.seq_kv = p->seq_kv;
+  d.head_dim = m->head_dim;
+  d.scale = m->scale;
+  d.causal = p->causal;
+  d.q_strides = (clattn_strides){.batch = p->seq * hq, .head = m->head_dim, .seq = hq};
+  d.k_strides = (clattn_strides){.batch = p->seq_kv * hk, .head = m->head_dim, .seq = hk};
+  d.v_strides = d.k_strides;
+  d.o_strides = d.q_strides;
+  clattn_status status = clattn__attention_shape_resolve(m->ctx, &d, &p->core);
+  if (status == CLATTN_SUCCESS) status = clattn__plan_get(m->ctx, &p->core, NULL, &p->core_plan);
+  if (status != CLATTN_SUCCESS) return status;
+  p->core_bytes = clattn__plan_workspace_bytes(p->core_plan, &p->core);
+  if (p->core_bytes == SIZE_MAX) {
+    return clattn__fail(m->ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "the attention core's workspace for this shape is beyond 32-bit indexing");
+  }
+  return CLATTN_SUCCESS;
+}
 
 /* The call's GEMMs, in order: Q = x·Wqᵀ, K = key·Wkᵀ, V = value·Wvᵀ (key and value being x
  * in self-attention) and y = O·Woᵀ, each adding to the bias rows already in C where the
@@ -399,16 +433,16 @@ cleanup:
   return status;
 }
 
-static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_desc* fwd, int cross,
+static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_desc* given, int cross,
                                mha_plan* p) {
-  const clattn_context* ctx = m->ctx;
-  if (!fwd) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "fwd is NULL");
-  if (fwd->struct_size != sizeof(clattn_mha_forward_desc)) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha_forward_desc.struct_size is %zu, expected %zu (use "
-                        "CLATTN_MHA_FORWARD_DESC_INIT)",
-                        fwd->struct_size, sizeof(clattn_mha_forward_desc));
-  }
+  clattn_context* ctx = m->ctx;
+  if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "fwd is NULL");
+  clattn_mha_forward_desc copy;
+  clattn_status status =
+      clattn__struct_copy(ctx, "clattn_mha_forward_desc", given, sizeof(clattn_mha_forward_desc),
+                          sizeof(clattn_mha_forward_desc), &copy);
+  if (status != CLATTN_SUCCESS) return status;
+  const clattn_mha_forward_desc* fwd = &copy;
   if (!fwd->batch || !fwd->seq) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "batch and seq must be at least 1");
   }
@@ -441,7 +475,7 @@ static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_des
                         "batch %zu, seq %zu, seq_kv %zu: tensors beyond 32-bit indexing", p->batch,
                         p->seq, p->seq_kv);
   }
-  return CLATTN_SUCCESS;
+  return core_plan(m, p);
 }
 
 clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_forward_desc* fwd,
@@ -453,7 +487,8 @@ clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_
    * at another offset may need more, for CLBlast's copy of that matrix). */
   if (status == CLATTN_SUCCESS) status = plan_temp(mha, &p, NULL);
   if (status == CLATTN_SUCCESS) {
-    *bytes = add(mul(add(p.q_floats, p.kv_floats), 2 * sizeof(float)), p.temp_bytes);
+    *bytes =
+        add(add(mul(add(p.q_floats, p.kv_floats), 2 * sizeof(float)), p.temp_bytes), p.core_bytes);
   }
   return status;
 }
@@ -512,6 +547,7 @@ static clattn_status workspace_reserve_all(clattn_mha* m, const mha_plan* p) {
   CLATTN__CHECK(workspace_reserve(m, WS_V, p->kv_floats * f));
   CLATTN__CHECK(workspace_reserve(m, WS_O, p->q_floats * f));
   CLATTN__CHECK(workspace_reserve(m, WS_TEMP, p->temp_bytes));
+  CLATTN__CHECK(workspace_reserve(m, WS_CORE, p->core_bytes));
 cleanup:
   return status;
 }
@@ -554,32 +590,18 @@ cleanup:
   return status;
 }
 
-/* The attention core on the projected heads: Q, K and V are read in place through strides
- * ([batch, seq, heads, head_dim] rows); O is written as [batch, seq, H·D]. */
+/* The attention core on the projected heads, through its plan: Q, K and V are read in place
+ * through strides; O is written as [batch, seq, H·D]; its scratch is the layer's. */
 static clattn_status attend(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
                             cl_command_queue queue) {
-  const size_t hq = m->q_width, hk = m->kv_width;
-  clattn_attention_desc d = CLATTN_ATTENTION_DESC_INIT;
-  d.dtype = CLATTN_DTYPE_F32;
-  d.batch = p->batch;
-  d.heads_q = m->heads;
-  d.heads_kv = m->heads_kv;
-  d.seq_q = p->seq;
-  d.seq_kv = p->seq_kv;
-  d.head_dim = m->head_dim;
-  d.scale = m->scale;
-  d.causal = p->causal;
-  d.q_strides = (clattn_strides){.batch = p->seq * hq, .head = m->head_dim, .seq = hq};
-  d.k_strides = (clattn_strides){.batch = p->seq_kv * hk, .head = m->head_dim, .seq = hk};
-  d.v_strides = d.k_strides;
-  d.o_strides = d.q_strides;
   clattn_attention_buffers ab = CLATTN_ATTENTION_BUFFERS_INIT;
   ab.q = m->ws[WS_Q].mem;
   ab.k = m->ws[WS_K].mem;
   ab.v = m->ws[WS_V].mem;
   ab.o = m->ws[WS_O].mem;
   ab.kv_lengths = b->kv_lengths;
-  return clattn_attention(m->ctx, &d, &ab, NULL, queue, 0, NULL, NULL);
+  return clattn__plan_enqueue(m->ctx, p->core_plan, &p->core, &ab, m->ws[WS_CORE].mem, 0, queue, 0,
+                              NULL, NULL);
 }
 
 /* Enqueues the whole forward pass; the caller holds m->lock. */
@@ -635,7 +657,7 @@ cleanup:
 }
 
 clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* fwd,
-                                 const clattn_mha_buffers* b, cl_command_queue queue,
+                                 const clattn_mha_buffers* given, cl_command_queue queue,
                                  cl_uint num_wait_events, const cl_event* wait_events,
                                  cl_event* event) {
   if (event) *event = NULL;
@@ -645,13 +667,13 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "num_wait_events is %u but wait_events is NULL", num_wait_events);
   }
-  if (!b) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
-  if (b->struct_size != sizeof(clattn_mha_buffers)) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha_buffers.struct_size is %zu, expected %zu (use "
-                        "CLATTN_MHA_BUFFERS_INIT)",
-                        b->struct_size, sizeof(clattn_mha_buffers));
-  }
+  if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
+  clattn_mha_buffers copy;
+  clattn_status status =
+      clattn__struct_copy(ctx, "clattn_mha_buffers", given, sizeof(clattn_mha_buffers),
+                          sizeof(clattn_mha_buffers), &copy);
+  if (status != CLATTN_SUCCESS) return status;
+  const clattn_mha_buffers* b = &copy;
   if (!b->x || !b->y) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must not be NULL");
   }
@@ -665,7 +687,6 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
                         "a value input",
                         m->k_dim, m->v_dim);
   }
-  clattn_status status;
   mha_plan p;
   CLATTN__CHECK(plan_make(m, fwd, b->key != NULL, &p));
   CLATTN__CHECK(buffers_check(m, &p, b));

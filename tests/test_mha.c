@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clattn/clattn.h"
+#include "clattn/clattn_tuning.h"
 #include "reference.h"
 #include "test_util.h"
 

@@ -306,7 +306,7 @@ int main(int argc, char** argv) {
     ph->gemm = 1;
     ph->head_dim = o.head_dims.v[0];
     ph->seq = o.seqs.v[0];
-    snprintf(ph->name, sizeof ph->name, "gemm M=%zu E=%zu (X*W^T, 3E and E)", o.batch * ph->seq,
+    snprintf(ph->name, sizeof ph->name, "gemm M=%zu E=%zu (4 x [M,E]·[E,E])", o.batch * ph->seq,
              o.heads * ph->head_dim);
   }
 

@@ -10,43 +10,16 @@
 #include "tuning.h"
 
 #define GEMM_SAMPLES 96
-/* Stored with a winner, so that the tuned shapes take the tuned (indirect) kernel. */
-#define XGEMM_MIN_INDIRECT 128
 /* Pairs of alternating runs confirming a winner (each run a full timing, since every switch
  * rebuilds CLBlast's kernel). */
 #define CONFIRM_PAIRS 3
 
 typedef struct xgemm {
-  size_t p[CLATTN__XGEMM_COUNT];
+  size_t p[CLATTN__XGEMM_PARAM_COUNT];
 } xgemm;
 
-/* CLBlast 1.5's constraints on Xgemm's parameters (src/tuning/kernels/xgemm.hpp), plus the
- * device's work-group and local memory limits. */
 static int xgemm_valid(const xgemm* x, const clattn_device_info* info) {
-  const size_t* p = x->p;
-  if (!p[CLATTN__XGEMM_KWG] || !p[CLATTN__XGEMM_KWI] || !p[CLATTN__XGEMM_MDIMC] ||
-      !p[CLATTN__XGEMM_NDIMC] || !p[CLATTN__XGEMM_MDIMA] || !p[CLATTN__XGEMM_NDIMB] ||
-      !p[CLATTN__XGEMM_VWM] || !p[CLATTN__XGEMM_VWN]) {
-    return 0;
-  }
-  if (p[CLATTN__XGEMM_GEMMK] != 0 || p[CLATTN__XGEMM_KREG] != 1) return 0;
-  if (p[CLATTN__XGEMM_KWG] % p[CLATTN__XGEMM_KWI]) return 0;
-  if (p[CLATTN__XGEMM_MWG] % (p[CLATTN__XGEMM_MDIMC] * p[CLATTN__XGEMM_VWM]) ||
-      p[CLATTN__XGEMM_NWG] % (p[CLATTN__XGEMM_NDIMC] * p[CLATTN__XGEMM_VWN]))
-    return 0;
-  if (p[CLATTN__XGEMM_MWG] % (p[CLATTN__XGEMM_MDIMA] * p[CLATTN__XGEMM_VWM]) ||
-      p[CLATTN__XGEMM_NWG] % (p[CLATTN__XGEMM_NDIMB] * p[CLATTN__XGEMM_VWN]))
-    return 0;
-  size_t threads = p[CLATTN__XGEMM_MDIMC] * p[CLATTN__XGEMM_NDIMC];
-  if (threads % p[CLATTN__XGEMM_MDIMA] || threads % p[CLATTN__XGEMM_NDIMB]) return 0;
-  if (p[CLATTN__XGEMM_KWG] % (threads / p[CLATTN__XGEMM_MDIMA]) ||
-      p[CLATTN__XGEMM_KWG] % (threads / p[CLATTN__XGEMM_NDIMB]))
-    return 0;
-  if (threads > info->max_work_group_size) return 0;
-  size_t local = (p[CLATTN__XGEMM_SA] * p[CLATTN__XGEMM_KWG] * p[CLATTN__XGEMM_MWG] +
-                  p[CLATTN__XGEMM_SB] * p[CLATTN__XGEMM_KWG] * p[CLATTN__XGEMM_NWG]) *
-                 sizeof(float);
-  return local <= info->local_mem_size;
+  return clattn__xgemm_params_valid(x->p, info, NULL, 0);
 }
 
 static xgemm make_xgemm(size_t kwg, size_t kwi, size_t mdimc, size_t ndimc, size_t mwg, size_t nwg,
@@ -70,12 +43,23 @@ static xgemm make_xgemm(size_t kwg, size_t kwi, size_t mdimc, size_t ndimc, size
   return x;
 }
 
+/* A set for CLBlast's kernel 1 (GEMMK 1: A and B read row-major, C written in place): square
+ * work-group tiles (MWG = NWG, which it needs to compute right), MDIMA = MDIMC, NDIMB =
+ * NDIMC, no local memory, KWG = KWI = 1. */
+static xgemm make_xgemm1(size_t wg, size_t dim, size_t vwm, size_t vwn, size_t kreg) {
+  xgemm x = make_xgemm(1, 1, dim, dim, wg, wg, vwm, vwn, 0, 0);
+  x.p[CLATTN__XGEMM_GEMMK] = 1;
+  x.p[CLATTN__XGEMM_KREG] = kreg;
+  return x;
+}
+
 static void describe_xgemm(const xgemm* x, char* buf, size_t size) {
   const size_t* p = x->p;
   snprintf(buf, size,
-           "Xgemm MWG=%zu NWG=%zu KWG=%zu MDIMC=%zu NDIMC=%zu VWM=%zu VWN=%zu KWI=%zu "
-           "SA=%zu SB=%zu",
-           p[CLATTN__XGEMM_MWG], p[CLATTN__XGEMM_NWG], p[CLATTN__XGEMM_KWG], p[CLATTN__XGEMM_MDIMC],
+           "Xgemm GEMMK=%zu KREG=%zu MWG=%zu NWG=%zu KWG=%zu MDIMC=%zu NDIMC=%zu VWM=%zu "
+           "VWN=%zu KWI=%zu SA=%zu SB=%zu",
+           p[CLATTN__XGEMM_GEMMK], p[CLATTN__XGEMM_KREG], p[CLATTN__XGEMM_MWG],
+           p[CLATTN__XGEMM_NWG], p[CLATTN__XGEMM_KWG], p[CLATTN__XGEMM_MDIMC],
            p[CLATTN__XGEMM_NDIMC], p[CLATTN__XGEMM_VWM], p[CLATTN__XGEMM_VWN], p[CLATTN__XGEMM_KWI],
            p[CLATTN__XGEMM_SA], p[CLATTN__XGEMM_SB]);
 }
@@ -101,20 +85,32 @@ static size_t build_xgemm_space(const clattn_device_info* info, xgemm* list, siz
                     if (list && n < cap) list[n] = x;
                     ++n;
                   }
+  static const size_t wg1[] = {32, 64, 128, 256}, dim1[] = {4, 8, 16}, vwm1[] = {1, 2, 4, 8, 16},
+                      vwn1[] = {1, 2, 4}, kreg1[] = {1, 2, 4};
+  for (size_t a = 0; a < LEN(wg1); ++a)
+    for (size_t c = 0; c < LEN(dim1); ++c)
+      for (size_t g = 0; g < LEN(vwm1); ++g)
+        for (size_t h = 0; h < LEN(vwn1); ++h)
+          for (size_t k = 0; k < LEN(kreg1); ++k) {
+            xgemm x = make_xgemm1(wg1[a], dim1[c], vwm1[g], vwn1[h], kreg1[k]);
+            if (!xgemm_valid(&x, info)) continue;
+            if (list && n < cap) list[n] = x;
+            ++n;
+          }
 #undef LEN
   return n;
 }
 
 static void xgemm_entry(const xgemm* x, clattn_tuning_entry* e) {
   e->param_count = 0;
-  for (int i = 0; i < CLATTN__XGEMM_COUNT; ++i) {
+  for (int i = 0; i < CLATTN__XGEMM_PARAM_COUNT; ++i) {
     snprintf(e->param_names[e->param_count], sizeof e->param_names[0], "%s",
-             clattn__xgemm_names[i]);
+             clattn__xgemm_param_names[i]);
     e->param_values[e->param_count++] = x->p[i];
   }
   snprintf(e->param_names[e->param_count], sizeof e->param_names[0], "%s",
-           CLATTN__XGEMM_MIN_INDIRECT);
-  e->param_values[e->param_count++] = XGEMM_MIN_INDIRECT;
+           CLATTN__GEMM_MIN_INDIRECT_NAME);
+  e->param_values[e->param_count++] = CLATTN__GEMM_MIN_INDIRECT;
   snprintf(e->kernel, sizeof e->kernel, "Xgemm");
 }
 
@@ -124,13 +120,15 @@ typedef struct gemm_bufs {
   cl_mem dx, dw, dc;
 } gemm_bufs;
 
-/* Y = X·Wᵀ for the first `n` rows of W and the first `m` rows of X; event-timed. */
+/* C = X·B for the first `m` rows of X and B [k, n] (the layer's layout: its weights stored
+ * transposed, ldb = n, so that CLBlast's kernel 1 copies nothing at aligned sizes): the first
+ * k·n elements of w read as a k x n matrix; event-timed. */
 static clattn_status gemm_once(clattn__tune_run* t, gemm_bufs* gb, size_t m, size_t n, double* ms) {
   clattn_status status = CLATTN_SUCCESS;
   cl_event ev = NULL;
   clattn__gemm_args g;
   memset(&g, 0, sizeof g);
-  g.trans_b = 1;
+  g.trans_b = 0;
   g.m = m;
   g.n = n;
   g.k = gb->e;
@@ -139,7 +137,7 @@ static clattn_status gemm_once(clattn__tune_run* t, gemm_bufs* gb, size_t m, siz
   g.b = gb->dw;
   g.c = gb->dc;
   g.lda = gb->e;
-  g.ldb = gb->e;
+  g.ldb = n;
   g.ldc = n;
   /* CLBlast's event is its last kernel only (the indirect path pads and transposes
    * first): time from a marker enqueued just before. */
@@ -160,8 +158,8 @@ cleanup:
   return status;
 }
 
-/* Checks sampled elements of C = X·Wᵀ (m x n) against double dot products, within the
- * standard bound of a length-k fp32 dot product, 2·k·u·Σ|x_i·w_i|. */
+/* Checks sampled elements of C = X·B (m x n, B as gemm_once reads it) against double dot products,
+ * within the standard bound of a length-k fp32 dot product, 2·k·u·Σ|x_i·w_i|. */
 static clattn_status gemm_check(clattn__tune_run* t, gemm_bufs* gb, size_t m, size_t n) {
   clattn_status status = CLATTN_SUCCESS;
   double ms;
@@ -176,7 +174,7 @@ static clattn_status gemm_check(clattn__tune_run* t, gemm_bufs* gb, size_t m, si
            j = s == 0 ? n - 1 : clattn__tune_rand(&r) % n;
     double dot = 0, mag = 0;
     for (size_t p = 0; p < gb->e; ++p) {
-      double xw = (double)gb->x[i * gb->e + p] * gb->w[j * gb->e + p];
+      double xw = (double)gb->x[i * gb->e + p] * gb->w[p * n + j];
       dot += xw;
       mag += fabs(xw);
     }
@@ -206,13 +204,16 @@ static clattn_status gemm_verify(clattn__tune_run* t, gemm_bufs* gb) {
  * and the winner are timed again, alternately (each switch rebuilds CLBlast's kernel, which
  * the warm-up absorbs); *confirmed is 0 where they cannot. On return the winner is in force. */
 
-/* Both projection shapes once: [m, 3E] and [m, E]. */
+/* The layer's four projections once (Q, K, V and the output: [m, E]·[E, E] each). */
 static clattn_status gemm_pair_once(clattn__tune_run* t, void* arg, double* ms) {
   gemm_bufs* gb = arg;
-  double a = 0, b = 0;
-  clattn_status status = gemm_once(t, gb, gb->m, 3 * gb->e, &a);
-  if (status == CLATTN_SUCCESS) status = gemm_once(t, gb, gb->m, gb->e, &b);
-  *ms = a + b;
+  clattn_status status = CLATTN_SUCCESS;
+  *ms = 0;
+  for (int i = 0; i < 4 && status == CLATTN_SUCCESS; ++i) {
+    double one = 0;
+    status = gemm_once(t, gb, gb->m, gb->e, &one);
+    *ms += one;
+  }
   return status;
 }
 
@@ -299,7 +300,14 @@ clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* o
       {32, 2, 16, 8, 128, 64, 8, 8, 0, 0},   {32, 8, 8, 8, 32, 32, 4, 4, 1, 1},
       {16, 2, 16, 16, 64, 64, 4, 4, 1, 1},   {32, 2, 8, 16, 64, 128, 8, 8, 0, 0},
       {16, 2, 16, 16, 128, 128, 4, 4, 1, 1}, {32, 2, 8, 8, 128, 128, 8, 8, 0, 0}};
-  const size_t ncore = sizeof kCore / sizeof kCore[0];
+  /* Kernel 1 near clattn's PoCL defaults (src/gemm.c). */
+  static const size_t kCore1[][5] = {/* WG DIM VWM VWN KREG */
+                                     {128, 8, 16, 1, 1},
+                                     {64, 8, 8, 1, 1},
+                                     {256, 16, 16, 1, 1},
+                                     {128, 8, 8, 2, 1}};
+  const size_t ncore1 = sizeof kCore1 / sizeof kCore1[0];
+  const size_t ncore = sizeof kCore / sizeof kCore[0] + ncore1;
   const size_t cap = ncore + space;
   order = clattn__calloc(cap, sizeof *order);
   ranked = clattn__calloc(3 * (cap + 1), sizeof *ranked);
@@ -308,7 +316,12 @@ clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* o
     goto cleanup;
   }
   size_t norder = 0;
-  for (size_t i = 0; i < ncore; ++i) {
+  for (size_t i = 0; i < ncore1; ++i) {
+    const size_t* c = kCore1[i];
+    xgemm x = make_xgemm1(c[0], c[1], c[2], c[3], c[4]);
+    if (xgemm_valid(&x, &ctx->info)) order[norder++] = x;
+  }
+  for (size_t i = 0; i < ncore - ncore1; ++i) {
     const size_t* c = kCore[i];
     xgemm x = make_xgemm(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]);
     if (xgemm_valid(&x, &ctx->info)) order[norder++] = x;

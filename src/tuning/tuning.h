@@ -82,33 +82,8 @@ clattn_status clattn__tuning_source_hash(const clattn_context* ctx, const char* 
 
 /* ------------------------------------------------------------ GEMM entries (gemm_entry.c) */
 
-/* CLBlast's Xgemm parameters, in the order of clattn__xgemm_names. */
-enum {
-  CLATTN__XGEMM_GEMMK,
-  CLATTN__XGEMM_KREG,
-  CLATTN__XGEMM_KWG,
-  CLATTN__XGEMM_KWI,
-  CLATTN__XGEMM_MDIMA,
-  CLATTN__XGEMM_MDIMC,
-  CLATTN__XGEMM_MWG,
-  CLATTN__XGEMM_NDIMB,
-  CLATTN__XGEMM_NDIMC,
-  CLATTN__XGEMM_NWG,
-  CLATTN__XGEMM_SA,
-  CLATTN__XGEMM_SB,
-  CLATTN__XGEMM_STRM,
-  CLATTN__XGEMM_STRN,
-  CLATTN__XGEMM_VWM,
-  CLATTN__XGEMM_VWN,
-  CLATTN__XGEMM_COUNT
-};
-extern const char* const clattn__xgemm_names[CLATTN__XGEMM_COUNT];
-
-/* The GEMM routine's parameter stored after the Xgemm ones in an entry: from which size
- * CLBlast takes the (tuned) indirect kernel. */
-#define CLATTN__XGEMM_MIN_INDIRECT "XGEMM_MIN_INDIRECT_SIZE"
-
-/* 1 when a GEMM entry's parameters fit a device: work-group size and local memory. */
+/* 1 when a GEMM entry names every Xgemm parameter (src/gemm.c's table) with values that
+ * meet CLBlast's rules and the device's limits (clattn__xgemm_params_valid). */
 int clattn__gemm_entry_fits(const clattn_device_info* info, const clattn_tuning_entry* entry);
 
 /* Applies a GEMM entry's CLBlast parameters for the context's device (process-wide). */
