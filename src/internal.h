@@ -265,6 +265,7 @@ struct clattn__plan {
   const clattn__variant* variant;
   clattn_attention_config config; /* resolved, source included */
   cl_kernel kernels[CLATTN__VARIANT_MAX_KERNELS];
+  size_t kernel_group_limit[CLATTN__VARIANT_MAX_KERNELS]; /* CL_KERNEL_WORK_GROUP_SIZE */
   /* Held from setting the kernels' arguments to the last enqueue of a call: clSetKernelArg
    * on one kernel object is not thread-safe. */
   pthread_mutex_t lock;

@@ -84,11 +84,12 @@ static clattn_status kernels_create(clattn_context* ctx, const clattn__attention
   clattn_status status = CLATTN_SUCCESS;
   for (int i = 0; i < CLATTN__VARIANT_MAX_KERNELS && v->kernels[i]; ++i) {
     CLATTN__CHECK(clattn__kernel_create(ctx, v->source, options, v->kernels[i], &p->kernels[i]));
+    CLATTN__CL_CHECK(ctx, clGetKernelWorkGroupInfo(
+                              p->kernels[i], ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                              sizeof p->kernel_group_limit[i], &p->kernel_group_limit[i], NULL));
   }
-  size_t wg = 0;
+  const size_t wg = p->kernel_group_limit[0];
   cl_ulong local = 0;
-  CLATTN__CL_CHECK(ctx, clGetKernelWorkGroupInfo(p->kernels[0], ctx->device,
-                                                 CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL));
   CLATTN__CL_CHECK(ctx,
                    clGetKernelWorkGroupInfo(p->kernels[0], ctx->device, CL_KERNEL_LOCAL_MEM_SIZE,
                                             sizeof local, &local, NULL));

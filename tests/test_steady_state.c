@@ -110,6 +110,25 @@ CL_API_ENTRY cl_int CL_API_CALL clGetKernelWorkGroupInfo(cl_kernel kernel, cl_de
   return f(kernel, device, name, size, value, size_ret);
 }
 
+/* Launches of clattn's kernels without an explicit work-group size: a driver may compile a
+ * kernel again for each new global size then (PoCL does, for every new key length). */
+static atomic_int launches_without_local;
+
+CL_API_ENTRY cl_int CL_API_CALL clEnqueueNDRangeKernel(cl_command_queue queue, cl_kernel kernel,
+                                                       cl_uint dims, const size_t* offset,
+                                                       const size_t* global, const size_t* local,
+                                                       cl_uint num_wait, const cl_event* wait,
+                                                       cl_event* event) {
+  Dl_info info;
+  const void* caller = __builtin_return_address(0);
+  const int from_clblast =
+      dladdr(caller, &info) && info.dli_fname && strstr(info.dli_fname, "clblast");
+  if (!local && !from_clblast) atomic_fetch_add(&launches_without_local, 1);
+  cl_int (*f)(cl_command_queue, cl_kernel, cl_uint, const size_t*, const size_t*, const size_t*,
+              cl_uint, const cl_event*, cl_event*) = next_symbol("clEnqueueNDRangeKernel");
+  return f(queue, kernel, dims, offset, global, local, num_wait, wait, event);
+}
+
 /* Fails on any counted call of clattn's, and on any buffer or program CLBlast made;
  * CLBlast's per-call kernel objects and local-memory checks are only reported. */
 static void expect_no_setup(const char* what, int calls) {
@@ -248,6 +267,9 @@ Test(steady_state, core_calls_create_nothing) {
     clReleaseMemObject(ws);
     core_bufs_free(&c);
   }
+  cr_expect_eq(atomic_load(&launches_without_local), 0,
+               "%d of clattn's kernel launches left the work-group size to the driver",
+               atomic_load(&launches_without_local));
   clReleaseCommandQueue(other);
   clattn_context_destroy(ctx);
 }
