@@ -504,7 +504,11 @@ CLATTN_API clattn_status clattn_mha_forward_host(clattn_mha* mha,
                                                  const int32_t* kv_lengths);
 
 /* Bytes of device workspace a forward call of these sizes needs (self-attention when
- * cross is 0), for planning memory. */
+ * cross is 0), for planning memory: the projected Q, K, V, the heads' output, the attention
+ * core's scratch and CLBlast's temporary copies, for inputs and outputs at offset 0 (an x,
+ * key, value or y at another offset may add CLBlast's padded copy of that matrix). The layer
+ * owns its workspace: it grows to the largest call and is reused, so forwards after the
+ * first of a shape allocate nothing. May build the core's kernels (its plan). */
 CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
                                                    const clattn_mha_forward_desc* fwd, int cross,
                                                    size_t* bytes);
