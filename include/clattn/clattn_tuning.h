@@ -197,9 +197,7 @@ typedef int (*clattn_tune_progress_fn)(const clattn_tune_progress* progress, voi
 /* The outcome of one run. */
 typedef struct clattn_tune_result {
   size_t struct_size; /* sizeof(clattn_tune_result), set by the caller */
-  /* Candidates in each space after pruning; space_tiled and space_regblock are
-   * space_variants[CLATTN_VARIANT_TILED_LOCAL] and [CLATTN_VARIANT_REGISTER_BLOCKED]. */
-  size_t space_tiled, space_regblock, space_gemm;
+  size_t space_gemm;  /* candidates in the GEMM space after pruning */
   size_t tried, failed_build, failed_launch, failed_verify, slow;
   int interrupted;                        /* the callback stopped the run */
   int written;                            /* an entry was merged into the file */

@@ -474,8 +474,6 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
       result->space_variants[v->id] = nspace[vorder[k]];
     }
   }
-  result->space_tiled = result->space_variants[CLATTN_VARIANT_TILED_LOCAL];
-  result->space_regblock = result->space_variants[CLATTN_VARIANT_REGISTER_BLOCKED];
   if (t.o.dry_run) goto cleanup;
 
   /* The order of the search: the default, a core set around it and the other variants'
