@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "clattn/clattn.h"
 #include "clattn/clattn_tuning.h"
@@ -412,6 +413,20 @@ int clattn__gemm_device_defaults(clattn_context* ctx);
  * OpenCL runtime itself on some (Oclgrind). CLBlast has no per-context clear: other
  * contexts rebuild their GEMM kernels on next use. */
 void clattn__gemm_release_programs(void);
+
+/* ------------------------------------------------------------ files (src/io.c) */
+
+/* Opens a file the library was pointed at for reading: regular files only, never blocking
+ * (a FIFO, device or directory gives `error` with a message naming `what` and the path).
+ * missing (may be NULL): set to 1, with SUCCESS and *out NULL, when the file does not exist;
+ * without it a missing file is an error too. */
+clattn_status clattn__file_open_read(const clattn_context* ctx, clattn_status error,
+                                     const char* what, const char* path, FILE** out, int* missing);
+
+/* Checks that `path` may be replaced by a new regular file: it does not exist or is a
+ * regular file (not a symbolic link, device, FIFO or directory); an empty path is
+ * INVALID_ARGUMENT, the rest CLATTN_ERROR_TUNING_FILE, recorded for the calling thread. */
+clattn_status clattn__file_check_writable(const char* what, const char* path);
 
 /* ------------------------------------------------------------ memory (src/memory.c) */
 

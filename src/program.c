@@ -56,13 +56,11 @@ static clattn_status read_override(const clattn_context* ctx, const char* dir, c
                                    char** out) {
   char path[4200];
   snprintf(path, sizeof path, "%s/%s.cl", dir, name);
-  clattn_status status = CLATTN_SUCCESS;
   char* text = NULL;
-  FILE* f = fopen(path, "rb");
-  if (!f) {
-    return clattn__fail(ctx, CLATTN_ERROR_KERNEL_SOURCE, "cannot open kernel source %s: %s", path,
-                        strerror(errno));
-  }
+  FILE* f = NULL;
+  clattn_status status =
+      clattn__file_open_read(ctx, CLATTN_ERROR_KERNEL_SOURCE, "kernel source", path, &f, NULL);
+  if (status != CLATTN_SUCCESS) return status;
   if (fseek(f, 0, SEEK_END) != 0) goto read_error;
   long size = ftell(f);
   if (size < 0 || fseek(f, 0, SEEK_SET) != 0) goto read_error;

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "clattn/clattn.h"
 #include "test_util.h"
@@ -180,4 +182,42 @@ Test(bad_input, overflowing_default_strides) {
   char msg[2048];
   clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
   cr_assert(strstr(msg, "spans more than 2^32") != NULL, "message \"%s\"", msg);
+}
+
+/* A kernel directory where a kernel file is a FIFO or a directory: the call fails with
+ * KERNEL_SOURCE and says what the path is, without waiting for a writer or reading a
+ * nonsensical size (the suite's timeout catches a hang). */
+Test(bad_input, kernel_file_that_is_not_a_regular_file, .timeout = 60) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/clattn-kdir-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  cr_assert_not_null(mkdtemp(dir));
+  char cmd[8400];
+  snprintf(cmd, sizeof cmd, "cp '%s'/cl/*.cl '%s'/", CLATTN_SOURCE_DIR, dir);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/attention_regblock.cl", dir);
+  cr_assert_eq(unlink(path), 0);
+  cr_assert_eq(mkfifo(path, 0600), 0);
+  snprintf(path, sizeof path, "%s/attention_tiled.cl", dir);
+  cr_assert_eq(unlink(path), 0);
+  cr_assert_eq(mkdir(path, 0700), 0);
+  clattn_context_options opts = CLATTN_CONTEXT_OPTIONS_INIT;
+  opts.kernel_dir = dir;
+  clattn_context* ctx = test_context(&opts);
+  const clattn_attention_desc desc = test_desc(1, 2, 2, 8, 8, 16, 0);
+  const struct {
+    clattn_variant variant;
+    const char* says;
+  } cases[] = {{CLATTN_VARIANT_REGISTER_BLOCKED, "a FIFO"},
+               {CLATTN_VARIANT_TILED_LOCAL, "a directory"}};
+  for (int i = 0; i < 2; ++i) {
+    const clattn_attention_config config = test_config(cases[i].variant);
+    clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;
+    ASSERT_STATUS(clattn_attention_get_config(ctx, &desc, &config, &used),
+                  CLATTN_ERROR_KERNEL_SOURCE);
+    cr_assert(strstr(test_last_error(ctx), cases[i].says) != NULL, "%s", test_last_error(ctx));
+  }
+  clattn_context_destroy(ctx);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
 }

@@ -692,3 +692,78 @@ Test(tuner, gemm_run_verifies_and_applies) {
   clattn_context_destroy(ctx);
   remove_tree(dir);
 }
+
+/* A FIFO where the tuning file should be is reported and ignored: creating a context does not
+ * wait for a writer (the suite's timeout catches a hang). */
+Test(tuning_file, fifo_is_not_waited_for, .timeout = 60) {
+  char dir[4096], path[4200];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo: %s", strerror(errno));
+  setenv("CLATTN_TUNING_FILE", path, 1);
+  clattn_context* ctx = test_context(NULL);
+  clattn_tuning_info info = CLATTN_TUNING_INFO_INIT;
+  cr_assert_eq(clattn_context_get_tuning_info(ctx, &info), CLATTN_SUCCESS);
+  cr_assert_eq(info.status, CLATTN_ERROR_TUNING_FILE, "%s", clattn_status_name(info.status));
+  cr_assert(strstr(info.message, "FIFO") != NULL, "message \"%s\"", info.message);
+  clattn_attention_desc desc = test_desc(1, 2, 0, 33, 33, 16, 0);
+  clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;
+  cr_assert_eq(clattn_attention_get_config(ctx, &desc, NULL, &used), CLATTN_SUCCESS);
+  cr_assert_eq(used.source, CLATTN_CONFIG_SOURCE_HEURISTIC);
+  clattn_context_destroy(ctx);
+  unsetenv("CLATTN_TUNING_FILE");
+  remove_tree(dir);
+}
+
+/* Storing replaces regular files only: a symbolic link (its target stays as it was), a FIFO,
+ * a device and a directory are refused with TUNING_FILE before any lock file is made, and
+ * an empty path is INVALID_ARGUMENT. */
+Test(tuning_file, store_replaces_regular_files_only, .timeout = 60) {
+  char dir[4096], path[4200], link[4200], fifo[4200], lock[4300];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  const clattn_tuning_entry e = fake_entry(64, 0);
+  static const char target_text[] = "not a tuning file, and not to be touched\n";
+  write_bytes(path, target_text, sizeof target_text - 1);
+  snprintf(link, sizeof link, "%s/link.json", dir);
+  cr_assert_eq(symlink(path, link), 0, "symlink: %s", strerror(errno));
+  snprintf(fifo, sizeof fifo, "%s/fifo.json", dir);
+  cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+  const char* refused[] = {link, fifo, dir, "/dev/null"};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
+    const clattn_status st = clattn_tuning_file_store(refused[i], &e, 1);
+    cr_expect_eq(st, CLATTN_ERROR_TUNING_FILE, "%s: %s", refused[i], clattn_status_name(st));
+    snprintf(lock, sizeof lock, "%s.lock", refused[i]);
+    struct stat sb;
+    cr_expect_neq(lstat(lock, &sb), 0, "%s was created", lock);
+  }
+  size_t n = 0;
+  char* text = read_all(path, &n);
+  cr_expect_str_eq(text, target_text, "the link's target changed");
+  free(text);
+  struct stat sb;
+  cr_assert_eq(lstat(link, &sb), 0);
+  cr_expect(S_ISLNK(sb.st_mode), "the link was replaced");
+  cr_assert_eq(stat("/dev/null", &sb), 0);
+  cr_expect(S_ISCHR(sb.st_mode), "/dev/null is no longer a device");
+  cr_expect_eq(clattn_tuning_file_store("", &e, 1), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_neq(lstat(".lock", &sb), 0, "storing to \"\" created .lock");
+  remove_tree(dir);
+}
+
+/* A file of a newer format version is left as it is, not replaced by this version's. */
+Test(tuning_file, newer_format_is_left_alone) {
+  char dir[4096], path[4200];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  static const char newer[] = "{\"format\": \"clattn-tuning\", \"version\": 7, \"entries\": []}\n";
+  write_bytes(path, newer, sizeof newer - 1);
+  const clattn_tuning_entry e = fake_entry(64, 0);
+  const clattn_status st = clattn_tuning_file_store(path, &e, 1);
+  cr_expect_eq(st, CLATTN_ERROR_TUNING_FILE, "%s", clattn_status_name(st));
+  char msg[1024];
+  clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
+  cr_expect(strstr(msg, "newer") != NULL, "message \"%s\"", msg);
+  size_t n = 0;
+  char* text = read_all(path, &n);
+  cr_expect_str_eq(text, newer);
+  free(text);
+  remove_tree(dir);
+}

@@ -485,17 +485,10 @@ cleanup:
 static clattn_status read_file(const char* path, char** text, size_t* size, int* missing) {
   *text = NULL;
   *size = 0;
-  *missing = 0;
-  FILE* f = fopen(path, "rb");
-  if (!f) {
-    if (errno == ENOENT) {
-      *missing = 1;
-      return CLATTN_SUCCESS;
-    }
-    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot open the tuning file %s: %s", path,
-                        strerror(errno));
-  }
-  clattn_status status = CLATTN_SUCCESS;
+  FILE* f = NULL;
+  clattn_status status =
+      clattn__file_open_read(NULL, CLATTN_ERROR_TUNING_FILE, "the tuning file", path, &f, missing);
+  if (status != CLATTN_SUCCESS || *missing) return status;
   size_t cap = 4096, n = 0;
   char* buf = clattn__malloc(cap);
   while (buf) {
@@ -663,6 +656,30 @@ static clattn_status write_atomic(const char* path, const char* text) {
   return CLATTN_SUCCESS;
 }
 
+/* The format version of an existing tuning file (0 when it is missing or says none), so
+ * that a file of a newer version is never replaced by this version's. Locked. */
+static unsigned file_version(const char* path) {
+  char* text = NULL;
+  size_t size = 0;
+  int missing = 0;
+  double version = 0;
+  if (read_file(path, &text, &size, &missing) == CLATTN_SUCCESS && text) {
+    cJSON* root = cJSON_ParseWithLength(text, size);
+    const char* format = NULL;
+    if (root) {
+      const cJSON* f = cJSON_GetObjectItemCaseSensitive(root, "format");
+      format = cJSON_IsString(f) ? f->valuestring : NULL;
+    }
+    if (!format || strcmp(format, CLATTN__TUNING_FORMAT) != 0 ||
+        !get_uint(root, "version", 0, 1e9, &version)) {
+      version = 0;
+    }
+    cJSON_Delete(root);
+  }
+  free(text);
+  return (unsigned)version;
+}
+
 clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_entry* entries,
                                        size_t count) {
   if (count && !entries) return CLATTN_ERROR_INVALID_ARGUMENT;
@@ -685,9 +702,23 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
   clattn__tuning_table* table = NULL;
   char* text = NULL;
   int fd = -1, found = 0;
+  /* Only a regular file is replaced: a symbolic link, a device (/dev/null), a FIFO or a
+   * directory at the path is refused before anything, its lock file included, is made. */
+  status = clattn__file_check_writable("the tuning file", path);
+  if (status != CLATTN_SUCCESS) return status;
   pthread_mutex_lock(&g_store_lock);
   CLATTN__CHECK(make_parent_dirs(path));
   CLATTN__CHECK(lock_file(path, &fd));
+  /* Under the lock: the file may have become something else meanwhile. */
+  CLATTN__CHECK(clattn__file_check_writable("the tuning file", path));
+  const unsigned version = file_version(path);
+  if (version > CLATTN__TUNING_VERSION) {
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                          "the tuning file %s has format version %u, newer than this library's "
+                          "(%d); it is left as it is",
+                          path, version, CLATTN__TUNING_VERSION);
+    goto cleanup;
+  }
   /* Under the lock: re-read what other writers stored, then merge ours over it. */
   status = clattn__tuning_file_load(path, &table, &found);
   if (status == CLATTN_ERROR_OUT_OF_MEMORY) goto cleanup;
