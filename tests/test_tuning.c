@@ -767,3 +767,27 @@ Test(tuning_file, newer_format_is_left_alone) {
   free(text);
   remove_tree(dir);
 }
+
+/* An entry the reader would drop (a NaN time, a head dim beyond 256) is refused before
+ * anything is written, so it cannot replace a valid entry and then vanish. */
+Test(tuning_file, entries_that_would_not_read_back_are_refused) {
+  char dir[4096], path[4200];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  const clattn_tuning_entry good = fake_entry(64, 0);
+  cr_assert_eq(clattn_tuning_file_store(path, &good, 1), CLATTN_SUCCESS);
+  size_t before_n = 0;
+  char* before = read_all(path, &before_n);
+  clattn_tuning_entry bad[2] = {good, good};
+  bad[0].time_ms = NAN;
+  bad[1].head_dim = 100000;
+  for (int i = 0; i < 2; ++i) {
+    const clattn_status st = clattn_tuning_file_store(path, &bad[i], 1);
+    cr_expect_eq(st, CLATTN_ERROR_INVALID_ARGUMENT, "entry %d: %s", i, clattn_status_name(st));
+  }
+  size_t after_n = 0;
+  char* after = read_all(path, &after_n);
+  cr_expect_str_eq(after, before, "the file changed");
+  free(before);
+  free(after);
+  remove_tree(dir);
+}

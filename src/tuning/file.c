@@ -680,6 +680,22 @@ static unsigned file_version(const char* path) {
   return (unsigned)version;
 }
 
+/* 1 when an entry survives a write and a read: the parser drops entries with fields out of
+ * range (a NaN time, a head dim beyond 256, ...), and such an entry, stored, would vanish
+ * on the next read together with the valid entry it replaced. */
+static int entry_round_trips(const clattn_tuning_entry* e) {
+  clattn__tuning_table* one = clattn__tuning_table_create();
+  clattn__tuning_table* back = NULL;
+  char* text = NULL;
+  int ok = one && clattn__tuning_table_put(one, e) == CLATTN_SUCCESS &&
+           clattn__tuning_serialize(one, &text) == CLATTN_SUCCESS &&
+           clattn__tuning_parse(text, strlen(text), &back) == CLATTN_SUCCESS && back->count == 1;
+  free(text);
+  clattn__tuning_table_destroy(back);
+  clattn__tuning_table_destroy(one);
+  return ok;
+}
+
 clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_entry* entries,
                                        size_t count) {
   if (count && !entries) return CLATTN_ERROR_INVALID_ARGUMENT;
@@ -691,6 +707,12 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
     }
     clattn_status st = entry_writable(&entries[i], i);
     if (st != CLATTN_SUCCESS) return st;
+    if (!entry_round_trips(&entries[i])) {
+      return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT,
+                          "tuning entry %zu has a field out of range (a time that is not finite "
+                          "and positive, a head dim beyond 256, ...): nothing written",
+                          i);
+    }
   }
   char def[4096];
   if (!path) {
