@@ -791,3 +791,53 @@ Test(tuning_file, entries_that_would_not_read_back_are_refused) {
   free(after);
   remove_tree(dir);
 }
+
+/* Many entries: 20,000 slots (11 MB) stored and read back in one piece, and a slot given twice in
+ * one store keeps its first position and its last value, as merging one by one would.
+ * (Reading such a file took 19 s when each entry scanned the table; the timeout is only a
+ * guard against that, not a benchmark.) */
+Test(tuning_file, many_entries_and_repeated_slots, .timeout = 120) {
+  char dir[4096], path[4200];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  enum { N = 20000 };
+  clattn_tuning_entry* many = malloc((N + 1) * sizeof *many);
+  cr_assert_not_null(many);
+  for (size_t i = 0; i < N; ++i) {
+    many[i] = fake_entry(1 + i % 256, 0);
+    many[i].seq_bucket = (unsigned)(i / 256 % 40);
+    snprintf(many[i].driver, sizeof many[i].driver, "driver %zu", i / (256 * 40));
+  }
+  many[N] = many[7];
+  many[N].time_ms = 0.75; /* the same slot as entry 7, a newer time */
+  cr_assert_eq(clattn_tuning_file_store(path, many, N + 1), CLATTN_SUCCESS);
+  clattn_tuning_table* t = NULL;
+  cr_assert_eq(clattn_tuning_table_load(path, &t), CLATTN_SUCCESS);
+  size_t count = 0;
+  cr_assert_eq(clattn_tuning_table_count(t, &count), CLATTN_SUCCESS);
+  cr_expect_eq(count, (size_t)N);
+  clattn_tuning_entry e = CLATTN_TUNING_ENTRY_INIT;
+  cr_assert_eq(clattn_tuning_table_get(t, 7, &e), CLATTN_SUCCESS);
+  cr_expect_eq(e.head_dim, many[7].head_dim);
+  cr_expect_eq(e.time_ms, 0.75, "the later value of a repeated slot did not win");
+  cr_assert_eq(clattn_tuning_table_get(t, 8, &e), CLATTN_SUCCESS);
+  cr_expect_eq(e.head_dim, many[8].head_dim, "entries moved");
+  clattn_tuning_table_destroy(t);
+  /* More than a reader would read (16 MiB): refused, and the file left as it was. */
+  enum { M = 40000 };
+  clattn_tuning_entry* more = realloc(many, M * sizeof *more);
+  cr_assert_not_null(more);
+  for (size_t i = N; i < M; ++i) {
+    more[i] = fake_entry(1 + i % 256, 1);
+    more[i].seq_bucket = (unsigned)(i / 256 % 40);
+    snprintf(more[i].driver, sizeof more[i].driver, "driver %zu", i / (256 * 40));
+  }
+  size_t before = 0, after = 0;
+  char* text = read_all(path, &before);
+  free(text);
+  cr_expect_eq(clattn_tuning_file_store(path, more, M), CLATTN_ERROR_TUNING_FILE);
+  text = read_all(path, &after);
+  free(text);
+  cr_expect_eq(after, before, "the file changed");
+  free(more);
+  remove_tree(dir);
+}

@@ -197,6 +197,60 @@ clattn_status clattn__tuning_table_append(clattn__tuning_table* t, const clattn_
   return CLATTN_SUCCESS;
 }
 
+static int cmp_num(unsigned long long a, unsigned long long b) { return (a > b) - (a < b); }
+
+/* A total order on entries of one array (pointers into it): by slot, equal exactly where
+ * same_slot holds, then by position. */
+static int slot_cmp(const void* pa, const void* pb) {
+  const clattn_tuning_entry *a = *(const clattn_tuning_entry*const*)pa,
+                            *b = *(const clattn_tuning_entry*const*)pb;
+  int c = cmp_num((unsigned)a->kind, (unsigned)b->kind);
+  if (!c) c = strcmp(a->vendor, b->vendor);
+  if (!c) c = strcmp(a->device, b->device);
+  if (!c) c = cmp_num(a->compute_units, b->compute_units);
+  if (!c) c = cmp_num(a->local_mem_size, b->local_mem_size);
+  if (!c) c = strcmp(a->driver, b->driver);
+  if (!c && a->kind == CLATTN_TUNING_GEMM) c = strcmp(a->kernel, b->kernel);
+  if (!c && a->kind != CLATTN_TUNING_GEMM) {
+    c = cmp_num((unsigned)a->dtype, (unsigned)b->dtype);
+    if (!c) c = cmp_num(a->head_dim, b->head_dim);
+    if (!c) c = cmp_num((unsigned)a->causal, (unsigned)b->causal);
+    if (!c) c = cmp_num(a->seq_bucket, b->seq_bucket);
+  }
+  return c ? c : (a > b) - (a < b);
+}
+
+/* Leaves one entry per slot, as putting them one by one would (the last value, at the first
+ * one's position), in O(n log n), so that a file of many entries reads quickly. */
+static clattn_status table_dedupe(clattn__tuning_table* t) {
+  if (t->count < 2) return CLATTN_SUCCESS;
+  clattn_tuning_entry** order = clattn__malloc(t->count * sizeof *order);
+  unsigned char* keep = clattn__calloc(t->count, 1);
+  if (!order || !keep) {
+    free(order);
+    free(keep);
+    return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  }
+  for (size_t i = 0; i < t->count; ++i) order[i] = &t->entries[i];
+  qsort(order, t->count, sizeof *order, slot_cmp);
+  for (size_t g = 0; g < t->count;) {
+    size_t end = g + 1;
+    while (end < t->count && same_slot(order[g], order[end])) ++end;
+    /* order[g] is the group's first position, order[end - 1] its last value. */
+    if (end - 1 != g) *order[g] = *order[end - 1];
+    keep[order[g] - t->entries] = 1;
+    g = end;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < t->count; ++i) {
+    if (keep[i]) t->entries[n++] = t->entries[i];
+  }
+  t->count = n;
+  free(order);
+  free(keep);
+  return CLATTN_SUCCESS;
+}
+
 clattn_status clattn__tuning_table_put(clattn__tuning_table* t, const clattn_tuning_entry* e) {
   for (size_t i = 0; i < t->count; ++i) {
     if (same_slot(&t->entries[i], e)) {
@@ -384,9 +438,10 @@ clattn_status clattn__tuning_parse(const char* text, size_t size, clattn__tuning
       ++dropped;
       continue;
     }
-    /* A later entry for the same slot wins, as a merge would leave it. */
-    CLATTN__CHECK(clattn__tuning_table_put(table, &e));
+    CLATTN__CHECK(clattn__tuning_table_append(table, &e));
   }
+  /* A later entry for the same slot wins, as a merge would leave it. */
+  CLATTN__CHECK(table_dedupe(table));
   if (dropped) clattn__log("tuning file: %zu malformed entries ignored", dropped);
   *out = table;
   table = NULL;
@@ -746,8 +801,17 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
   if (status == CLATTN_ERROR_OUT_OF_MEMORY) goto cleanup;
   if (status != CLATTN_SUCCESS) clattn__log("replacing the unreadable tuning file %s", path);
   status = CLATTN_SUCCESS;
-  for (size_t i = 0; i < count; ++i) CLATTN__CHECK(clattn__tuning_table_put(table, &entries[i]));
+  for (size_t i = 0; i < count; ++i) CLATTN__CHECK(clattn__tuning_table_append(table, &entries[i]));
+  CLATTN__CHECK(table_dedupe(table)); /* ours replace the file's in their slots */
   CLATTN__CHECK(clattn__tuning_serialize(table, &text));
+  if (strlen(text) > CLATTN__TUNING_MAX_BYTES) {
+    /* Readers ignore a file that large: writing it would lose every entry. */
+    status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                          "the tuning file would have %zu bytes, more than the %zu a tuning file "
+                          "may have; nothing written",
+                          strlen(text), (size_t)CLATTN__TUNING_MAX_BYTES);
+    goto cleanup;
+  }
   CLATTN__CHECK(write_atomic(path, text));
   clattn__log("tuning file %s: %zu entries written (%zu new or replaced)", path, table->count,
               count);
