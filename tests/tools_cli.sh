@@ -60,4 +60,15 @@ expect 2 "--seq takes comma-separated integers" clattn-tune --seq 64,,128
 expect 2 "unexpected argument '2'" clattn-tune --causal 2
 expect 2 "leave nothing to tune" clattn-tune --no-gemm --gemm-only
 expect 2 "--device needs a value" clattn-info --device
+
+# With --json, a run that fails before any result still prints one JSON object on stdout
+# (the shape is refused, or with no device the context is; either way "ok" is false).
+"$dir/clattn-bench" --json --no-peak --head-dim 300 >"$out" 2>/dev/null
+if head -c 12 "$out" | grep -qF '{"ok":false'; then
+  echo "ok:   clattn-bench --json --no-peak --head-dim 300 prints a JSON error object"
+else
+  echo "FAIL: clattn-bench --json --no-peak --head-dim 300 printed on stdout:"
+  sed -n '1,3p' "$out"
+  failed=1
+fi
 exit $failed

@@ -70,6 +70,18 @@ static int warm_up(bench* B, impl* m) {
   return 0;
 }
 
+/* A failure before any result: the message on stderr, and with --json also one JSON object
+ * on stdout ({"ok": false, "error": ...}, as clattn-run prints), so that a script reading
+ * stdout always gets JSON. */
+static void report_failure(const bench_options* o, const char* message) {
+  fprintf(stderr, "clattn-bench: %s\n", message);
+  if (o->json) {
+    printf("{\"ok\":false,\"error\":{\"message\":");
+    clattn_tool_json_string(stdout, message);
+    printf("}}\n");
+  }
+}
+
 int main(int argc, char** argv) {
   bench_options o = {.batch = 1,
                      .heads = 8,
@@ -122,8 +134,9 @@ int main(int argc, char** argv) {
   if (st != CLATTN_SUCCESS) {
     char detail[1024] = "";
     clattn_context_get_last_error(NULL, detail, sizeof detail, NULL);
-    fprintf(stderr, "clattn-bench: clattn_context_create failed: %s: %s\n", clattn_status_name(st),
-            detail);
+    snprintf(err, sizeof err, "clattn_context_create failed: %s: %s", clattn_status_name(st),
+             detail);
+    report_failure(&o, err);
     goto cleanup;
   }
   B.info = (clattn_device_info)CLATTN_DEVICE_INFO_INIT;
@@ -134,13 +147,15 @@ int main(int argc, char** argv) {
   const int rc =
       layer_mode ? bench_layer_inputs(&B, err, sizeof err) : bench_core_inputs(&B, err, sizeof err);
   if (rc != 0) {
-    fprintf(stderr, "clattn-bench: %s\n", err);
+    report_failure(&o, err);
     exit_code = rc;
     goto cleanup;
   }
 
   if (!o.no_peak && bench_peak_setup(&B, err, sizeof err) != 0) {
-    fprintf(stderr, "clattn-bench: peak: %s\n", err);
+    char message[1100];
+    snprintf(message, sizeof message, "peak: %s", err);
+    report_failure(&o, message);
     goto cleanup;
   }
 
