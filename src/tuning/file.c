@@ -384,10 +384,15 @@ static int parse_entry(const cJSON* obj, clattn_tuning_entry* e) {
   return 0;
 }
 
-clattn_status clattn__tuning_parse(const char* text, size_t size, clattn__tuning_table** out) {
+/* clattn__tuning_parse, also telling the file's format version where it is a clattn tuning
+ * file (version may be NULL; 0 when the text names none), also for a version it does not
+ * read, so that a writer can leave a newer file alone. */
+static clattn_status parse_versioned(const char* text, size_t size, clattn__tuning_table** out,
+                                     unsigned* file_version) {
   clattn_status status = CLATTN_SUCCESS;
   cJSON* root = NULL;
   clattn__tuning_table* table = NULL;
+  if (file_version) *file_version = 0;
   if (!out) return CLATTN_ERROR_INVALID_ARGUMENT;
   *out = NULL;
   if (!text || size == 0) {
@@ -413,7 +418,9 @@ clattn_status clattn__tuning_parse(const char* text, size_t size, clattn__tuning
                           CLATTN__TUNING_FORMAT);
     goto cleanup;
   }
-  if (!get_uint(root, "version", 0, 1e9, &version) || version != CLATTN__TUNING_VERSION) {
+  const int has_version = get_uint(root, "version", 0, 1e9, &version);
+  if (has_version && file_version) *file_version = (unsigned)version;
+  if (!has_version || version != CLATTN__TUNING_VERSION) {
     status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
                           "the tuning file has another format version (this library reads "
                           "version %d)",
@@ -449,6 +456,10 @@ cleanup:
   clattn__tuning_table_destroy(table);
   cJSON_Delete(root);
   return status;
+}
+
+clattn_status clattn__tuning_parse(const char* text, size_t size, clattn__tuning_table** out) {
+  return parse_versioned(text, size, out, NULL);
 }
 
 /* ------------------------------------------------------------ serialising */
@@ -575,16 +586,19 @@ static clattn_status read_file(const char* path, char** text, size_t* size, int*
   return status;
 }
 
-clattn_status clattn__tuning_file_load(const char* path, clattn__tuning_table** out, int* found) {
+/* clattn__tuning_file_load, also telling the file's format version (see parse_versioned). */
+static clattn_status load_versioned(const char* path, clattn__tuning_table** out, int* found,
+                                    unsigned* file_version) {
   char* text = NULL;
   size_t size = 0;
   int missing = 0;
   *out = NULL;
   *found = 0;
+  if (file_version) *file_version = 0;
   clattn_status status = read_file(path, &text, &size, &missing);
   if (status == CLATTN_SUCCESS && !missing) {
     *found = 1;
-    status = clattn__tuning_parse(text, size, out);
+    status = parse_versioned(text, size, out, file_version);
     if (status != CLATTN_SUCCESS) {
       char msg[1024];
       clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
@@ -597,6 +611,10 @@ clattn_status clattn__tuning_file_load(const char* path, clattn__tuning_table** 
     if (!*out) return clattn__fail(NULL, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   }
   return status;
+}
+
+clattn_status clattn__tuning_file_load(const char* path, clattn__tuning_table** out, int* found) {
+  return load_versioned(path, out, found, NULL);
 }
 
 /* mkdir -p of the directory part of path. */
@@ -711,30 +729,6 @@ static clattn_status write_atomic(const char* path, const char* text) {
   return CLATTN_SUCCESS;
 }
 
-/* The format version of an existing tuning file (0 when it is missing or says none), so
- * that a file of a newer version is never replaced by this version's. Locked. */
-static unsigned file_version(const char* path) {
-  char* text = NULL;
-  size_t size = 0;
-  int missing = 0;
-  double version = 0;
-  if (read_file(path, &text, &size, &missing) == CLATTN_SUCCESS && text) {
-    cJSON* root = cJSON_ParseWithLength(text, size);
-    const char* format = NULL;
-    if (root) {
-      const cJSON* f = cJSON_GetObjectItemCaseSensitive(root, "format");
-      format = cJSON_IsString(f) ? f->valuestring : NULL;
-    }
-    if (!format || strcmp(format, CLATTN__TUNING_FORMAT) != 0 ||
-        !get_uint(root, "version", 0, 1e9, &version)) {
-      version = 0;
-    }
-    cJSON_Delete(root);
-  }
-  free(text);
-  return (unsigned)version;
-}
-
 /* 1 when an entry survives a write and a read: the parser drops entries with fields out of
  * range (a NaN time, a head dim beyond 256, ...), and such an entry, stored, would vanish
  * on the next read together with the valid entry it replaced. */
@@ -788,7 +782,10 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
   CLATTN__CHECK(lock_file(path, &fd));
   /* Under the lock: the file may have become something else meanwhile. */
   CLATTN__CHECK(clattn__file_check_writable("the tuning file", path));
-  const unsigned version = file_version(path);
+  /* Under the lock: re-read what other writers stored, then merge ours over it. */
+  unsigned version = 0;
+  status = load_versioned(path, &table, &found, &version);
+  if (status == CLATTN_ERROR_OUT_OF_MEMORY) goto cleanup;
   if (version > CLATTN__TUNING_VERSION) {
     status = clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
                           "the tuning file %s has format version %u, newer than this library's "
@@ -796,9 +793,6 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
                           path, version, CLATTN__TUNING_VERSION);
     goto cleanup;
   }
-  /* Under the lock: re-read what other writers stored, then merge ours over it. */
-  status = clattn__tuning_file_load(path, &table, &found);
-  if (status == CLATTN_ERROR_OUT_OF_MEMORY) goto cleanup;
   if (status != CLATTN_SUCCESS) clattn__log("replacing the unreadable tuning file %s", path);
   status = CLATTN_SUCCESS;
   for (size_t i = 0; i < count; ++i) CLATTN__CHECK(clattn__tuning_table_append(table, &entries[i]));
