@@ -233,6 +233,12 @@ size_t clattn__variant_preferred(const clattn_device_info* info,
 /* The variant of a kernel file name ("attention_tiled"); NULL when none. */
 const clattn__variant* clattn__variant_by_source(const char* source);
 
+/* Kernel argument setters for a variant's enqueue: each sets argument (*i)++ and ORs a failure
+ * into *err (OpenCL's error codes are negative), so a run of them is checked once. uint
+ * arguments are size_t values the shape checks have bounded to 32 bits. */
+void clattn__arg_mem(cl_kernel k, cl_uint* i, cl_mem m, cl_int* err);
+void clattn__arg_uint(cl_kernel k, cl_uint* i, size_t x, cl_int* err);
+
 /* Sets the arguments every variant's main kernel takes first (CLATTN_ATTENTION_ARGS in
  * cl/common.cl); *next gets the index of the next argument. */
 cl_int clattn__set_attention_args(cl_kernel kernel, const clattn__attention_shape* shape,

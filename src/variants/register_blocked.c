@@ -86,14 +86,6 @@ static size_t workspace_bytes(const clattn__attention_shape* shape,
   return rows * stride * sizeof(float);
 }
 
-static void arg_mem(cl_kernel k, cl_uint* i, cl_mem m, cl_int* err) {
-  *err |= clSetKernelArg(k, (*i)++, sizeof m, &m);
-}
-static void arg_uint(cl_kernel k, cl_uint* i, size_t x, cl_int* err) {
-  cl_uint u = (cl_uint)x;
-  *err |= clSetKernelArg(k, (*i)++, sizeof u, &u);
-}
-
 /* Work-items per staging work-group: the largest divisor of head_dim within the device's and
  * the kernel's limits. */
 static size_t stage_group(const clattn_device_info* info, size_t kernel_limit, size_t head_dim) {
@@ -117,16 +109,16 @@ static clattn_status enqueue(const clattn__launch* l) {
   const size_t kt_off = l->workspace_offset / sizeof(float);
   cl_uint a = 0;
   cl_int err = CL_SUCCESS;
-  arg_mem(stage, &a, b->k, &err);
-  arg_uint(stage, &a, b->k_offset, &err);
-  arg_uint(stage, &a, sh->k.batch, &err);
-  arg_uint(stage, &a, sh->k.head, &err);
-  arg_uint(stage, &a, sh->k.seq, &err);
-  arg_uint(stage, &a, sh->heads_kv, &err);
-  arg_uint(stage, &a, sh->seq_kv, &err);
-  arg_mem(stage, &a, l->workspace, &err);
-  arg_uint(stage, &a, kt_off, &err);
-  arg_uint(stage, &a, stride, &err);
+  clattn__arg_mem(stage, &a, b->k, &err);
+  clattn__arg_uint(stage, &a, b->k_offset, &err);
+  clattn__arg_uint(stage, &a, sh->k.batch, &err);
+  clattn__arg_uint(stage, &a, sh->k.head, &err);
+  clattn__arg_uint(stage, &a, sh->k.seq, &err);
+  clattn__arg_uint(stage, &a, sh->heads_kv, &err);
+  clattn__arg_uint(stage, &a, sh->seq_kv, &err);
+  clattn__arg_mem(stage, &a, l->workspace, &err);
+  clattn__arg_uint(stage, &a, kt_off, &err);
+  clattn__arg_uint(stage, &a, stride, &err);
   CLATTN__CL_CHECK(l->ctx, err);
   /* One work-item per 16 keys of one dim (the stride is a multiple of block_n, thus of 16),
    * in work-groups across the head dim. The work-group size is explicit and the same for
@@ -140,9 +132,9 @@ static clattn_status enqueue(const clattn__launch* l) {
                                           l->num_wait, l->num_wait ? l->wait : NULL, NULL));
 
   err = clattn__set_attention_args(main, sh, b, &a);
-  arg_mem(main, &a, l->workspace, &err);
-  arg_uint(main, &a, kt_off, &err);
-  arg_uint(main, &a, stride, &err);
+  clattn__arg_mem(main, &a, l->workspace, &err);
+  clattn__arg_uint(main, &a, kt_off, &err);
+  clattn__arg_uint(main, &a, stride, &err);
   CLATTN__CL_CHECK(l->ctx, err);
   size_t global[3] = {(sh->seq_q + c->rows_per_item - 1) / c->rows_per_item, sh->heads_q,
                       sh->batch};

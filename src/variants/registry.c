@@ -109,10 +109,10 @@ int clattn__config_fits(const clattn_device_info* info, size_t head_dim,
 }
 
 /* Kernel argument setters that accumulate errors (CL error codes are negative). */
-static void arg_mem(cl_kernel k, cl_uint* i, cl_mem m, cl_int* err) {
+void clattn__arg_mem(cl_kernel k, cl_uint* i, cl_mem m, cl_int* err) {
   *err |= clSetKernelArg(k, (*i)++, sizeof m, &m);
 }
-static void arg_uint(cl_kernel k, cl_uint* i, size_t x, cl_int* err) {
+void clattn__arg_uint(cl_kernel k, cl_uint* i, size_t x, cl_int* err) {
   cl_uint u = (cl_uint)x;
   *err |= clSetKernelArg(k, (*i)++, sizeof u, &u);
 }
@@ -133,21 +133,21 @@ cl_int clattn__set_attention_args(cl_kernel kernel, const clattn__attention_shap
   const size_t offsets[4] = {b->q_offset, b->k_offset, b->v_offset, b->o_offset};
   const clattn_strides* strides[4] = {&sh->q, &sh->k, &sh->v, &sh->o};
   for (int t = 0; t < 4; ++t) {
-    arg_mem(kernel, &i, mems[t], &err);
-    arg_uint(kernel, &i, offsets[t], &err);
-    arg_uint(kernel, &i, strides[t]->batch, &err);
-    arg_uint(kernel, &i, strides[t]->head, &err);
-    arg_uint(kernel, &i, strides[t]->seq, &err);
+    clattn__arg_mem(kernel, &i, mems[t], &err);
+    clattn__arg_uint(kernel, &i, offsets[t], &err);
+    clattn__arg_uint(kernel, &i, strides[t]->batch, &err);
+    clattn__arg_uint(kernel, &i, strides[t]->head, &err);
+    clattn__arg_uint(kernel, &i, strides[t]->seq, &err);
   }
-  arg_mem(kernel, &i, b->lse, &err); /* NULL is allowed for a __global pointer */
-  arg_uint(kernel, &i, b->lse_offset, &err);
+  clattn__arg_mem(kernel, &i, b->lse, &err); /* NULL is allowed for a __global pointer */
+  clattn__arg_uint(kernel, &i, b->lse_offset, &err);
   arg_int(kernel, &i, b->lse != NULL, &err);
-  arg_mem(kernel, &i, b->kv_lengths, &err);
+  clattn__arg_mem(kernel, &i, b->kv_lengths, &err);
   arg_int(kernel, &i, b->kv_lengths != NULL, &err);
-  arg_uint(kernel, &i, sh->heads_q, &err);
-  arg_uint(kernel, &i, sh->heads_q / sh->heads_kv, &err);
-  arg_uint(kernel, &i, sh->seq_q, &err);
-  arg_uint(kernel, &i, sh->seq_kv, &err);
+  clattn__arg_uint(kernel, &i, sh->heads_q, &err);
+  clattn__arg_uint(kernel, &i, sh->heads_q / sh->heads_kv, &err);
+  clattn__arg_uint(kernel, &i, sh->seq_q, &err);
+  clattn__arg_uint(kernel, &i, sh->seq_kv, &err);
   arg_float(kernel, &i, (float)(sh->scale * 1.4426950408889634), &err); /* log2 units */
   arg_int(kernel, &i, sh->causal, &err);
   *next = i;
