@@ -71,6 +71,11 @@ typedef struct clattn_flag {
   { .name = (n), .kind = CLATTN_FLAG_SIZE, .ptr = (p), .arg = "N", .help = (h) }
 #define CLATTN_FLAG_DEF_UNSIGNED(n, p, h) \
   { .name = (n), .kind = CLATTN_FLAG_UNSIGNED, .ptr = (p), .arg = "N", .help = (h) }
+/* An int from 0 to max (a repetition count). */
+#define CLATTN_FLAG_DEF_INT(n, p, max, h) \
+  { .name = (n), .kind = CLATTN_FLAG_INT, .ptr = (p), .arg = "N", .imax = (max), .help = (h) }
+#define CLATTN_FLAG_DEF_UINT64(n, p, h) \
+  { .name = (n), .kind = CLATTN_FLAG_UINT64, .ptr = (p), .arg = "N", .help = (h) }
 #define CLATTN_FLAG_DEF_STRING(n, p, a, h) \
   { .name = (n), .kind = CLATTN_FLAG_STRING, .ptr = (p), .arg = (a), .help = (h) }
 #define CLATTN_FLAG_DEF_END \
