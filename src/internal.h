@@ -230,8 +230,6 @@ const clattn__variant* clattn__variant_find(clattn_variant id);
  * clattn__variant_count() when none suits it. */
 size_t clattn__variant_preferred(const clattn_device_info* info,
                                  const clattn__attention_shape* shape);
-/* The variant of a kernel file name ("attention_tiled"); NULL when none. */
-const clattn__variant* clattn__variant_by_source(const char* source);
 
 /* Kernel argument setters for a variant's enqueue: each sets argument (*i)++ and ORs a failure
  * into *err (OpenCL's error codes are negative), so a run of them is checked once. uint
@@ -299,9 +297,6 @@ clattn_status clattn__plan_enqueue(clattn_context* ctx, clattn__plan* plan,
 
 /* Scratch bytes of a planned call (0 when its variant needs none); SIZE_MAX past indexing. */
 size_t clattn__plan_workspace_bytes(const clattn__plan* plan, const clattn__attention_shape* shape);
-
-/* Test hook: plans the context has made. */
-size_t clattn__plan_count(clattn_context* ctx);
 
 /* ------------------------------------------------------------ workspace (src/workspace.c) */
 

@@ -14,7 +14,6 @@
 struct clattn__plan_cache {
   pthread_mutex_t lock;
   clattn__plan* head;
-  size_t count;
 };
 
 clattn_status clattn__plan_cache_create(clattn__plan_cache** out) {
@@ -46,13 +45,6 @@ void clattn__plan_cache_destroy(clattn__plan_cache* cache) {
   }
   pthread_mutex_destroy(&cache->lock);
   free(cache);
-}
-
-size_t clattn__plan_count(clattn_context* ctx) {
-  pthread_mutex_lock(&ctx->plans->lock);
-  size_t n = ctx->plans->count;
-  pthread_mutex_unlock(&ctx->plans->lock);
-  return n;
 }
 
 static clattn__plan_key make_key(const clattn__attention_shape* sh,
@@ -211,7 +203,6 @@ clattn_status clattn__plan_get(clattn_context* ctx, const clattn__attention_shap
   if (!found) {
     p->next = cache->head;
     cache->head = p;
-    ++cache->count;
     found = p;
     p = NULL;
   }

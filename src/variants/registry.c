@@ -47,13 +47,6 @@ size_t clattn__variant_preferred(const clattn_device_info* info,
   return best;
 }
 
-const clattn__variant* clattn__variant_by_source(const char* source) {
-  for (size_t i = 0; source && i < VARIANT_COUNT; ++i) {
-    if (strcasecmp(kVariants[i]->source, source) == 0) return kVariants[i];
-  }
-  return NULL;
-}
-
 const char* clattn_variant_name(clattn_variant variant) {
   if (variant == CLATTN_VARIANT_AUTO) return "auto";
   const clattn__variant* v = clattn__variant_find(variant);
