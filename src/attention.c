@@ -21,34 +21,41 @@ static int ranges_overlap(size_t a, size_t na, size_t b, size_t nb) {
   return a < b + nb && b < a + na;
 }
 
+/* One tensor of a call: its buffer, offset and the elements it spans. */
+typedef struct tensor_ref {
+  const char* name;
+  cl_mem mem;
+  size_t offset, span;
+} tensor_ref;
+
+enum { T_Q, T_K, T_V, T_O, T_LSE, T_COUNT };
+
+static void tensor_refs(const clattn__attention_shape* sh, const clattn_attention_buffers* b,
+                        tensor_ref t[T_COUNT]) {
+  t[T_Q] = (tensor_ref){"q", b->q, b->q_offset, clattn__tensor_span(sh, 'q')};
+  t[T_K] = (tensor_ref){"k", b->k, b->k_offset, clattn__tensor_span(sh, 'k')};
+  t[T_V] = (tensor_ref){"v", b->v, b->v_offset, clattn__tensor_span(sh, 'v')};
+  t[T_O] = (tensor_ref){"o", b->o, b->o_offset, clattn__tensor_span(sh, 'o')};
+  t[T_LSE] = (tensor_ref){"lse", b->lse, b->lse_offset, clattn__tensor_span(sh, 'l')};
+}
+
 /* Outputs written while the inputs are read: O or the LSE may not share elements with Q, K
  * or V (nor with each other) in one cl_mem. */
-static clattn_status aliasing_check(const clattn_context* ctx, const clattn__attention_shape* sh,
-                                    const clattn_attention_buffers* b) {
-  const struct {
-    const char* name;
-    cl_mem mem;
-    size_t offset, span;
-  } in[3] = {{"q", b->q, b->q_offset, clattn__tensor_span(sh, 'q')},
-             {"k", b->k, b->k_offset, clattn__tensor_span(sh, 'k')},
-             {"v", b->v, b->v_offset, clattn__tensor_span(sh, 'v')}},
-    out[2] = {{"o", b->o, b->o_offset, clattn__tensor_span(sh, 'o')},
-              {"lse", b->lse, b->lse_offset, clattn__tensor_span(sh, 'l')}};
-  for (int o = 0; o < 2; ++o) {
-    if (!out[o].mem) continue;
-    for (int i = 0; i < 3; ++i) {
-      if (out[o].mem == in[i].mem &&
-          ranges_overlap(out[o].offset, out[o].span, in[i].offset, in[i].span)) {
+static clattn_status aliasing_check(const clattn_context* ctx, const tensor_ref t[T_COUNT]) {
+  for (int o = T_O; o <= T_LSE; ++o) {
+    if (!t[o].mem) continue;
+    for (int i = T_Q; i <= T_V; ++i) {
+      if (t[o].mem == t[i].mem && ranges_overlap(t[o].offset, t[o].span, t[i].offset, t[i].span)) {
         return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                             "%s overlaps %s in the same cl_mem (elements %zu..%zu and %zu..%zu): "
                             "outputs must not alias inputs",
-                            out[o].name, in[i].name, out[o].offset, out[o].offset + out[o].span - 1,
-                            in[i].offset, in[i].offset + in[i].span - 1);
+                            t[o].name, t[i].name, t[o].offset, t[o].offset + t[o].span - 1,
+                            t[i].offset, t[i].offset + t[i].span - 1);
       }
     }
   }
-  if (b->lse == b->o && b->lse &&
-      ranges_overlap(out[0].offset, out[0].span, out[1].offset, out[1].span)) {
+  if (t[T_LSE].mem == t[T_O].mem && t[T_LSE].mem &&
+      ranges_overlap(t[T_O].offset, t[T_O].span, t[T_LSE].offset, t[T_LSE].span)) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "lse overlaps o in the same cl_mem");
   }
   return CLATTN_SUCCESS;
@@ -69,18 +76,16 @@ static clattn_status buffers_check(const clattn_context* ctx, const clattn__atte
   if (!b->q || !b->k || !b->v || !b->o) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "q, k, v and o must not be NULL");
   }
-  const size_t f = sizeof(float);
-  CLATTN__CHECK(buffer_check(ctx, b->q, "q", b->q_offset, clattn__tensor_span(sh, 'q'), f));
-  CLATTN__CHECK(buffer_check(ctx, b->k, "k", b->k_offset, clattn__tensor_span(sh, 'k'), f));
-  CLATTN__CHECK(buffer_check(ctx, b->v, "v", b->v_offset, clattn__tensor_span(sh, 'v'), f));
-  CLATTN__CHECK(buffer_check(ctx, b->o, "o", b->o_offset, clattn__tensor_span(sh, 'o'), f));
-  if (b->lse) {
-    CLATTN__CHECK(buffer_check(ctx, b->lse, "lse", b->lse_offset, clattn__tensor_span(sh, 'l'), f));
+  tensor_ref t[T_COUNT];
+  tensor_refs(sh, b, t);
+  for (int i = 0; i < T_COUNT; ++i) {
+    if (!t[i].mem) continue; /* the LSE is optional */
+    CLATTN__CHECK(buffer_check(ctx, t[i].mem, t[i].name, t[i].offset, t[i].span, sizeof(float)));
   }
   if (b->kv_lengths) {
     CLATTN__CHECK(buffer_check(ctx, b->kv_lengths, "kv_lengths", 0, sh->batch, sizeof(int32_t)));
   }
-  CLATTN__CHECK(aliasing_check(ctx, sh, b));
+  CLATTN__CHECK(aliasing_check(ctx, t));
 cleanup:
   return status;
 }
