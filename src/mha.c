@@ -57,7 +57,7 @@ static size_t add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a +
 static int tensor_given(const clattn_mha_tensor* t) { return t->host != NULL || t->mem != NULL; }
 
 /* Checks that a weight tensor is usable for `elements` floats: not both sources, and a
- * cl_mem of the context that is large enough. */
+ * buffer of the context that is large enough. */
 static clattn_status tensor_check(const clattn_context* ctx, const clattn_mha_tensor* t,
                                   const char* name, size_t elements) {
   if (t->host && t->mem) {
@@ -65,25 +65,8 @@ static clattn_status tensor_check(const clattn_context* ctx, const clattn_mha_te
                         "%s: give either a host array or a cl_mem, not both", name);
   }
   if (!t->mem) return CLATTN_SUCCESS;
-  cl_context owner = NULL;
-  size_t bytes = 0;
-  cl_int err = clGetMemObjectInfo(t->mem, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
-  if (err == CL_SUCCESS) err = clGetMemObjectInfo(t->mem, CL_MEM_SIZE, sizeof bytes, &bytes, NULL);
-  if (err != CL_SUCCESS) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s is not a valid cl_mem (%s)", name,
-                        clattn__cl_error_name(err));
-  }
-  if (owner != ctx->cl_ctx) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s belongs to another cl_context than the layer's", name);
-  }
-  const size_t need = t->offset > SIZE_MAX - elements ? SIZE_MAX : t->offset + elements;
-  if (need == SIZE_MAX || need > bytes / sizeof(float)) {
-    return clattn__fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
-                        "%s holds %zu bytes; offset %zu + %zu floats need more", name, bytes,
-                        t->offset, elements);
-  }
-  return CLATTN_SUCCESS;
+  /* A buffer of the layer's cl_context, large enough (desc_resolve bounds the sizes). */
+  return clattn__buffer_check(ctx, t->mem, name, t->offset, elements, sizeof(float), SIZE_MAX);
 }
 
 /* Enqueues the copy of `elements` floats of a given tensor into dst at dst_offset (floats). */
