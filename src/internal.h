@@ -425,7 +425,8 @@ clattn_status clattn__file_open_read(const clattn_context* ctx, clattn_status er
                                      const char* what, const char* path, FILE** out, int* missing);
 
 /* Checks that `path` may be replaced by a new regular file: it does not exist or is a
- * regular file (not a symbolic link, device, FIFO or directory); an empty path is
+ * regular file (not a symbolic link, device, FIFO or directory), and the directory it is
+ * (or would be) in, or the nearest existing one above, is writable; an empty path is
  * INVALID_ARGUMENT, the rest CLATTN_ERROR_TUNING_FILE, recorded for the calling thread. */
 clattn_status clattn__file_check_writable(const char* what, const char* path);
 

@@ -57,9 +57,37 @@ clattn_status clattn__file_open_read(const clattn_context* ctx, clattn_status er
   return CLATTN_SUCCESS;
 }
 
+/* The directory a new entry for `path` would go into, or the nearest one above it that
+ * exists: 0 when it is a directory the process may create entries in. */
+static int directory_writable(const char* path, char* dir, size_t size) {
+  struct stat st;
+  snprintf(dir, size, "%s", path);
+  for (;;) {
+    char* slash = strrchr(dir, '/');
+    if (!slash) {
+      snprintf(dir, size, ".");
+    } else if (slash == dir) {
+      dir[1] = '\0';
+    } else {
+      *slash = '\0';
+    }
+    if (stat(dir, &st) == 0) break;
+    if (!slash || slash == dir) return -1;
+  }
+  return S_ISDIR(st.st_mode) && access(dir, W_OK | X_OK) == 0 ? 0 : -1;
+}
+
 clattn_status clattn__file_check_writable(const char* what, const char* path) {
   if (!path[0]) {
     return clattn__fail(NULL, CLATTN_ERROR_INVALID_ARGUMENT, "the path of %s is empty", what);
+  }
+  /* Replacing is a rename into the directory (which the writer creates where missing), so
+   * it is that directory, or the nearest one above it that exists, that must be writable. */
+  char dir[4096];
+  if (directory_writable(path, dir, sizeof dir) != 0) {
+    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
+                        "cannot write %s %s: %s is not a directory this process may write to", what,
+                        path, dir);
   }
   struct stat st;
   if (lstat(path, &st) != 0) {

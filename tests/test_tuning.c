@@ -841,3 +841,23 @@ Test(tuning_file, many_entries_and_repeated_slots, .timeout = 120) {
   free(more);
   remove_tree(dir);
 }
+
+/* clattn_tuning_file_check says beforehand what clattn_tuning_file_store would refuse, and
+ * writes nothing. */
+Test(tuning_file, check_before_storing) {
+  char dir[4096], path[4200], deep[4300], under_file[4300];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  snprintf(deep, sizeof deep, "%s/a/b/tuning.json", dir);
+  cr_expect_eq(clattn_tuning_file_check(deep), CLATTN_SUCCESS, "a new path in new directories");
+  struct stat sb;
+  cr_expect_neq(stat(deep, &sb), 0, "the check created the file");
+  write_bytes(path, "{}", 2);
+  cr_expect_eq(clattn_tuning_file_check(path), CLATTN_SUCCESS, "an existing regular file");
+  snprintf(under_file, sizeof under_file, "%s/x.json", path); /* path is a file, not a dir */
+  cr_expect_eq(clattn_tuning_file_check(under_file), CLATTN_ERROR_TUNING_FILE);
+  cr_expect_eq(clattn_tuning_file_store(under_file, NULL, 0), CLATTN_ERROR_TUNING_FILE);
+  cr_expect_eq(clattn_tuning_file_check("/dev/null"), CLATTN_ERROR_TUNING_FILE);
+  cr_expect_eq(clattn_tuning_file_check(dir), CLATTN_ERROR_TUNING_FILE);
+  cr_expect_eq(clattn_tuning_file_check(""), CLATTN_ERROR_INVALID_ARGUMENT);
+  remove_tree(dir);
+}

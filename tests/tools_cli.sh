@@ -61,8 +61,8 @@ expect 2 "unexpected argument '2'" clattn-tune --causal 2
 expect 2 "leave nothing to tune" clattn-tune --no-gemm --gemm-only
 expect 2 "--device needs a value" clattn-info --device
 # An output the run could not write is refused before any tuning, not after the budget.
-expect 1 "/dev/null is not a regular file" clattn-tune --output /dev/null --budget 600
-expect 1 "the output path is empty" clattn-tune --output "" --budget 600
+expect 1 "/dev/null is a device" clattn-tune --output /dev/null --budget 600
+expect 1 "the path of the tuning file is empty" clattn-tune --output "" --budget 600
 
 # With --json, a run that fails before any result still prints one JSON object on stdout
 # (the shape is refused, or with no device the context is; either way "ok" is false).

@@ -5,12 +5,10 @@
  * Exit status: 0 done, 1 error, 2 bad command line, 130 interrupted (finished shapes kept). */
 #define _POSIX_C_SOURCE 200809L
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -253,49 +251,6 @@ static void print_json(const phase* phases, size_t n, const char* path, int dry_
   printf("]}\n");
 }
 
-/* 0 when the run could write its results to `path`, checked before any tuning so that a
- * bad --output does not cost the whole budget: an existing path must be a writable regular
- * file (the library replaces nothing else), a new one needs a writable directory above it
- * (the library creates the missing ones). Else 1, with the reason in why. */
-static int output_unusable(const char* path, char* why, size_t size) {
-  struct stat st;
-  if (!path[0]) {
-    snprintf(why, size, "the output path is empty");
-    return 1;
-  }
-  if (lstat(path, &st) == 0) {
-    if (!S_ISREG(st.st_mode)) {
-      snprintf(why, size, "%s is not a regular file (a link, device, FIFO or directory)", path);
-      return 1;
-    }
-    if (access(path, W_OK) != 0) {
-      snprintf(why, size, "%s is not writable: %s", path, strerror(errno));
-      return 1;
-    }
-    return 0;
-  }
-  /* The nearest directory above it that exists must let us create entries. */
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s", path);
-  for (;;) {
-    char* slash = strrchr(dir, '/');
-    if (!slash) {
-      snprintf(dir, sizeof dir, ".");
-    } else if (slash == dir) {
-      dir[1] = '\0';
-    } else {
-      *slash = '\0';
-    }
-    if (stat(dir, &st) == 0) break;
-    if (!slash || slash == dir) break;
-  }
-  if (!S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
-    snprintf(why, size, "cannot create %s: %s is not a writable directory", path, dir);
-    return 1;
-  }
-  return 0;
-}
-
 int main(int argc, char** argv) {
   options o;
   const clattn_flags_result parsed = parse_args(argc, argv, &o);
@@ -308,8 +263,10 @@ int main(int argc, char** argv) {
     fprintf(stderr, "clattn-tune: no tuning file path (set CLATTN_TUNING_FILE or HOME)\n");
     return 1;
   }
-  char why[8400];
-  if (!o.dry_run && output_unusable(path, why, sizeof why)) {
+  /* Before any tuning: an output the run could not write would cost the whole budget. */
+  if (!o.dry_run && clattn_tuning_file_check(path) != CLATTN_SUCCESS) {
+    char why[1024];
+    clattn_context_get_last_error(NULL, why, sizeof why, NULL);
     fprintf(stderr, "clattn-tune: %s; nothing tuned\n", why);
     return 1;
   }

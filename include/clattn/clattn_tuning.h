@@ -151,6 +151,14 @@ CLATTN_API clattn_status clattn_tuning_entry_match(const clattn_tuning_entry* en
 CLATTN_API clattn_status clattn_tuning_file_store(const char* path,
                                                   const clattn_tuning_entry* entries, size_t count);
 
+/* Checks, writing nothing, that clattn_tuning_file_store could write `path` (NULL: the
+ * default path): it is missing, with a writable directory as its nearest existing ancestor
+ * (the store creates the ones between), or a writable regular file. Returns
+ * CLATTN_ERROR_TUNING_FILE, with the reason in the thread's last error, for a symbolic link,
+ * device, FIFO or directory, or where nothing may be written; INVALID_ARGUMENT for "".
+ * (Access is judged as the process would be; root passes most permission checks.) */
+CLATTN_API clattn_status clattn_tuning_file_check(const char* path);
+
 /* Options of one tuning run. */
 typedef struct clattn_tune_options {
   size_t struct_size; /* sizeof(clattn_tune_options) */

@@ -817,6 +817,16 @@ cleanup:
   return status;
 }
 
+clattn_status clattn_tuning_file_check(const char* path) {
+  char def[4096];
+  if (!path) {
+    clattn_status st = clattn__tuning_default_path(def, sizeof def);
+    if (st != CLATTN_SUCCESS) return st;
+    path = def;
+  }
+  return clattn__file_check_writable("the tuning file", path);
+}
+
 /* ------------------------------------------------------------ public table API */
 
 clattn_status clattn_tuning_table_load(const char* path, clattn_tuning_table** out) {
