@@ -24,11 +24,13 @@ inline int clattn_kv_len(__global const int* kv_lengths, int has_lengths, uint b
 }
 
 /* Exclusive key limit of query row `row`: keys j < limit are visible. Causal masks are
- * aligned bottom-right: j <= row + (seq_kv - seq_q). Rows past seq_q see nothing. */
+ * aligned bottom-right: j <= row + (seq_kv - seq_q) for causal 1, j <= row + (kv_len - seq_q)
+ * for causal 2 (each sequence's own length: a KV cache). Rows past seq_q see nothing. */
 inline int clattn_row_limit(int row, uint seq_q, uint seq_kv, int kv_len, int causal) {
   if (row >= (int)seq_q) return 0;
   int limit = kv_len;
-  if (causal) limit = min(limit, row + (int)seq_kv - (int)seq_q + 1);
+  const int end = causal == 2 ? kv_len : (int)seq_kv;
+  if (causal) limit = min(limit, row + end - (int)seq_q + 1);
   return max(limit, 0);
 }
 

@@ -126,7 +126,7 @@ clattn_status clattn_attention(clattn_context* ctx, const clattn_attention_desc*
   }
   CLATTN__CHECK(clattn__plan_get(ctx, &sh, config, &plan));
   status = clattn__plan_enqueue(ctx, plan, &sh, &b, b.workspace, b.workspace_offset, queue,
-                                num_wait_events, wait_events, event);
+                                num_wait_events, wait_events, event, NULL);
 cleanup:
   return status;
 }

@@ -142,11 +142,18 @@ clattn_status clattn__struct_copy(const clattn_context* ctx, const char* type, c
                                   size_t published, size_t current, void* out);
 
 /* A fully resolved attention descriptor: defaults applied, strides explicit. */
+/* clattn__attention_shape.causal: 0 none; CLATTN__CAUSAL_BOTTOM_RIGHT (query i sees key
+ * j <= i + seq_kv - seq_q, the public flag); CLATTN__CAUSAL_PER_LENGTH (j <= i + L - seq_q with
+ * L the row's key length, kv_lengths[b]: a KV cache's sequences). Kernels get it as is. */
+#define CLATTN__CAUSAL_BOTTOM_RIGHT 1
+#define CLATTN__CAUSAL_PER_LENGTH 2
+
 typedef struct clattn__attention_shape {
   clattn_dtype dtype;
   size_t batch, heads_q, heads_kv, seq_q, seq_kv, head_dim;
   float scale;
   int causal;
+  int paged; /* K and V from a KV cache's pages (clattn__paged_kv) */
   clattn_strides q, k, v, o;
 } clattn__attention_shape;
 
@@ -169,6 +176,21 @@ unsigned clattn__seq_bucket(size_t n);
 
 typedef struct clattn__plan clattn__plan;
 
+/* K and V read in place from a KV cache's pages (src/kv_cache.c), for a variant whose
+ * reads_pages is set. The pools hold blocks of [heads_kv][block_tokens][head_dim] elements
+ * (block_stride elements each); token j of the sequence of batch index b is row j % block_tokens
+ * of block block_table[seq_ids[b] * table_stride + j / block_tokens]. The shape of such a call
+ * has seq_kv = the longest length in the batch, k and v strides {0, block_tokens * head_dim,
+ * head_dim}, causal CLATTN__CAUSAL_PER_LENGTH, and its buffers' k and v are the pools and
+ * kv_lengths the per-batch lengths (int32 [batch], offset 0). */
+typedef struct clattn__paged_kv {
+  cl_mem block_table; /* int32 [max_sequences * table_stride] */
+  size_t table_stride;
+  size_t block_tokens;
+  size_t block_stride;
+  cl_mem seq_ids; /* int32 [batch], offset 0 */
+} clattn__paged_kv;
+
 /* One call of a planned variant: what its enqueue needs. The plan's lock is held. */
 typedef struct clattn__launch {
   clattn_context* ctx;
@@ -180,7 +202,8 @@ typedef struct clattn__launch {
   cl_command_queue queue;
   cl_uint num_wait;
   const cl_event* wait;
-  cl_event* event; /* the last command's event (never NULL) */
+  cl_event* event;               /* the last command's event (never NULL) */
+  const clattn__paged_kv* paged; /* NULL: K and V as the buffers and shape give them */
 } clattn__launch;
 
 /* Everything about one kernel variant; each lives in its own file under src/variants/ and
@@ -192,8 +215,11 @@ typedef struct clattn__variant {
   const char* source;     /* its kernel file, cl/<source>.cl */
   /* Kernel names, main kernel first, NULL-terminated; a plan creates each once. */
   const char* kernels[CLATTN__VARIANT_MAX_KERNELS + 1];
+  /* 1 when its enqueue reads K and V from a KV cache's pages (clattn__launch.paged). */
+  int reads_pages;
   /* How well it suits a device and shape when the caller leaves the choice to clattn:
-   * 0 never, more is better. May read only what a plan key holds (see plan.c). */
+   * 0 never, more is better. May read only what a plan key holds (see plan.c): seq_q and
+   * seq_kv only through clattn__seq_bucket. */
   int (*preference)(const clattn_device_info* info, const clattn__attention_shape* shape);
   /* Fills the config fields left 0 with the default for the device and shape. */
   void (*defaults)(const clattn_device_info* info, const clattn__attention_shape* shape,
@@ -261,8 +287,11 @@ typedef struct clattn__plan_key {
   size_t group; /* heads_q / heads_kv */
   int causal;
   unsigned seq_bucket;
-  clattn_variant variant;                                    /* requested */
+  unsigned seq_q_bucket;  /* clattn__seq_bucket(seq_q): decode and prefill plan apart */
+  int paged;              /* K and V from a KV cache's pages */
+  clattn_variant variant; /* requested */
   unsigned block_m, block_n, rows_per_item, threads_per_row; /* requested, 0: default */
+  unsigned num_splits;                                       /* requested, 0: default */
 } clattn__plan_key;
 
 struct clattn__plan {
@@ -293,7 +322,8 @@ clattn_status clattn__plan_enqueue(clattn_context* ctx, clattn__plan* plan,
                                    const clattn__attention_shape* shape,
                                    const clattn_attention_buffers* buffers, cl_mem workspace,
                                    size_t workspace_offset, cl_command_queue queue,
-                                   cl_uint num_wait, const cl_event* wait, cl_event* event);
+                                   cl_uint num_wait, const cl_event* wait, cl_event* event,
+                                   const clattn__paged_kv* paged);
 
 /* Scratch bytes of a planned call (0 when its variant needs none); SIZE_MAX past indexing. */
 size_t clattn__plan_workspace_bytes(const clattn__plan* plan, const clattn__attention_shape* shape);

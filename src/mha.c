@@ -584,7 +584,7 @@ static clattn_status attend(clattn_mha* m, const mha_plan* p, const clattn_mha_b
   ab.o = m->ws[WS_O].mem;
   ab.kv_lengths = b->kv_lengths;
   return clattn__plan_enqueue(m->ctx, p->core_plan, &p->core, &ab, m->ws[WS_CORE].mem, 0, queue, 0,
-                              NULL, NULL);
+                              NULL, NULL, NULL);
 }
 
 /* Enqueues the whole forward pass; the caller holds m->lock. */

@@ -56,12 +56,15 @@ static clattn__plan_key make_key(const clattn__attention_shape* sh,
   k.group = sh->heads_q / sh->heads_kv;
   k.causal = sh->causal;
   k.seq_bucket = clattn__seq_bucket(sh->seq_q > sh->seq_kv ? sh->seq_q : sh->seq_kv);
+  k.seq_q_bucket = clattn__seq_bucket(sh->seq_q);
+  k.paged = sh->paged;
   if (requested) {
     k.variant = requested->variant;
     k.block_m = requested->block_m;
     k.block_n = requested->block_n;
     k.rows_per_item = requested->rows_per_item;
     k.threads_per_row = requested->threads_per_row;
+    k.num_splits = requested->num_splits;
   }
   return k;
 }
@@ -113,7 +116,7 @@ static clattn_status plan_resolve(clattn_context* ctx, const clattn__attention_s
   c.struct_size = sizeof c;
   /* A config given field by field is the caller's to keep; only an all-default one may
    * be shrunk to fit. */
-  const int user = c.block_m || c.block_n || c.rows_per_item || c.threads_per_row;
+  const int user = c.block_m || c.block_n || c.rows_per_item || c.threads_per_row || c.num_splits;
   c.source = user || c.variant != CLATTN_VARIANT_AUTO ? CLATTN_CONFIG_SOURCE_USER
                                                       : CLATTN_CONFIG_SOURCE_HEURISTIC;
   /* A config left to the library takes the tuned entry for the shape, if one fits. */
@@ -122,7 +125,8 @@ static clattn_status plan_resolve(clattn_context* ctx, const clattn__attention_s
     clattn_config_source level;
     if (clattn__tuning_lookup(ctx, sh, &tuned, &level)) {
       const clattn__variant* v = clattn__variant_find(tuned.variant);
-      if (v && v->check(ctx, &ctx->info, sh->head_dim, &tuned) == CLATTN_SUCCESS &&
+      if (v && (!sh->paged || v->reads_pages) &&
+          v->check(ctx, &ctx->info, sh->head_dim, &tuned) == CLATTN_SUCCESS &&
           kernels_create(ctx, sh, v, &tuned, p) == CLATTN_SUCCESS) {
         tuned.source = level;
         p->variant = v;
@@ -136,6 +140,10 @@ static clattn_status plan_resolve(clattn_context* ctx, const clattn__attention_s
                                  ? clattn__variant_at(clattn__variant_preferred(&ctx->info, sh))
                                  : clattn__variant_find(c.variant);
   if (!v) return clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no kernel variant suits this shape");
+  if (sh->paged && !v->reads_pages) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                        "the %s variant cannot read a KV cache's pages", v->name);
+  }
   c.variant = v->id;
   v->defaults(&ctx->info, sh, &c);
   clattn_status status;
@@ -226,7 +234,8 @@ clattn_status clattn__plan_enqueue(clattn_context* ctx, clattn__plan* plan,
                                    const clattn__attention_shape* sh,
                                    const clattn_attention_buffers* buffers, cl_mem workspace,
                                    size_t workspace_offset, cl_command_queue queue,
-                                   cl_uint num_wait, const cl_event* wait, cl_event* event) {
+                                   cl_uint num_wait, const cl_event* wait, cl_event* event,
+                                   const clattn__paged_kv* paged) {
   const size_t bytes = clattn__plan_workspace_bytes(plan, sh);
   if (bytes == SIZE_MAX || bytes > ctx->info.max_mem_alloc_size) {
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY,
@@ -242,7 +251,8 @@ clattn_status clattn__plan_enqueue(clattn_context* ctx, clattn__plan* plan,
                       .queue = queue,
                       .num_wait = num_wait,
                       .wait = wait,
-                      .event = event};
+                      .event = event,
+                      .paged = paged};
   if (!bytes) {
     /* No scratch: nothing to order against other calls. */
     pthread_mutex_lock(&plan->lock);

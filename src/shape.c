@@ -154,6 +154,7 @@ clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
       d->seq_kv > INT32_MAX) {
     return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED, "dimensions beyond 32-bit indexing");
   }
+  memset(sh, 0, sizeof *sh);
   sh->dtype = d->dtype;
   sh->batch = d->batch;
   sh->heads_q = d->heads_q;

@@ -51,7 +51,9 @@ extern "C" {
   X(CLATTN_ERROR_UNSUPPORTED, -11, "not supported on this device or by this version")              \
   X(CLATTN_ERROR_OPENCL, -12, "an OpenCL call failed (see the last error message)")                \
   X(CLATTN_ERROR_INTERNAL, -13, "internal error")                                                  \
-  X(CLATTN_ERROR_TUNING_FILE, -14, "the tuning file could not be read, parsed, locked or written")
+  X(CLATTN_ERROR_TUNING_FILE, -14, "the tuning file could not be read, parsed, locked or written") \
+  X(CLATTN_ERROR_CACHE_FULL, -15,                                                                  \
+    "the KV cache has no room for the tokens (its block pool or a sequence's length limit)")
 
 typedef enum clattn_status {
 #define CLATTN__STATUS_ENUM(name, value, message) name = value,
@@ -266,7 +268,13 @@ typedef enum clattn_variant {
   /* CPU-style: K is first staged transposed (keys contiguous), then each work-item keeps
    * rows_per_item query rows in registers and walks keys block_n at a time in float
    * vectors, with no barrier. */
-  CLATTN_VARIANT_REGISTER_BLOCKED = 2
+  CLATTN_VARIANT_REGISTER_BLOCKED = 2,
+  /* Decode-style ("flash-decoding", since 0.3): for few query rows per key/value head, each
+   * (batch, kv head)'s keys are split across num_splits work-groups; each reads its K and V
+   * rows where they are (no staging), keeps the group's query rows in registers, and writes a
+   * partial output and LSE that a merge kernel combines exactly. It also reads K and V
+   * directly from a KV cache's pages. */
+  CLATTN_VARIANT_SPLIT_KV = 3
 } clattn_variant;
 
 /* The variant's name: "tiled_local", "register_blocked", or "auto" for CLATTN_VARIANT_AUTO;
@@ -304,6 +312,9 @@ typedef struct clattn_attention_config {
   unsigned threads_per_row;    /* work-items per query row: TILED_LOCAL 1..32 (power of two),
                                   else 1 */
   clattn_config_source source; /* output only */
+  /* SPLIT_KV: work-groups the keys of one (batch, kv head) are split across; 0: a default
+   * from seq_kv and the compute units. Other variants: 0. (Since 0.3.) */
+  unsigned num_splits;
 } clattn_attention_config;
 
 #define CLATTN_ATTENTION_CONFIG_INIT \
@@ -354,6 +365,137 @@ CLATTN_API clattn_status clattn_attention_host(clattn_context* ctx,
 CLATTN_API clattn_status clattn_attention_tensor_size(const clattn_attention_desc* desc, char which,
                                                       size_t* elements);
 
+/* ---------------------------------------------------------------- KV cache (since 0.3) */
+
+/* Keys and values of up to max_sequences sequences, kept on the device between calls for
+ * token-by-token generation. Storage is paged: a pool of blocks of block_tokens tokens, each
+ * sequence holding a list of blocks, so sequences grow, shrink and are freed without moving
+ * any other sequence's data (as PagedAttention does). The layout inside a block is private
+ * to clattn (the one its kernels read fastest); clattn_kv_cache_read copies a sequence out.
+ *
+ * Ordering: the cache's bookkeeping (lengths, block lists) changes on the host when a call
+ * is made, and its device work is enqueued on the call's queue. Calls on one cache must
+ * therefore run in the order they are made: use one in-order queue for a cache (or order
+ * calls on several queues with events). A cache may be used from several threads; calls
+ * serialize on its lock. Every call returns before its device work is done, except the
+ * *_host forms and clattn_kv_cache_read. */
+typedef struct clattn_kv_cache clattn_kv_cache;
+
+typedef struct clattn_kv_cache_desc {
+  size_t struct_size;   /* sizeof(clattn_kv_cache_desc) */
+  clattn_dtype dtype;   /* storage type of K and V */
+  size_t max_sequences; /* sequence ids are 0 .. max_sequences - 1; >= 1 */
+  size_t heads_kv;      /* >= 1 */
+  size_t head_dim;      /* 1 .. 256 */
+  size_t capacity;      /* tokens over all sequences; rounded up to whole blocks; >= 1 */
+  size_t block_tokens;  /* tokens per block; 0: 16 */
+  size_t max_seq_len;   /* the longest one sequence may grow; 0: capacity (rounded up) */
+} clattn_kv_cache_desc;
+
+#define CLATTN_KV_CACHE_DESC_INIT \
+  { .struct_size = sizeof(clattn_kv_cache_desc) }
+
+/* Creates an empty cache on ctx (which must outlive it), allocating its whole pool now.
+ * Returns CLATTN_ERROR_INVALID_SHAPE for a zero or oversized dimension, CLATTN_ERROR_OUT_OF_MEMORY
+ * when the pool cannot be allocated. *out is NULL on failure. */
+CLATTN_API clattn_status clattn_kv_cache_create(clattn_context* ctx,
+                                                const clattn_kv_cache_desc* desc,
+                                                clattn_kv_cache** out);
+
+/* Releases the cache's buffers. NULL is a no-op. Waits for nothing: finish the queues of calls
+ * still in flight on it first. Destroying it twice is undefined, as for every handle. */
+CLATTN_API clattn_status clattn_kv_cache_destroy(clattn_kv_cache* cache);
+
+/* One append: `tokens` new tokens for each of `count` sequences. */
+typedef struct clattn_kv_append_desc {
+  size_t struct_size;     /* sizeof(clattn_kv_append_desc) */
+  size_t count;           /* sequences appended to, >= 1 */
+  const int32_t* seq_ids; /* host array of count distinct ids; NULL: 0 .. count - 1 */
+  size_t tokens;          /* new tokens per sequence, >= 1 */
+  /* K and V of the new tokens, [count, heads_kv, tokens, head_dim] (BHND) or
+   * [count, tokens, heads_kv, head_dim] (BNHD) when the strides are all 0, else strides as in
+   * the attention core (batch = the i-th sequence of seq_ids). */
+  clattn_layout layout;
+  clattn_strides k_strides, v_strides;
+} clattn_kv_append_desc;
+
+#define CLATTN_KV_APPEND_DESC_INIT \
+  { .struct_size = sizeof(clattn_kv_append_desc) }
+
+/* Appends the new tokens' K and V (elements from k_offset and v_offset) at the end of each
+ * sequence, after the wait list; *event (may be NULL) gets the last command's event.
+ * Returns CLATTN_ERROR_CACHE_FULL, appending nothing to any sequence, when the pool has too
+ * few free blocks or a sequence would exceed max_seq_len; CLATTN_ERROR_INVALID_ARGUMENT for an
+ * id out of range or repeated; CLATTN_ERROR_BUFFER_TOO_SMALL as the core does. */
+CLATTN_API clattn_status clattn_kv_cache_append(clattn_kv_cache* cache,
+                                                const clattn_kv_append_desc* desc, cl_mem k,
+                                                size_t k_offset, cl_mem v, size_t v_offset,
+                                                cl_command_queue queue, cl_uint num_wait_events,
+                                                const cl_event* wait_events, cl_event* event);
+
+/* Blocking host form on the context's queue (k and v as the descriptor addresses them). */
+CLATTN_API clattn_status clattn_kv_cache_append_host(clattn_kv_cache* cache,
+                                                     const clattn_kv_append_desc* desc,
+                                                     const float* k, const float* v);
+
+/* The number of tokens a sequence holds. */
+CLATTN_API clattn_status clattn_kv_cache_seq_length(const clattn_kv_cache* cache, int32_t seq_id,
+                                                    size_t* length);
+
+/* Keeps a sequence's first `length` tokens (length <= its current length) and returns the
+ * blocks past them to the pool. */
+CLATTN_API clattn_status clattn_kv_cache_truncate(clattn_kv_cache* cache, int32_t seq_id,
+                                                  size_t length);
+
+/* Empties a sequence and returns its blocks to the pool (truncate to 0). */
+CLATTN_API clattn_status clattn_kv_cache_free_sequence(clattn_kv_cache* cache, int32_t seq_id);
+
+/* Empties every sequence. */
+CLATTN_API clattn_status clattn_kv_cache_reset(clattn_kv_cache* cache);
+
+typedef struct clattn_kv_cache_usage {
+  size_t struct_size;  /* sizeof(clattn_kv_cache_usage), set by the caller */
+  size_t block_tokens; /* tokens per block */
+  size_t blocks_total, blocks_used;
+  size_t tokens_used;             /* the sequences' lengths summed */
+  size_t bytes_total, bytes_used; /* device memory of the pool, and of its used blocks */
+} clattn_kv_cache_usage;
+
+#define CLATTN_KV_CACHE_USAGE_INIT \
+  { .struct_size = sizeof(clattn_kv_cache_usage) }
+
+/* Fills *usage: the memory the cache holds and uses. */
+CLATTN_API clattn_status clattn_kv_cache_get_usage(const clattn_kv_cache* cache,
+                                                   clattn_kv_cache_usage* usage);
+
+/* Copies a sequence's K and V out (blocking, after the context's queue has finished):
+ * k and v get [heads_kv, length, head_dim] floats each, length its current length. */
+CLATTN_API clattn_status clattn_kv_cache_read(clattn_kv_cache* cache, int32_t seq_id, float* k,
+                                              float* v);
+
+/* The attention core over a cache: O = softmax(Q·Kᵀ·scale + mask)·V where K and V are the
+ * cached tokens of each sequence. desc gives Q and O as for clattn_attention: batch is the
+ * number of sequences (the i-th reads sequence seq_ids[i]; seq_ids NULL: 0 .. batch - 1),
+ * heads_kv and head_dim must equal the cache's, seq_kv must be 0 (each sequence's length
+ * comes from the cache) and k/v strides are ignored. Causal masks are aligned to each
+ * sequence's own length: with L tokens cached, query i sees key j when j <= i + L - seq_q
+ * (the seq_q queries are the last seq_q tokens appended). A sequence with no token gives
+ * zero rows and LSE -INFINITY. buffers: q, o, lse, workspace as for clattn_attention; k, v
+ * and kv_lengths must be NULL. Few query rows read the cache's pages in place (SPLIT_KV);
+ * longer prompts may first gather the keys into the workspace. */
+CLATTN_API clattn_status clattn_attention_cached(
+    clattn_kv_cache* cache, const clattn_attention_desc* desc, const int32_t* seq_ids,
+    const clattn_attention_buffers* buffers, const clattn_attention_config* config,
+    cl_command_queue queue, cl_uint num_wait_events, const cl_event* wait_events, cl_event* event);
+
+/* Blocking host form: q as the descriptor addresses it, o likewise, lse [batch, heads_q,
+ * seq_q] or NULL. */
+CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
+                                                      const clattn_attention_desc* desc,
+                                                      const int32_t* seq_ids, const float* q,
+                                                      float* o, float* lse,
+                                                      const clattn_attention_config* config);
+
 /* ---------------------------------------------------------------- layer: multi-head attention */
 
 /* A multi-head attention layer, PyTorch nn.MultiheadAttention's computation (batch_first):
@@ -387,6 +529,12 @@ CLATTN_API clattn_status clattn_attention_tensor_size(const clattn_attention_des
  * the previous one to finish on the device (calls serialize through an event). */
 typedef struct clattn_mha clattn_mha;
 
+typedef enum clattn_rope_style {
+  CLATTN_ROPE_NONE = 0,
+  CLATTN_ROPE_NEOX = 1, /* half split: (x[i], x[i + rope_dims/2]) */
+  CLATTN_ROPE_GPTJ = 2  /* interleaved: (x[2i], x[2i + 1]) */
+} clattn_rope_style;
+
 /* The layer's dimensions. 0 in any optional field takes its default. */
 typedef struct clattn_mha_desc {
   size_t struct_size; /* sizeof(clattn_mha_desc) */
@@ -397,6 +545,14 @@ typedef struct clattn_mha_desc {
   size_t k_dim;       /* width of the key input (PyTorch kdim); 0: d_model */
   size_t v_dim;       /* width of the value input (PyTorch vdim); 0: k_dim */
   float scale;        /* 0: 1/sqrt(head_dim), as PyTorch */
+  /* Rotary position embeddings on Q and K after their projection (since 0.3): position p of
+   * a sequence (0 for its first token; in a cached forward, its cached length before the
+   * call plus the row) rotates each pair of the first rope_dims dims of every head by
+   * p·theta^(-2i/rope_dims), pair i. NEOX pairs dim i with i + rope_dims/2 (GPT-NeoX, Llama's
+   * Hugging Face form); GPTJ pairs 2i with 2i + 1 (GPT-J, the original Llama form). */
+  clattn_rope_style rope;
+  size_t rope_dims; /* even, <= head_dim; 0: head_dim */
+  float rope_theta; /* 0: 10000 */
 } clattn_mha_desc;
 
 #define CLATTN_MHA_DESC_INIT \
@@ -512,6 +668,28 @@ CLATTN_API clattn_status clattn_mha_forward_host(clattn_mha* mha,
 CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
                                                    const clattn_mha_forward_desc* fwd, int cross,
                                                    size_t* bytes);
+
+/* A forward pass over a KV cache (since 0.3), for generation: x holds `seq` new tokens of each
+ * of fwd->batch sequences (the i-th is cache sequence seq_ids[i]; NULL: 0 .. batch - 1). Q, K
+ * and V of the new tokens are projected (and rotated, with the layer's rope), K and V are
+ * appended to the cache, the queries attend over each sequence's whole cached K and V, and
+ * y gets the output projection. The cache's heads_kv and head_dim must be the layer's.
+ * fwd->causal is aligned to each sequence's length (a prompt's rows see the tokens before
+ * them); fwd->seq_kv must be 0 and buffers key, value and kv_lengths NULL (self-attention
+ * only). Returns CLATTN_ERROR_CACHE_FULL, changing nothing, when the tokens do not fit.
+ * A decode step (seq 1) after the first of its batch size allocates nothing. */
+CLATTN_API clattn_status clattn_mha_forward_cached(clattn_mha* mha, clattn_kv_cache* cache,
+                                                   const clattn_mha_forward_desc* fwd,
+                                                   const int32_t* seq_ids,
+                                                   const clattn_mha_buffers* buffers,
+                                                   cl_command_queue queue, cl_uint num_wait_events,
+                                                   const cl_event* wait_events, cl_event* event);
+
+/* Blocking host form: x and y [batch, seq, d_model]. */
+CLATTN_API clattn_status clattn_mha_forward_cached_host(clattn_mha* mha, clattn_kv_cache* cache,
+                                                        const clattn_mha_forward_desc* fwd,
+                                                        const int32_t* seq_ids, const float* x,
+                                                        float* y);
 
 /* ---------------------------------------------------------------- workspace */
 

@@ -38,6 +38,7 @@ size_t clattn__variant_preferred(const clattn_device_info* info,
   size_t best = VARIANT_COUNT;
   int best_score = 0;
   for (size_t i = 0; i < VARIANT_COUNT; ++i) {
+    if (shape->paged && !kVariants[i]->reads_pages) continue;
     const int score = kVariants[i]->preference(info, shape);
     if (score > best_score) {
       best = i;
