@@ -328,6 +328,53 @@ clattn_status clattn__plan_enqueue(clattn_context* ctx, clattn__plan* plan,
 /* Scratch bytes of a planned call (0 when its variant needs none); SIZE_MAX past indexing. */
 size_t clattn__plan_workspace_bytes(const clattn__plan* plan, const clattn__attention_shape* shape);
 
+/* ------------------------------------------------------------ KV cache (src/kv_cache.c)
+ * What the layer's cached forward (src/mha.c) uses of a cache. A step is one call's batch:
+ * its sequence ids checked, the blocks for `tokens` new tokens per sequence taken from the
+ * pool, and the per-batch int32 arrays on the device: ids, each sequence's length before the
+ * append (rotary positions) and after it (what attention reads). Between step_begin and
+ * step_end the cache's lock is held, so a step's host bookkeeping and its enqueues are one
+ * unit; step_end with a failure status undoes the step's bookkeeping (nothing appended). */
+typedef struct clattn__kv_step {
+  size_t count;      /* sequences in the batch */
+  size_t tokens;     /* new tokens per sequence (0: attention only) */
+  size_t max_length; /* the longest sequence of the batch once the tokens are appended */
+  cl_mem seq_ids;    /* int32 [count], offset 0 */
+  cl_mem start;      /* int32 [count]: lengths before the append */
+  cl_mem lengths;    /* int32 [count]: lengths after the append */
+  cl_event ready;    /* the arrays' upload (wait for it), or NULL; owned by the cache */
+  size_t slot;       /* the cache's step slot holding the arrays */
+} clattn__kv_step;
+
+/* Begins a step on `queue` (uploads the arrays non-blocking; a slot's previous upload is
+ * waited for before its host copy is rewritten). Returns CLATTN_ERROR_CACHE_FULL with nothing
+ * changed when the tokens do not fit; ids NULL: 0 .. count-1. */
+clattn_status clattn__kv_step_begin(clattn_kv_cache* cache, size_t count, const int32_t* ids,
+                                    size_t tokens, cl_command_queue queue, clattn__kv_step* step);
+/* Ends a step (releases the lock); a status other than CLATTN_SUCCESS rolls its appended
+ * lengths and blocks back. Returns `status`. */
+clattn_status clattn__kv_step_end(clattn_kv_cache* cache, clattn__kv_step* step,
+                                  clattn_status status);
+/* Enqueues the copy of the step's new K and V ([count] sequences of `tokens` rows, the
+ * shape's strides: batch = the i-th sequence, head, seq) into their blocks. */
+clattn_status clattn__kv_step_append(clattn_kv_cache* cache, const clattn__kv_step* step, cl_mem k,
+                                     size_t k_offset, const clattn_strides* k_strides, cl_mem v,
+                                     size_t v_offset, const clattn_strides* v_strides,
+                                     cl_command_queue queue, cl_uint num_wait, const cl_event* wait,
+                                     cl_event* event);
+/* Enqueues attention of Q (the shape's q strides, seq_q rows per sequence) over the step's
+ * sequences into O (and LSE): SPLIT_KV in place where the plan's variant reads pages, else a
+ * gather into workspace first. shape: batch = count, heads, head_dim and q/o strides set;
+ * seq_kv, k/v strides and causal mode are the cache's business. workspace NULL: the
+ * context's pool. */
+clattn_status clattn__kv_step_attend(clattn_kv_cache* cache, const clattn__kv_step* step,
+                                     const clattn__attention_shape* q_shape,
+                                     const clattn_attention_buffers* buffers,
+                                     const clattn_attention_config* config, cl_command_queue queue,
+                                     cl_uint num_wait, const cl_event* wait, cl_event* event);
+/* The cache's heads_kv and head_dim, for the layer's checks. */
+void clattn__kv_cache_dims(const clattn_kv_cache* cache, size_t* heads_kv, size_t* head_dim);
+
 /* ------------------------------------------------------------ workspace (src/workspace.c) */
 
 /* The context's scratch buffers, shared by calls on any queue: a call takes a free slot for
