@@ -5,7 +5,12 @@
  * tuner are in clattn/clattn_tuning.h, which may change between minor versions.
  * Conventions:
  *   - every function returns a clattn_status (except the two string getters);
- *   - handles are opaque; clattn_X_destroy(NULL) is a no-op;
+ *   - handles are opaque; clattn_X_destroy(NULL) is a no-op; destroying a handle twice,
+ *     or passing it to any call after its destroy (a layer or cache after its context's
+ *     destroy included), is undefined, as for free(): clattn cannot detect it (the memory
+ *     may already hold another handle), so set your pointer to NULL after destroy;
+ *   - a handle may be destroyed only when no other thread is using it or anything made
+ *     from it;
  *   - descriptor structs start with `struct_size` and have an _INIT macro;
  *     a field left 0 takes its documented default;
  *   - cl_mem objects and queues passed to a call are borrowed for that call;
@@ -111,7 +116,9 @@ CLATTN_API clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_dev
                                                        clattn_context** out);
 
 /* Releases everything the context made or retained. NULL is a no-op. Waits for nothing:
- * finish the queue first if commands are still in flight on buffers you are about to free. */
+ * finish the queue first if commands are still in flight on buffers you are about to free.
+ * Destroy its layers and caches first; destroying it twice is undefined, as for every
+ * handle. */
 CLATTN_API clattn_status clattn_context_destroy(clattn_context* ctx);
 
 /* The context's OpenCL objects, borrowed (valid until destroy). Any out pointer may be NULL. */
@@ -597,7 +604,8 @@ CLATTN_API clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha
                                            const clattn_mha_weights* weights, clattn_mha** out);
 
 /* Releases the layer's buffers. NULL is a no-op. Waits for nothing: finish the queues of
- * forward calls still in flight first. */
+ * forward calls still in flight first. Destroying it twice is undefined, as for every
+ * handle. */
 CLATTN_API clattn_status clattn_mha_destroy(clattn_mha* mha);
 
 /* The sizes of one forward call. */
