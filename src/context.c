@@ -91,22 +91,56 @@ cleanup:
   return status;
 }
 
+/* 1 when dev is one of the devices of some platform (compared as handles, never
+ * dereferenced: a queue's "device" read from another kind of object is any pointer). */
+static int known_device(cl_device_id dev) {
+  cl_platform_id platforms[16];
+  cl_uint np = 0;
+  if (clGetPlatformIDs(16, platforms, &np) != CL_SUCCESS) return 0;
+  if (np > 16) np = 16;
+  for (cl_uint p = 0; p < np; ++p) {
+    cl_device_id devices[64];
+    cl_uint nd = 0;
+    if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 64, devices, &nd) != CL_SUCCESS) continue;
+    if (nd > 64) nd = 64;
+    for (cl_uint d = 0; d < nd; ++d) {
+      if (devices[d] == dev) return 1;
+    }
+  }
+  return 0;
+}
+
 clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue queue) {
   cl_context qctx = NULL;
   cl_device_id qdev = NULL;
   cl_command_queue_properties props = 0;
-  if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL) != CL_SUCCESS ||
-      clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL) != CL_SUCCESS ||
-      clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) != CL_SUCCESS) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE, "not a valid command queue");
+  cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+  if (err == CL_SUCCESS) {
+    err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL);
+  }
+  if (err == CL_SUCCESS) {
+    err = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+  }
+  if (err != CL_SUCCESS) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE,
+                        "the queue is not a valid command queue (%s)", clattn__cl_error_name(err));
+  }
+  /* Who the queue belongs to before what it is: drivers need not validate the object's kind
+   * (PoCL reads a cl_mem's fields as a queue's, whose flags then look like properties;
+   * Oclgrind gives a NULL context): a NULL context, or a device that is no platform's
+   * device, shows another kind of object. */
+  if (qctx != ctx->cl_ctx || qdev != ctx->device) {
+    if (!qctx || !qdev || (qdev != ctx->device && !known_device(qdev))) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE,
+                          "the queue is not a valid command queue (its context or device is "
+                          "not one: another kind of OpenCL object?)");
+    }
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE,
+                        "the command queue belongs to another cl_context or device");
   }
   if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE,
                         "the command queue is out-of-order; clattn needs an in-order queue");
-  }
-  if (qctx != ctx->cl_ctx || qdev != ctx->device) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_QUEUE,
-                        "the command queue belongs to another cl_context or device");
   }
   return CLATTN_SUCCESS;
 }

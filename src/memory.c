@@ -63,6 +63,15 @@ clattn_status clattn__buffer_check(const clattn_context* ctx, cl_mem mem, const 
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s is not a valid cl_mem (%s)", name,
                         clattn__cl_error_name(err));
   }
+  /* Drivers need not validate the object's kind (PoCL reads any handle's fields as a
+   * cl_mem's), so a queue or context passed as a buffer shows as a type no memory object
+   * has (CL_MEM_OBJECT_BUFFER 0x10F0 .. CL_MEM_OBJECT_PIPE 0x10F7). */
+  if (type < CL_MEM_OBJECT_BUFFER || type > CL_MEM_OBJECT_BUFFER + 7) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s is not a valid cl_mem (its CL_MEM_TYPE 0x%x is no memory object "
+                        "type: another kind of OpenCL object?)",
+                        name, (unsigned)type);
+  }
   if (type != CL_MEM_OBJECT_BUFFER) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "%s is an image or pipe (cl_mem type 0x%x), not a buffer", name,

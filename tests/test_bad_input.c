@@ -221,3 +221,61 @@ Test(bad_input, kernel_file_that_is_not_a_regular_file, .timeout = 60) {
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   cr_assert_eq(system(cmd), 0);
 }
+
+/* Handles of the wrong kind: a command queue passed as a buffer and a buffer passed as the
+ * queue are named as such (PoCL does not check an object's kind and reads the queue's fields
+ * as a buffer's, and the buffer's flags as queue properties: before, "q holds 0 bytes" and
+ * "the command queue is out-of-order"). The layer's input goes through the same checks. */
+Test(bad_input, handles_of_the_wrong_kind) {
+  clattn_context* ctx = test_context(NULL);
+  clattn_attention_desc desc = test_desc(1, 2, 2, 8, 8, 16, 0);
+  const size_t n = 2 * 8 * 16;
+  cl_context cl_ctx = NULL;
+  cl_command_queue queue = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue), CLATTN_SUCCESS);
+  cl_int err = CL_SUCCESS;
+  cl_mem mem[4];
+  for (int i = 0; i < 4; ++i) {
+    mem[i] = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, n * sizeof(float), NULL, &err);
+    cr_assert_eq(err, CL_SUCCESS);
+  }
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = mem[0];
+  b.k = mem[1];
+  b.v = mem[2];
+  b.o = mem[3];
+  ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, queue, 0, NULL, NULL), CLATTN_SUCCESS);
+  cr_assert_eq(clFinish(queue), CL_SUCCESS);
+
+  b.q = (cl_mem)queue;
+  ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, queue, 0, NULL, NULL),
+                CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert(strstr(test_last_error(ctx), "q is not a valid cl_mem") != NULL, "%s",
+            test_last_error(ctx));
+  b.q = (cl_mem)cl_ctx;
+  ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, queue, 0, NULL, NULL),
+                CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert(strstr(test_last_error(ctx), "q is not a valid cl_mem") != NULL, "%s",
+            test_last_error(ctx));
+  b.q = mem[0];
+
+  ASSERT_STATUS(clattn_attention(ctx, &desc, &b, NULL, (cl_command_queue)mem[1], 0, NULL, NULL),
+                CLATTN_ERROR_INVALID_QUEUE);
+  cr_assert(strstr(test_last_error(ctx), "the queue is not a valid command queue") != NULL, "%s",
+            test_last_error(ctx));
+  cr_assert(strstr(test_last_error(ctx), "out-of-order") == NULL, "%s", test_last_error(ctx));
+
+  /* A wrong queue for clattn_context_create_from_cl is refused the same way. */
+  cl_device_id device = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, NULL, &device, NULL), CLATTN_SUCCESS);
+  clattn_context* other = NULL;
+  ASSERT_STATUS(
+      clattn_context_create_from_cl(cl_ctx, device, (cl_command_queue)mem[1], NULL, &other),
+      CLATTN_ERROR_INVALID_QUEUE);
+  cr_assert_null(other);
+  char msg[2048];
+  clattn_context_get_last_error(NULL, msg, sizeof msg, NULL);
+  cr_assert(strstr(msg, "the queue is not a valid command queue") != NULL, "%s", msg);
+  for (int i = 0; i < 4; ++i) clReleaseMemObject(mem[i]);
+  clattn_context_destroy(ctx);
+}
