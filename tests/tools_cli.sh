@@ -74,4 +74,14 @@ else
   sed -n '1,3p' "$out"
   failed=1
 fi
+
+# With a device (clattn-info finds one): checks that need a context.
+if "$dir/clattn-info" >/dev/null 2>&1; then
+  # A layer the library refuses is reported as such before gigabytes of host weights are
+  # made (before, "out of host memory"); the check is the library's own.
+  expect 1 "d_model (100000) is not divisible by heads (3)" clattn-run --d-model 100000 --heads 3
+  expect 1 "head_dim 33333 is larger than 256" clattn-run --d-model 99999 --heads 3
+else
+  echo "skip: no OpenCL device, the checks that need a context were not run"
+fi
 exit $failed

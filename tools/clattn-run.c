@@ -704,7 +704,12 @@ static int run_layer(int argc, char** argv) {
   desc.heads = o.heads;
   desc.heads_kv = o.kv_heads;
   desc.head_dim = o.head_dim;
-  /* Sizes for the host arrays; clattn_mha_create validates them with a detailed message. */
+  st = clattn_tool_layer_desc_check(ctx, &desc);
+  if (st != CLATTN_SUCCESS) {
+    report_clattn_error(&report, ctx, "clattn_mha_create", st);
+    goto cleanup;
+  }
+  /* Sizes for the host arrays, of a description clattn_mha_create accepts. */
   const size_t e = o.d_model, h = o.heads ? o.heads : 1;
   const size_t hkv = o.kv_heads ? o.kv_heads : h;
   const size_t d = o.head_dim ? o.head_dim : e / h;

@@ -594,7 +594,9 @@ typedef struct clattn_mha_weights {
   { .struct_size = sizeof(clattn_mha_weights) }
 
 /* Creates a layer on ctx (which must outlive it): validates desc, uploads the weights (device
- * copies complete before it returns). *out is NULL on failure.
+ * copies complete before it returns). *out is NULL on failure. desc is checked before
+ * weights is looked at (so weights NULL tells whether desc would be accepted: the call then
+ * fails with INVALID_ARGUMENT for a good desc, or with desc's status).
  * Returns CLATTN_ERROR_INVALID_SHAPE for a zero dimension, d_model not divisible by heads
  * with head_dim 0, heads not a multiple of heads_kv or head_dim > 256;
  * CLATTN_ERROR_INVALID_ARGUMENT for a missing weight, both packed and separate weights, a

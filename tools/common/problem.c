@@ -61,3 +61,10 @@ clattn_ref_mha_layer clattn_tool_ref_layer(const clattn_tool_layer_dims* dims, c
                             .bo = b_out};
   return L;
 }
+
+clattn_status clattn_tool_layer_desc_check(clattn_context* ctx, const clattn_mha_desc* desc) {
+  clattn_mha* mha = NULL;
+  clattn_status st = clattn_mha_create(ctx, desc, NULL, &mha);
+  clattn_mha_destroy(mha);
+  return st == CLATTN_ERROR_INVALID_ARGUMENT ? CLATTN_SUCCESS : st;
+}

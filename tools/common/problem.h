@@ -33,6 +33,13 @@ typedef struct clattn_tool_layer_dims {
 double clattn_tool_layer_flops(const clattn_tool_layer_dims* dims, size_t batch, size_t seq,
                                size_t seq_kv, int causal);
 
+/* What clattn_mha_create says of desc, asked before the tool makes any weight (a shape it
+ * refuses could otherwise ask for gigabytes of host weights first): the library checks the
+ * description before the weights, so with none it stops at them (INVALID_ARGUMENT) when the
+ * description is good. Returns CLATTN_SUCCESS then, else the description's status (its
+ * message in ctx's last error). */
+clattn_status clattn_tool_layer_desc_check(clattn_context* ctx, const clattn_mha_desc* desc);
+
 /* The reference's view of weights packed as nn.MultiheadAttention's in_proj_weight [Q; K; V]
  * rows (w_in, b_in) and out_proj (w_out, b_out); b_in and b_out may be NULL. */
 clattn_ref_mha_layer clattn_tool_ref_layer(const clattn_tool_layer_dims* dims, const float* w_in,
