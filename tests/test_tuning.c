@@ -664,6 +664,65 @@ Test(tuner, dry_run_and_interruption_write_nothing) {
   remove_tree(dir);
 }
 
+/* Counts the candidates tried and those whose name starts with the variant's. */
+typedef struct variant_count {
+  const char* name;
+  int tried, of_variant;
+} variant_count;
+
+static int count_variant(const clattn_tune_progress* p, void* user) {
+  variant_count* c = user;
+  c->tried++;
+  if (strncmp(p->candidate, c->name, strlen(c->name)) == 0) c->of_variant++;
+  return 0;
+}
+
+/* A named variant is the only one searched, also when clattn would prefer another for the
+ * device (tiled on a CPU, register-blocked on a GPU): before, its heuristic default ran first
+ * and could win, writing an entry of the other variant. */
+Test(tuner, a_named_variant_is_the_only_one_searched) {
+  skip_tuner_on_simulator();
+  char dir[256], path[300];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  clattn_context* ctx = test_context(NULL);
+  clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
+  clattn_context_get_device_info(ctx, &info);
+  const clattn_variant other =
+      info.type == CLATTN_DEVICE_TYPE_GPU || info.type == CLATTN_DEVICE_TYPE_ACCELERATOR
+          ? CLATTN_VARIANT_REGISTER_BLOCKED
+          : CLATTN_VARIANT_TILED_LOCAL;
+  clattn_tune_options o = CLATTN_TUNE_OPTIONS_INIT;
+  o.heads = 2;
+  o.seq = 200;
+  o.head_dim = 32;
+  o.budget_seconds = 20;
+  o.max_candidates = 3;
+  o.reps = 3;
+  o.output = path;
+  o.variant = other;
+  variant_count count = {clattn_variant_name(other), 0, 0};
+  clattn_tune_result r = CLATTN_TUNE_RESULT_INIT;
+  clattn_status st = clattn_tune_attention(ctx, &o, count_variant, &count, &r);
+  cr_assert_eq(st, CLATTN_SUCCESS, "clattn_tune_attention: %s (%s)", clattn_status_name(st),
+               test_last_error(ctx));
+  cr_assert_eq(r.default_config.variant, other, "the default timed is of variant %d",
+               (int)r.default_config.variant);
+  cr_assert_gt(count.tried, 0);
+  cr_assert_eq(count.of_variant, count.tried, "%d of %d candidates were of the %s variant",
+               count.of_variant, count.tried, count.name);
+  cr_assert_eq(r.written, 1);
+  cr_assert_eq(r.entry.config.variant, other, "the entry written is of variant %d",
+               (int)r.entry.config.variant);
+  clattn_tuning_table* t = NULL;
+  cr_assert_eq(clattn_tuning_table_load(path, &t), CLATTN_SUCCESS);
+  clattn_tuning_entry e = CLATTN_TUNING_ENTRY_INIT;
+  cr_assert_eq(clattn_tuning_table_get(t, 0, &e), CLATTN_SUCCESS);
+  cr_assert_eq(e.config.variant, other);
+  clattn_tuning_table_destroy(t);
+  clattn_context_destroy(ctx);
+  remove_tree(dir);
+}
+
 Test(tuner, gemm_run_verifies_and_applies) {
   skip_tuner_on_simulator();
   char dir[256], path[300];

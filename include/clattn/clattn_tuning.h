@@ -173,7 +173,9 @@ typedef struct clattn_tune_options {
   int no_write;          /* nonzero: measure and report, but leave the file alone */
   unsigned seed;         /* random search order; 0: a fixed seed */
   size_t max_candidates; /* 0: no limit besides the budget */
-  /* Attention: which variant to search (CLATTN_VARIANT_AUTO: every variant). */
+  /* Attention: which variant to search (CLATTN_VARIANT_AUTO: every variant). A named one is
+   * the only one tried (its heuristic default the one to beat), so the entry written is of
+   * that variant; CLATTN_ERROR_UNSUPPORTED when it does not serve the shape. */
   clattn_variant variant;
   int warmup; /* warm-up runs per candidate (0: 1) */
   int reps;   /* timed runs per candidate (0: 5, fewer for slow candidates, at least 3) */

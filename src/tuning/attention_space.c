@@ -456,9 +456,20 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
     status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
     goto cleanup;
   }
-  const size_t first = clattn__variant_preferred(&ctx->info, &shape);
+  /* A variant named in the options is the only one searched, its default the one to beat. */
+  const size_t first = t.o.variant == CLATTN_VARIANT_AUTO
+                           ? clattn__variant_preferred(&ctx->info, &shape)
+                           : variant_index(t.o.variant);
   if (first == nv) {
     status = clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no kernel variant suits this shape");
+    goto cleanup;
+  }
+  if (t.o.variant != CLATTN_VARIANT_AUTO &&
+      ((shape.paged && !clattn__variant_at(first)->reads_pages) ||
+       clattn__variant_at(first)->preference(&ctx->info, &shape) == 0)) {
+    status = clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                          "the %s variant does not serve this shape; nothing tuned",
+                          clattn__variant_at(first)->name);
     goto cleanup;
   }
   vorder[0] = first;
