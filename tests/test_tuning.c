@@ -672,6 +672,7 @@ typedef struct variant_count {
 
 static int count_variant(const clattn_tune_progress* p, void* user) {
   variant_count* c = user;
+  if (strcmp(p->outcome, "running") == 0) return 0; /* a poll within a candidate */
   c->tried++;
   if (strncmp(p->candidate, c->name, strlen(c->name)) == 0) c->of_variant++;
   return 0;

@@ -81,6 +81,42 @@ if "$dir/clattn-info" >/dev/null 2>&1; then
   # made (before, "out of host memory"); the check is the library's own.
   expect 1 "d_model (100000) is not divisible by heads (3)" clattn-run --d-model 100000 --heads 3
   expect 1 "head_dim 33333 is larger than 256" clattn-run --d-model 99999 --heads 3
+
+  # clattn-tune at a long sequence keeps to its budget and stops promptly on SIGTERM: a call
+  # at the tuned shape (seconds each on a CPU here) is timed on a slice of it, and the budget
+  # and the signal are looked at between calls (before, --seq 16384 took about 30 s whatever
+  # the budget, and SIGTERM waited for the candidate to finish).
+  tune_dir=$(mktemp -d)
+  start=$SECONDS
+  timeout 60 "$dir/clattn-tune" --seq 16384 --causal 0 --no-gemm --budget 1 \
+    --output "$tune_dir/t.json" >"$out" 2>&1
+  rc=$?
+  took=$((SECONDS - start))
+  if [[ $rc -eq 0 && $took -le 12 && -s "$tune_dir/t.json" ]]; then
+    echo "ok:   clattn-tune --seq 16384 --budget 1 wrote its entry in $took s"
+  else
+    echo "FAIL: clattn-tune --seq 16384 --budget 1 exited $rc after $took s (at most 12 expected):"
+    sed -n '1,5p' "$out"
+    failed=1
+  fi
+  "$dir/clattn-tune" --seq 16384 --causal 0 --no-gemm --budget 600 \
+    --output "$tune_dir/u.json" >"$out" 2>&1 &
+  pid=$!
+  sleep 2
+  kill -TERM $pid
+  start=$SECONDS
+  wait $pid
+  rc=$?
+  took=$((SECONDS - start))
+  if [[ $rc -eq 130 && $took -le 5 && ! -e "$tune_dir/u.json" ]] &&
+    grep -qF "interrupted by SIGTERM" "$out"; then
+    echo "ok:   clattn-tune stopped $took s after SIGTERM, exit 130, nothing written"
+  else
+    echo "FAIL: clattn-tune exited $rc $took s after SIGTERM (130 within 5 s expected):"
+    sed -n '1,5p' "$out"
+    failed=1
+  fi
+  rm -rf "$tune_dir"
 else
   echo "skip: no OpenCL device, the checks that need a context were not run"
 fi

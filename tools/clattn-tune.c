@@ -39,10 +39,13 @@ typedef struct phase {
   int ran;
 } phase;
 
+/* The signal that interrupted the run (0: none). The library polls the progress callback
+ * between device calls, so the run stops within one call; a second signal ends the process
+ * at once (the tuning file is only ever replaced whole, so nothing is left half-written). */
 static volatile sig_atomic_t g_interrupted = 0;
 static void on_signal(int sig) {
-  (void)sig;
-  g_interrupted = 1;
+  g_interrupted = sig;
+  signal(sig, SIG_DFL);
 }
 
 static const char* const kCausal[] = {"0", "1", "both", NULL};
@@ -147,6 +150,15 @@ static int on_progress(const clattn_tune_progress* p, void* user) {
   progress_state* s = user;
   double left = p->budget_s - p->elapsed_s;
   if (left < 0) left = 0;
+  if (strcmp(p->outcome, "running") == 0) {
+    /* A poll between the calls of a candidate: only the status line shows it. */
+    if (s->tty && !g_interrupted) {
+      fprintf(stderr, "\r\033[K%s: %zu/%zu %s... %.0f s left", s->phase_name, p->done, p->total,
+              p->candidate, left);
+      fflush(stderr);
+    }
+    return g_interrupted != 0;
+  }
   if (s->tty) {
     fprintf(stderr, "\r\033[K%s: %zu/%zu best %.3f ms (default %.3f) %.0f s left", s->phase_name,
             p->done, p->total, p->best_ms, p->default_ms, left);
@@ -382,7 +394,15 @@ int main(int argc, char** argv) {
     print_json(phases, nphases, path, o.dry_run);
   } else if (!o.dry_run) {
     print_table(phases, nphases);
-    if (g_interrupted) printf("interrupted: shapes finished before the interruption are kept\n");
+  }
+  if (g_interrupted) {
+    fprintf(stderr,
+            "clattn-tune: interrupted by %s after %.1f s: the shape in progress was dropped, "
+            "shapes finished before it are kept in %s\n",
+            g_interrupted == SIGINT    ? "SIGINT"
+            : g_interrupted == SIGTERM ? "SIGTERM"
+                                       : "a signal",
+            spent, o.dry_run ? "(dry run: nothing)" : path);
   }
   clattn_context_destroy(ctx);
   if (g_interrupted) return 130;

@@ -167,7 +167,12 @@ typedef struct clattn_tune_options {
    * E = heads * head_dim. */
   size_t batch, heads, seq, head_dim;
   int causal;
-  double budget_seconds; /* 0: 60. Candidates start only while time is left */
+  /* 0: 60. Candidates start only while time is left; a candidate's timed runs, and the
+   * winner's confirmation, stop when it runs out. A call at the tuned shape that would take
+   * longer than 250 ms is timed on a slice of it instead (its last query rows over fewer
+   * heads, the keys at full length), so a run ends within a few calls of its budget; the
+   * times reported and written are then the slice's. */
+  double budget_seconds;
   const char* output;    /* tuning file; NULL: the default path */
   int dry_run;           /* nonzero: only count the candidates (result.space_*), run nothing */
   int no_write;          /* nonzero: measure and report, but leave the file alone */
@@ -184,21 +189,25 @@ typedef struct clattn_tune_options {
 #define CLATTN_TUNE_OPTIONS_INIT \
   { .struct_size = sizeof(clattn_tune_options) }
 
-/* Progress of a run, passed to the callback after each candidate. */
+/* Progress of a run, passed to the callback after each candidate, and between the device
+ * calls of a candidate (and of the winner's checks) with outcome "running", candidate naming
+ * what runs and done not advanced: returning nonzero from either stops the run within one
+ * call. */
 typedef struct clattn_tune_progress {
   size_t struct_size;
   const char* phase;     /* "attention" or "gemm" */
   const char* candidate; /* the candidate just tried, in words */
-  const char* outcome;   /* "ok", "build failed", "launch failed", "wrong result", "slow" */
-  size_t done, total;    /* candidates tried, and how many the space has */
-  double candidate_ms;   /* its median time (0 when it failed) */
-  double best_ms;        /* best median so far (0 before the first) */
-  double default_ms;     /* the default's median */
+  /* "ok", "build failed", "launch failed", "wrong result", "slow"; "running" while one runs */
+  const char* outcome;
+  size_t done, total;  /* candidates tried, and how many the space has */
+  double candidate_ms; /* its median time (0 when it failed) */
+  double best_ms;      /* best median so far (0 before the first) */
+  double default_ms;   /* the default's median */
   double elapsed_s, budget_s;
 } clattn_tune_progress;
 
-/* Called after each candidate; a nonzero return stops the run, which then keeps (and
- * writes) nothing for the shape in progress. */
+/* Called after each candidate and between its calls (see clattn_tune_progress); a nonzero
+ * return stops the run, which then keeps (and writes) nothing for the shape in progress. */
 typedef int (*clattn_tune_progress_fn)(const clattn_tune_progress* progress, void* user);
 
 /* Room for the variants' counts in clattn_tune_result (clattn_variant values below it). */

@@ -88,7 +88,7 @@ static clattn_status verify_attention(clattn__tune_run* t, const clattn_attentio
   float *q = NULL, *k = NULL, *v = NULL, *o = NULL;
   double* ref = clattn__malloc(d * sizeof *ref);
   if (!ref) return clattn__fail(t->ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
-  for (size_t s = 0; s < count && status == CLATTN_SUCCESS; ++s) {
+  for (size_t s = 0; s < count && status == CLATTN_SUCCESS && !clattn__tune_poll(t); ++s) {
     const vshape* sh = &shapes[s];
     size_t nq = sh->batch * sh->heads * sh->seq_q * d, nk = sh->batch * sh->heads * sh->seq_kv * d;
     q = clattn__malloc(nq * sizeof *q);
@@ -151,28 +151,30 @@ static void timing_release(timing_bufs* tb) {
   free(tb->v);
 }
 
-static clattn_status timing_init(clattn__tune_run* t, timing_bufs* tb) {
+/* Inputs and buffers for timed calls of shape s (queries [B, H, seq_q, D], keys and values
+ * [B, H, seq_kv, D]). */
+static clattn_status timing_init(clattn__tune_run* t, timing_bufs* tb, const vshape* s) {
   clattn_status status = CLATTN_SUCCESS;
   memset(tb, 0, sizeof *tb);
-  vshape s = {t->o.batch, t->o.heads, t->o.seq, t->o.seq};
-  tb->desc = make_desc(&s, t->o.head_dim, t->o.causal);
+  tb->desc = make_desc(s, t->o.head_dim, t->o.causal);
   tb->b.struct_size = sizeof tb->b;
-  size_t n = t->o.batch * t->o.heads * t->o.seq * t->o.head_dim;
-  tb->q = clattn__malloc(n * sizeof(float));
-  tb->k = clattn__malloc(n * sizeof(float));
-  tb->v = clattn__malloc(n * sizeof(float));
+  const size_t nq = s->batch * s->heads * s->seq_q * t->o.head_dim;
+  const size_t nk = s->batch * s->heads * s->seq_kv * t->o.head_dim;
+  tb->q = clattn__malloc(nq * sizeof(float));
+  tb->k = clattn__malloc(nk * sizeof(float));
+  tb->v = clattn__malloc(nk * sizeof(float));
   if (!tb->q || !tb->k || !tb->v) {
     return clattn__fail(t->ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   }
   clattn__tune_rng r = {0x777};
-  for (size_t i = 0; i < n; ++i) tb->q[i] = clattn__tune_unit(&r);
-  for (size_t i = 0; i < n; ++i) tb->k[i] = clattn__tune_unit(&r);
-  for (size_t i = 0; i < n; ++i) tb->v[i] = clattn__tune_unit(&r);
-  const size_t bytes = n * sizeof(float);
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, bytes, tb->q, &tb->b.q));
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, bytes, tb->k, &tb->b.k));
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, bytes, tb->v, &tb->b.v));
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_WRITE, bytes, NULL, &tb->b.o));
+  for (size_t i = 0; i < nq; ++i) tb->q[i] = clattn__tune_unit(&r);
+  for (size_t i = 0; i < nk; ++i) tb->k[i] = clattn__tune_unit(&r);
+  for (size_t i = 0; i < nk; ++i) tb->v[i] = clattn__tune_unit(&r);
+  const size_t qbytes = nq * sizeof(float), kbytes = nk * sizeof(float);
+  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, qbytes, tb->q, &tb->b.q));
+  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, kbytes, tb->k, &tb->b.k));
+  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, kbytes, tb->v, &tb->b.v));
+  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_WRITE, qbytes, NULL, &tb->b.o));
 cleanup:
   return status;
 }
@@ -210,7 +212,8 @@ static clattn_status verify_sampled(clattn__tune_run* t, timing_bufs* tb,
                                     const clattn_attention_config* c) {
   clattn_status status = CLATTN_SUCCESS;
   double ms = 0;
-  const size_t d = t->o.head_dim, n = t->o.batch * t->o.heads * t->o.seq * d;
+  const clattn_attention_desc* s = &tb->desc;
+  const size_t d = t->o.head_dim, n = s->batch * s->heads_q * s->seq_q * d;
   float* o = clattn__malloc(n * sizeof *o);
   double* ref = clattn__malloc(d * sizeof *ref);
   if (!o || !ref) {
@@ -221,15 +224,15 @@ static clattn_status verify_sampled(clattn__tune_run* t, timing_bufs* tb,
   CLATTN__CL_CHECK(t->ctx, clEnqueueReadBuffer(t->ctx->queue, tb->b.o, CL_TRUE, 0,
                                                n * sizeof(float), o, 0, NULL, NULL));
   clattn__tune_rng r = {0x99};
-  for (int s = 0; s < 16; ++s) {
-    size_t b = clattn__tune_rand(&r) % t->o.batch, h = clattn__tune_rand(&r) % t->o.heads;
-    size_t i = s == 0 ? t->o.seq - 1 : s == 1 ? 0 : clattn__tune_rand(&r) % t->o.seq;
-    reference_row(tb->q, tb->k, tb->v, t->o.heads, t->o.seq, t->o.seq, d, t->o.causal, b, h, i,
+  for (int k = 0; k < 16; ++k) {
+    size_t b = clattn__tune_rand(&r) % s->batch, h = clattn__tune_rand(&r) % s->heads_q;
+    size_t i = k == 0 ? s->seq_q - 1 : k == 1 ? 0 : clattn__tune_rand(&r) % s->seq_q;
+    reference_row(tb->q, tb->k, tb->v, s->heads_q, s->seq_q, s->seq_kv, d, t->o.causal, b, h, i,
                   ref);
-    const float* row = o + ((b * t->o.heads + h) * t->o.seq + i) * d;
+    const float* row = o + ((b * s->heads_q + h) * s->seq_q + i) * d;
     for (size_t x = 0; x < d; ++x) {
       /* Long rows sum more terms: allow for sqrt(N) growth of the rounding error. */
-      double tol = ATTENTION_TOL * sqrt((double)t->o.seq / 128.0 + 1.0);
+      double tol = ATTENTION_TOL * sqrt((double)s->seq_kv / 128.0 + 1.0);
       if (!(fabs((double)row[x] - ref[x]) <= tol)) {
         status = clattn__fail(t->ctx, CLATTN_ERROR_INVALID_CONFIG,
                               "wrong result on the tuned shape at row %zu", i);
@@ -241,6 +244,67 @@ cleanup:
   free(o);
   free(ref);
   return status;
+}
+
+/* How long one timed call may take. Neither the budget nor the callback can stop a call in
+ * flight, so a call at a long sequence (one 65536-token call is minutes on a CPU) would hold
+ * the run that long; the candidates are then timed on a slice of the tuned shape instead. */
+#define CALL_CAP_MS 250.0
+/* Query rows of the probe that sizes the slice, per compute unit. */
+#define PROBE_ROWS_PER_CU 256
+/* Query rows of a slice are a multiple of this (every block_m of the spaces divides it). */
+#define SLICE_ROW_STEP 128
+
+/* The shape candidates are timed on: the tuned one, or, when a call of it would take longer
+ * than CALL_CAP_MS, a slice of it: its last query rows over fewer heads, the keys at full
+ * length, so that each work-group does what it does at the tuned shape and there are only
+ * fewer of them (at least PROBE_ROWS_PER_CU query rows per compute unit, to fill the
+ * device). A call of def on a probe slice, scaled by the rows, predicts a call's time. */
+static clattn_status timed_shape(clattn__tune_run* t, const clattn_attention_config* def,
+                                 vshape* out) {
+  const size_t n = t->o.seq, planes = t->o.batch * t->o.heads;
+  const vshape full = {t->o.batch, t->o.heads, n, n};
+  size_t probe_rows =
+      PROBE_ROWS_PER_CU * (t->ctx->info.compute_units ? t->ctx->info.compute_units : 1);
+  *out = full;
+  if (probe_rows >= n * planes || probe_rows >= n) return CLATTN_SUCCESS;
+  probe_rows = (probe_rows + SLICE_ROW_STEP - 1) / SLICE_ROW_STEP * SLICE_ROW_STEP;
+  if (probe_rows >= n) return CLATTN_SUCCESS;
+  const vshape probe = {1, 1, probe_rows, n};
+  timing_bufs tb;
+  double ms = 0;
+  t->name = "sizing the timed shape";
+  clattn_status status = timing_init(t, &tb, &probe);
+  /* Twice: PoCL compiles for a new launch shape on its first call. */
+  for (int i = 0; i < 2 && status == CLATTN_SUCCESS && !clattn__tune_poll(t); ++i) {
+    status = time_once(t, &tb, def, &ms);
+  }
+  timing_release(&tb);
+  if (status != CLATTN_SUCCESS || t->res->interrupted || !(ms > 0)) {
+    /* The default cannot be run (the search goes on without it): the probe's shape. */
+    clattn__log("tune: the default could not size the timed shape; timing %zu query rows",
+                probe_rows);
+    *out = probe;
+    return t->res->interrupted ? CLATTN_SUCCESS : status;
+  }
+  const double full_ms = ms * (double)(n * planes) / (double)probe_rows;
+  if (full_ms <= CALL_CAP_MS) return CLATTN_SUCCESS;
+  /* Query rows (over all planes) that fit the cap: whole heads while they fit, else the last
+   * rows of one head. */
+  double rows = (double)probe_rows * CALL_CAP_MS / ms;
+  if (rows >= (double)n) {
+    size_t p = (size_t)(rows / (double)n);
+    if (p > planes) p = planes;
+    *out = (vshape){p > t->o.heads ? p / t->o.heads : 1, p > t->o.heads ? t->o.heads : p, n, n};
+  } else {
+    size_t r = (size_t)rows / SLICE_ROW_STEP * SLICE_ROW_STEP;
+    *out = (vshape){1, 1, r > probe_rows ? r : probe_rows, n};
+  }
+  clattn__log(
+      "tune: a call at the tuned shape would take about %.0f ms; timing %zu x %zu heads of "
+      "%zu query rows over %zu keys instead",
+      full_ms, out->batch, out->heads, out->seq_q, out->seq_kv);
+  return CLATTN_SUCCESS;
 }
 
 /* ------------------------------------------------------------ candidates */
@@ -526,7 +590,10 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
   t.total = norder;
   if (t.o.max_candidates && t.total > t.o.max_candidates) t.total = t.o.max_candidates;
 
-  CLATTN__CHECK(timing_init(&t, &tb));
+  vshape timed;
+  CLATTN__CHECK(timed_shape(&t, &def, &timed));
+  if (result->interrupted) goto cleanup;
+  CLATTN__CHECK(timing_init(&t, &tb, &timed));
   for (size_t i = 0; i < norder && ncand < t.total; ++i) {
     if (i > 0 && !clattn__tune_time_left(&t)) break;
     if (pruned[variant_index(order[i].variant)]) continue;
@@ -563,7 +630,8 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
   /* The fastest candidate that also passes the wider check wins. */
   qsort(cands, ncand, sizeof *cands, cmp_cand);
   const cand* win = NULL;
-  for (size_t i = 0; i < ncand && cands[i].ok && !win; ++i) {
+  t.name = "checking the winner";
+  for (size_t i = 0; i < ncand && cands[i].ok && !win && !result->interrupted; ++i) {
     if (verify_attention(&t, &cands[i].c, kWinnerShapes,
                          sizeof kWinnerShapes / sizeof kWinnerShapes[0]) == CLATTN_SUCCESS &&
         verify_sampled(&t, &tb, &cands[i].c) == CLATTN_SUCCESS) {
@@ -573,12 +641,14 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
       result->failed_verify++;
     }
   }
+  if (result->interrupted) goto cleanup;
   if (!win) {
     status = clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no config passed verification");
     goto cleanup;
   }
   double win_ms = win->median, win_min = win->minimum;
   CLATTN__CHECK(confirm(&t, &tb, cands, ncand, &def, &win, &win_ms, &win_min));
+  if (result->interrupted) goto cleanup;
   clattn_tuning_entry* e = &result->entry;
   memset(e, 0, sizeof *e);
   e->struct_size = sizeof *e;

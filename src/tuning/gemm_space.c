@@ -191,11 +191,15 @@ cleanup:
   return status;
 }
 
-/* Verifies on the tuned shapes and on m - 3 rows (not a multiple of the tiles). */
+/* Verifies on the tuned shapes and on m - 3 rows (not a multiple of the tiles); stops early,
+ * with CLATTN_SUCCESS, when the callback stops the run (clattn__tune_poll). */
 static clattn_status gemm_verify(clattn__tune_run* t, gemm_bufs* gb) {
-  clattn_status status = gemm_check(t, gb, gb->m, 3 * gb->e);
-  if (status == CLATTN_SUCCESS) status = gemm_check(t, gb, gb->m, gb->e);
-  if (status == CLATTN_SUCCESS && gb->m > 3) status = gemm_check(t, gb, gb->m - 3, gb->e);
+  clattn_status status =
+      clattn__tune_poll(t) ? CLATTN_SUCCESS : gemm_check(t, gb, gb->m, 3 * gb->e);
+  if (status == CLATTN_SUCCESS && !clattn__tune_poll(t)) status = gemm_check(t, gb, gb->m, gb->e);
+  if (status == CLATTN_SUCCESS && gb->m > 3 && !clattn__tune_poll(t)) {
+    status = gemm_check(t, gb, gb->m - 3, gb->e);
+  }
   return status;
 }
 
@@ -412,14 +416,17 @@ clattn_status clattn_tune_gemm(clattn_context* ctx, const clattn_tune_options* o
     e->time_ms = ranked[3 * k];
     e->default_time_ms = result->default_ms;
     clattn__tune_utc_now(e->tuned_at, sizeof e->tuned_at);
+    t.name = "checking the winner";
     if (clattn__gemm_entry_apply(ctx, e) != CLATTN_SUCCESS || gemm_verify(&t, &gb)) {
       result->failed_verify++;
       continue;
     }
     result->best_ms = ranked[3 * k];
     result->best_min_ms = ranked[3 * k + 1];
+    if (result->interrupted) break;
     clattn__tune_confirmation cf;
     CLATTN__CHECK(gemm_confirm(&t, &gb, e, &cf));
+    if (result->interrupted) break;
     if (cf.confirmed) { /* the paired medians are the figures reported and recorded */
       result->default_ms = e->default_time_ms = cf.default_ms;
       result->default_min_ms = cf.default_min_ms;

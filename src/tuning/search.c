@@ -98,9 +98,10 @@ static double elapsed(const clattn__tune_run* t) { return now_s() - t->start; }
 
 int clattn__tune_time_left(const clattn__tune_run* t) { return elapsed(t) < t->budget; }
 
-int clattn__tune_report(clattn__tune_run* t, const char* phase, const char* name,
-                        const char* outcome, double ms) {
-  t->res->tried++;
+/* Calls the callback; 1 when it asks the run to stop. */
+static int ask(clattn__tune_run* t, const char* phase, const char* name, const char* outcome,
+               double ms) {
+  if (t->res->interrupted) return 1;
   if (!t->progress) return 0;
   clattn_tune_progress p;
   memset(&p, 0, sizeof p);
@@ -120,6 +121,16 @@ int clattn__tune_report(clattn__tune_run* t, const char* phase, const char* name
     return 1;
   }
   return 0;
+}
+
+int clattn__tune_report(clattn__tune_run* t, const char* phase, const char* name,
+                        const char* outcome, double ms) {
+  t->res->tried++;
+  return ask(t, phase, name, outcome, ms);
+}
+
+int clattn__tune_poll(clattn__tune_run* t) {
+  return ask(t, t->phase ? t->phase : "attention", t->name ? t->name : "", "running", 0);
 }
 
 void clattn__tune_shuffle(clattn__tune_run* t, void* base, size_t count, size_t size, size_t from) {
@@ -154,16 +165,24 @@ clattn_status clattn__tune_time(clattn__tune_run* t, clattn__tune_once_fn once, 
   clattn_status status = CLATTN_SUCCESS;
   double warm = 0, times[MAX_REPS];
   *slow = 0;
+  *median = *minimum = 0;
   /* Warm-up runs are not judged (PoCL compiles for the launch shape on first use, CLBlast
    * builds its kernel); the run after them decides whether the candidate is worth the rest. */
-  for (int i = 0; i <= t->o.warmup; ++i) CLATTN__CHECK(once(t, arg, &warm));
+  for (int i = 0; i <= t->o.warmup; ++i) {
+    if (clattn__tune_poll(t)) return CLATTN_SUCCESS;
+    CLATTN__CHECK(once(t, arg, &warm));
+  }
   if (t->best_ms > 0 && warm > SLOW_FACTOR * t->best_ms) {
     *slow = 1;
     *median = *minimum = warm;
     return CLATTN_SUCCESS;
   }
-  const int reps = timed_reps(t, warm);
-  for (int i = 0; i < reps; ++i) CLATTN__CHECK(once(t, arg, &times[i]));
+  int reps = 0;
+  for (const int want = timed_reps(t, warm); reps < want && clattn__tune_time_left(t); ++reps) {
+    if (clattn__tune_poll(t)) return CLATTN_SUCCESS;
+    CLATTN__CHECK(once(t, arg, &times[reps]));
+  }
+  if (reps == 0) times[reps++] = warm; /* out of time: the judged run alone */
   qsort(times, (size_t)reps, sizeof times[0], clattn__tune_cmp_double);
   *minimum = times[0];
   *median = reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
@@ -179,8 +198,12 @@ int clattn__tune_try(clattn__tune_run* t, const clattn__tune_candidate* c, doubl
   int slow = 0;
   *ok = 0;
   *median = *minimum = 0;
+  t->phase = c->phase;
+  t->name = c->name;
   clattn_status st = c->prepare ? c->prepare(t, c->arg) : CLATTN_SUCCESS;
-  if (st != CLATTN_SUCCESS) {
+  if (t->res->interrupted || (st == CLATTN_SUCCESS && clattn__tune_poll(t))) {
+    outcome = "interrupted";
+  } else if (st != CLATTN_SUCCESS) {
     t->res->failed_build++;
     outcome = "build failed";
   } else if ((st = c->verify(t, c->arg)) != CLATTN_SUCCESS) {
@@ -194,9 +217,13 @@ int clattn__tune_try(clattn__tune_run* t, const clattn__tune_candidate* c, doubl
       t->res->failed_launch++;
       outcome = "launch failed";
     }
+  } else if (t->res->interrupted) {
+    outcome = "interrupted";
   } else if (clattn__tune_time(t, c->once, c->arg, median, minimum, &slow) != CLATTN_SUCCESS) {
     t->res->failed_launch++;
     outcome = "launch failed";
+  } else if (t->res->interrupted) {
+    outcome = "interrupted";
   } else if (slow) {
     t->res->slow++;
     outcome = "slow";
@@ -205,6 +232,12 @@ int clattn__tune_try(clattn__tune_run* t, const clattn__tune_candidate* c, doubl
     if (t->best_ms == 0 || *median < t->best_ms) t->best_ms = *median;
   }
   if (!*ok) clattn__log("tune: %s: %s", c->name, outcome);
+  if (t->res->interrupted) {
+    /* Counted, but not reported: the callback has already asked to stop. */
+    t->res->tried++;
+    *median = *minimum = 0;
+    return 1;
+  }
   return clattn__tune_report(t, c->phase, c->name, outcome, *ok ? *median : 0);
 }
 
@@ -230,7 +263,13 @@ clattn_status clattn__tune_confirm(clattn__tune_run* t, int pairs, clattn__tune_
   if (pairs < 1) pairs = 1;
   if (pairs > CLATTN__TUNE_MAX_PAIRS) pairs = CLATTN__TUNE_MAX_PAIRS;
   t->best_ms = 0; /* no "slow" shortcut while confirming */
+  t->name = "confirming the winner against the default";
   for (int r = 0; r < pairs; ++r) {
+    if (r > 0 && !clattn__tune_time_left(t)) {
+      pairs = r; /* out of time: the pairs measured so far */
+      break;
+    }
+    if (clattn__tune_poll(t)) goto cleanup;
     status = measure(t, arg, 0, &a[r], &amin[r]);
     if (status == CLATTN_ERROR_UNSUPPORTED) {
       status = CLATTN_SUCCESS;
@@ -238,6 +277,7 @@ clattn_status clattn__tune_confirm(clattn__tune_run* t, int pairs, clattn__tune_
     }
     if (status != CLATTN_SUCCESS) goto cleanup;
     CLATTN__CHECK(measure(t, arg, 1, &b[r], &bmin[r]));
+    if (t->res->interrupted) goto cleanup;
   }
   qsort(a, (size_t)pairs, sizeof a[0], clattn__tune_cmp_double);
   qsort(b, (size_t)pairs, sizeof b[0], clattn__tune_cmp_double);

@@ -111,6 +111,8 @@ typedef struct clattn__tune_run {
   clattn__tune_rng r;
   size_t total; /* candidates the run may try */
   double best_ms, default_ms;
+  /* What is running now, for the callback's polls (clattn__tune_poll). */
+  const char *phase, *name;
 } clattn__tune_run;
 
 /* Checks the arguments of clattn_tune_*, applies the options' defaults and clears the
@@ -122,6 +124,12 @@ clattn_status clattn__tune_run_init(clattn__tune_run* t, clattn_context* ctx,
 
 /* 1 while the budget lasts. */
 int clattn__tune_time_left(const clattn__tune_run* t);
+
+/* Between the device calls of a candidate (and of the winner's checks): asks the callback
+ * whether to stop, with outcome "running" and t->phase and t->name, counting nothing, so a
+ * run stops within one call of being asked to. Returns 1 when the run must stop
+ * (result->interrupted is then set). */
+int clattn__tune_poll(clattn__tune_run* t);
 
 /* Counts one candidate and reports it to the callback; returns 1 when the caller asked to
  * stop (result->interrupted is then set). */
@@ -142,7 +150,10 @@ void clattn__tune_utc_now(char* buf, size_t size);
 typedef clattn_status (*clattn__tune_once_fn)(clattn__tune_run* t, void* arg, double* ms);
 
 /* Warm-up runs, a judged run, then timed runs: median and minimum. Sets *slow (and stops
- * there) when the judged run shows the candidate cannot compete with the best so far. */
+ * there) when the judged run shows the candidate cannot compete with the best so far. The
+ * timed runs stop when the budget runs out (the judged run then counts as the only one), and
+ * every run waits for a poll (clattn__tune_poll): when the callback stops the run it returns
+ * CLATTN_SUCCESS with result->interrupted set and the figures 0. */
 clattn_status clattn__tune_time(clattn__tune_run* t, clattn__tune_once_fn once, void* arg,
                                 double* median, double* minimum, int* slow);
 
@@ -185,7 +196,9 @@ int clattn__tune_confirm_pairs(double default_ms, double winner_ms);
 
 /* Noise on a busy machine can crown a candidate that is not faster: the default and the
  * winner are measured again, alternately (so both see the same conditions), `pairs` times
- * each; the winner holds when its median beats the default's by the margin. */
+ * each (fewer when the budget has run out, at least one); the winner holds when its median
+ * beats the default's by the margin. Each pair waits for a poll: when the callback stops the
+ * run it returns CLATTN_SUCCESS with result->interrupted set and out->confirmed 0. */
 clattn_status clattn__tune_confirm(clattn__tune_run* t, int pairs, clattn__tune_measure_fn measure,
                                    void* arg, clattn__tune_confirmation* out);
 
