@@ -352,6 +352,35 @@ Test(tuning_file, killed_writer_leaves_old_file_intact) {
   remove_tree(dir);
 }
 
+/* A store leaves no lock file behind, and removes the temporary files of writers killed
+ * before their rename (old-style names and ones naming a dead pid), but not one naming a live
+ * process; concurrent writers still lose nothing (concurrent_writers_lose_nothing). */
+Test(tuning_file, store_leaves_no_lock_and_removes_dead_writers_temps) {
+  char dir[256], path[300], lock[320], old_tmp[340], dead_tmp[360], live_tmp[360];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  snprintf(lock, sizeof lock, "%s.lock", path);
+  snprintf(old_tmp, sizeof old_tmp, "%s.tmp.Zx81Qa", path);
+  /* Above any pid_max Linux allows (2^22), so never a live process. */
+  snprintf(dead_tmp, sizeof dead_tmp, "%s.tmp.999999999.Ab12Cd", path);
+  snprintf(live_tmp, sizeof live_tmp, "%s.tmp.%ld.Ef34Gh", path, (long)getpid());
+  clattn_tuning_entry e = fake_entry(64, 0);
+  cr_assert_eq(clattn_tuning_file_store(path, &e, 1), CLATTN_SUCCESS);
+  cr_assert_eq(access(lock, F_OK), -1, "the lock file %s was left", lock);
+  write_bytes(old_tmp, "{\"format\"", 10);
+  write_bytes(dead_tmp, "{\"format\"", 10);
+  write_bytes(live_tmp, "{\"format\"", 10);
+  clattn_tuning_entry e2 = fake_entry(128, 0);
+  cr_assert_eq(clattn_tuning_file_store(path, &e2, 1), CLATTN_SUCCESS);
+  cr_assert_eq(access(old_tmp, F_OK), -1, "%s was left", old_tmp);
+  cr_assert_eq(access(dead_tmp, F_OK), -1, "%s was left", dead_tmp);
+  cr_assert_eq(access(live_tmp, F_OK), 0, "%s, of a live process, was removed", live_tmp);
+  cr_assert_eq(access(lock, F_OK), -1, "the lock file %s was left", lock);
+  clattn_status st;
+  cr_assert_eq(table_count(path, &st), 2);
+  cr_assert_eq(st, CLATTN_SUCCESS);
+  remove_tree(dir);
+}
+
 Test(tuning_file, unwritable_directory_gives_a_clear_status) {
   char dir[256], path[300], ro[300], file[340];
   temp_file(dir, sizeof dir, path, sizeof path);

@@ -141,8 +141,9 @@ CLATTN_API clattn_status clattn_tuning_entry_match(const clattn_tuning_entry* en
                                                    cl_device_id device, int* level, int* current);
 
 /* Merges entries into a tuning file (path NULL: the default path), as the tuner does: takes
- * the lock file <path>.lock, re-reads the file, replaces entries with the same device
- * (driver included) and shape class, appends the others, writes a temporary file in the
+ * the lock file <path>.lock (removed again when done), removes the temporary files
+ * <path>.tmp.* of writers killed before their rename, re-reads the file, replaces entries with the
+ * same device (driver included) and shape class, appends the others, writes a temporary file in the
  * same directory, fsyncs it and renames it over the file. A corrupt existing file is
  * replaced. Creates the directory if needed. Returns CLATTN_ERROR_TUNING_FILE (with the
  * reason in the thread's last error) when the directory or file cannot be written, and

@@ -3,9 +3,11 @@
  * context does with the file is in lookup.c. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -643,43 +645,100 @@ static clattn_status make_parent_dirs(const char* path) {
   return CLATTN_SUCCESS;
 }
 
-/* Threads of one process exclude each other here; processes through the lock file (POSIX
- * record locks are per process and released when it dies, so a killed writer leaves no
- * stale lock). */
+/* Threads of one process exclude each other here; processes through the lock file
+ * <path>.lock (POSIX record locks are per process and released when it dies, so a killed
+ * writer leaves no stale lock). The holder removes the lock file before releasing it, so none
+ * is left behind; a writer that was waiting on the removed file then holds a lock on a file
+ * no longer linked at <path>.lock, which it sees (the path names no file, or another one) and
+ * tries again, so only the holder of the lock on the file at <path>.lock is ever in. */
 static pthread_mutex_t g_store_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static clattn_status lock_file(const char* path, int* fd_out) {
   char lock_path[4200];
   snprintf(lock_path, sizeof lock_path, "%s.lock", path);
-  int fd = open(lock_path, O_RDWR | O_CREAT, 0644);
-  if (fd < 0) {
-    return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot create the lock file %s: %s",
-                        lock_path, strerror(errno));
-  }
-  struct flock fl;
-  memset(&fl, 0, sizeof fl);
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  for (int waited_ms = 0;; waited_ms += 20) {
-    if (fcntl(fd, F_SETLK, &fl) == 0) break;
-    if ((errno != EACCES && errno != EAGAIN) || waited_ms >= LOCK_TIMEOUT_S * 1000) {
-      int e = errno;
-      close(fd);
-      return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot lock %s: %s", lock_path,
-                          waited_ms >= LOCK_TIMEOUT_S * 1000 ? "timed out" : strerror(e));
+  for (int waited_ms = 0;;) {
+    int fd = open(lock_path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) {
+      return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot create the lock file %s: %s",
+                          lock_path, strerror(errno));
     }
-    struct timespec ts = {0, 20 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    while (fcntl(fd, F_SETLK, &fl) != 0) {
+      if ((errno != EACCES && errno != EAGAIN) || waited_ms >= LOCK_TIMEOUT_S * 1000) {
+        int e = errno;
+        close(fd);
+        return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE, "cannot lock %s: %s", lock_path,
+                            waited_ms >= LOCK_TIMEOUT_S * 1000 ? "timed out" : strerror(e));
+      }
+      struct timespec ts = {0, 20 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+      waited_ms += 20;
+    }
+    struct stat held, linked;
+    if (fstat(fd, &held) == 0 && stat(lock_path, &linked) == 0 && held.st_dev == linked.st_dev &&
+        held.st_ino == linked.st_ino) {
+      *fd_out = fd;
+      return CLATTN_SUCCESS;
+    }
+    close(fd); /* the previous holder removed it: lock the one at the path now */
   }
-  *fd_out = fd;
-  return CLATTN_SUCCESS;
+}
+
+/* Removes the lock file (the caller holds the lock) and releases the lock. */
+static void unlock_file(const char* path, int fd) {
+  char lock_path[4200];
+  snprintf(lock_path, sizeof lock_path, "%s.lock", path);
+  unlink(lock_path);
+  close(fd);
+}
+
+/* Under the lock: removes the temporary files <path>.tmp.* that writers killed before their
+ * rename left. Temporary files are made only under the lock, so every one found there is a
+ * dead writer's; one whose name carries the pid of a live process of this host is left alone
+ * all the same (a lock a network file system did not honour). */
+static void remove_stale_temps(const char* path) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char* slash = strrchr(dir, '/');
+  const char* base = path;
+  if (slash) {
+    base = path + (slash - dir) + 1;
+    *(slash == dir ? slash + 1 : slash) = '\0';
+  } else {
+    strcpy(dir, ".");
+  }
+  char prefix[4200];
+  snprintf(prefix, sizeof prefix, "%s.tmp.", base);
+  const size_t plen = strlen(prefix);
+  DIR* d = opendir(dir);
+  if (!d) return;
+  for (struct dirent* ent; (ent = readdir(d)) != NULL;) {
+    if (strncmp(ent->d_name, prefix, plen) != 0) continue;
+    char* end = NULL;
+    errno = 0;
+    long pid = strtol(ent->d_name + plen, &end, 10);
+    if (errno == 0 && end != ent->d_name + plen && *end == '.' && pid > 0 &&
+        (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+      continue; /* a live process of this host */
+    }
+    char full[8400];
+    snprintf(full, sizeof full, "%s/%s", dir, ent->d_name);
+    struct stat st;
+    if (lstat(full, &st) == 0 && S_ISREG(st.st_mode) && unlink(full) == 0) {
+      clattn__log("tuning file %s: removed %s, left by a writer that was killed", path, full);
+    }
+  }
+  closedir(d);
 }
 
 /* Writes text to a temporary file beside path, fsyncs it, renames it over path and fsyncs
  * the directory. Readers see the old file or the new one, never a part. */
 static clattn_status write_atomic(const char* path, const char* text) {
   char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
   int fd = mkstemp(tmp);
   if (fd < 0) {
     return clattn__fail(NULL, CLATTN_ERROR_TUNING_FILE,
@@ -782,6 +841,7 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
   CLATTN__CHECK(lock_file(path, &fd));
   /* Under the lock: the file may have become something else meanwhile. */
   CLATTN__CHECK(clattn__file_check_writable("the tuning file", path));
+  remove_stale_temps(path);
   /* Under the lock: re-read what other writers stored, then merge ours over it. */
   unsigned version = 0;
   status = load_versioned(path, &table, &found, &version);
@@ -810,7 +870,7 @@ clattn_status clattn_tuning_file_store(const char* path, const clattn_tuning_ent
   clattn__log("tuning file %s: %zu entries written (%zu new or replaced)", path, table->count,
               count);
 cleanup:
-  if (fd >= 0) close(fd); /* releases the lock */
+  if (fd >= 0) unlock_file(path, fd);
   pthread_mutex_unlock(&g_store_lock);
   free(text);
   clattn__tuning_table_destroy(table);
