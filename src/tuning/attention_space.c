@@ -63,9 +63,10 @@ typedef struct vshape {
 } vshape;
 
 /* Lengths are primes (or 1), so never multiples of a tile larger than 1. */
-static const vshape kCandidateShapes[] = {{1, 2, 131, 131}, {2, 1, 61, 131}};
+static const vshape kCandidateShapes[] = {{1, 2, 131, 131}, {2, 1, 61, 131}, {2, 2, 3, 1021}};
 static const vshape kWinnerShapes[] = {{1, 2, 131, 131}, {2, 1, 61, 131},  {1, 1, 1, 1},
-                                       {1, 2, 257, 67},  {1, 3, 509, 509}, {2, 2, 37, 1021}};
+                                       {1, 2, 257, 67},  {1, 3, 509, 509}, {2, 2, 37, 1021},
+                                       {1, 3, 1, 2039}};
 
 static clattn_attention_desc make_desc(const vshape* s, size_t d, int causal) {
   clattn_attention_desc desc = CLATTN_ATTENTION_DESC_INIT;
@@ -90,7 +91,8 @@ static clattn_status verify_attention(clattn__tune_run* t, const clattn_attentio
   if (!ref) return clattn__fail(t->ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   for (size_t s = 0; s < count && status == CLATTN_SUCCESS; ++s) {
     const vshape* sh = &shapes[s];
-    size_t nq = sh->batch * sh->heads * sh->seq_q * d, nk = sh->batch * sh->heads * sh->seq_kv * d;
+    size_t nq = sh->batch * sh->heads * sh->seq_q * d;
+    size_t nk = sh->batch * sh->heads * sh->seq_kv * d;
     q = clattn__malloc(nq * sizeof *q);
     o = clattn__malloc(nq * sizeof *o);
     k = clattn__malloc(nk * sizeof *k);
@@ -154,25 +156,26 @@ static void timing_release(timing_bufs* tb) {
 static clattn_status timing_init(clattn__tune_run* t, timing_bufs* tb) {
   clattn_status status = CLATTN_SUCCESS;
   memset(tb, 0, sizeof *tb);
-  vshape s = {t->o.batch, t->o.heads, t->o.seq, t->o.seq};
+  vshape s = {t->o.batch, t->o.heads, t->o.seq_q, t->o.seq};
   tb->desc = make_desc(&s, t->o.head_dim, t->o.causal);
   tb->b.struct_size = sizeof tb->b;
-  size_t n = t->o.batch * t->o.heads * t->o.seq * t->o.head_dim;
-  tb->q = clattn__malloc(n * sizeof(float));
+  const size_t nq = t->o.batch * t->o.heads * t->o.seq_q * t->o.head_dim;
+  const size_t n = t->o.batch * t->o.heads * t->o.seq * t->o.head_dim;
+  tb->q = clattn__malloc(nq * sizeof(float));
   tb->k = clattn__malloc(n * sizeof(float));
   tb->v = clattn__malloc(n * sizeof(float));
   if (!tb->q || !tb->k || !tb->v) {
     return clattn__fail(t->ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   }
   clattn__tune_rng r = {0x777};
-  for (size_t i = 0; i < n; ++i) tb->q[i] = clattn__tune_unit(&r);
+  for (size_t i = 0; i < nq; ++i) tb->q[i] = clattn__tune_unit(&r);
   for (size_t i = 0; i < n; ++i) tb->k[i] = clattn__tune_unit(&r);
   for (size_t i = 0; i < n; ++i) tb->v[i] = clattn__tune_unit(&r);
-  const size_t bytes = n * sizeof(float);
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, bytes, tb->q, &tb->b.q));
+  const size_t bytes = n * sizeof(float), q_bytes = nq * sizeof(float);
+  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, q_bytes, tb->q, &tb->b.q));
   CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, bytes, tb->k, &tb->b.k));
   CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, bytes, tb->v, &tb->b.v));
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_WRITE, bytes, NULL, &tb->b.o));
+  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_WRITE, q_bytes, NULL, &tb->b.o));
 cleanup:
   return status;
 }
@@ -210,7 +213,7 @@ static clattn_status verify_sampled(clattn__tune_run* t, timing_bufs* tb,
                                     const clattn_attention_config* c) {
   clattn_status status = CLATTN_SUCCESS;
   double ms = 0;
-  const size_t d = t->o.head_dim, n = t->o.batch * t->o.heads * t->o.seq * d;
+  const size_t d = t->o.head_dim, n = t->o.batch * t->o.heads * t->o.seq_q * d;
   float* o = clattn__malloc(n * sizeof *o);
   double* ref = clattn__malloc(d * sizeof *ref);
   if (!o || !ref) {
@@ -223,10 +226,10 @@ static clattn_status verify_sampled(clattn__tune_run* t, timing_bufs* tb,
   clattn__tune_rng r = {0x99};
   for (int s = 0; s < 16; ++s) {
     size_t b = clattn__tune_rand(&r) % t->o.batch, h = clattn__tune_rand(&r) % t->o.heads;
-    size_t i = s == 0 ? t->o.seq - 1 : s == 1 ? 0 : clattn__tune_rand(&r) % t->o.seq;
-    reference_row(tb->q, tb->k, tb->v, t->o.heads, t->o.seq, t->o.seq, d, t->o.causal, b, h, i,
+    size_t i = s == 0 ? t->o.seq_q - 1 : s == 1 ? 0 : clattn__tune_rand(&r) % t->o.seq_q;
+    reference_row(tb->q, tb->k, tb->v, t->o.heads, t->o.seq_q, t->o.seq, d, t->o.causal, b, h, i,
                   ref);
-    const float* row = o + ((b * t->o.heads + h) * t->o.seq + i) * d;
+    const float* row = o + ((b * t->o.heads + h) * t->o.seq_q + i) * d;
     for (size_t x = 0; x < d; ++x) {
       /* Long rows sum more terms: allow for sqrt(N) growth of the rounding error. */
       double tol = ATTENTION_TOL * sqrt((double)t->o.seq / 128.0 + 1.0);
@@ -329,7 +332,7 @@ static clattn_status heuristic(clattn__tune_run* t, clattn_variant v,
                                clattn_attention_config* out) {
   clattn_attention_config req = CLATTN_ATTENTION_CONFIG_INIT;
   req.variant = v;
-  vshape s = {t->o.batch, t->o.heads, t->o.seq, t->o.seq};
+  vshape s = {t->o.batch, t->o.heads, t->o.seq_q, t->o.seq};
   clattn_attention_desc desc = make_desc(&s, t->o.head_dim, t->o.causal);
   return clattn_attention_get_config(t->ctx, &desc, &req, out);
 }
@@ -445,7 +448,7 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
 
   /* The variant clattn would choose for the tuned shape leads; its default is the one to
    * beat. */
-  vshape s = {t.o.batch, t.o.heads, t.o.seq, t.o.seq};
+  vshape s = {t.o.batch, t.o.heads, t.o.seq_q, t.o.seq};
   const clattn_attention_desc desc = make_desc(&s, d, t.o.causal);
   clattn__attention_shape shape;
   CLATTN__CHECK(clattn__attention_shape_resolve(ctx, &desc, &shape));
@@ -579,7 +582,8 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
   e->dtype = shape.dtype;
   e->head_dim = d;
   e->causal = t.o.causal;
-  e->seq_bucket = clattn__seq_bucket(t.o.seq);
+  e->seq_bucket = clattn__seq_bucket(t.o.seq_q > t.o.seq ? t.o.seq_q : t.o.seq);
+  e->seq_q_bucket = clattn__seq_bucket(t.o.seq_q);
   e->config = win->c;
   e->config.source = CLATTN_CONFIG_SOURCE_USER;
   e->time_ms = win_ms;
