@@ -272,6 +272,14 @@ Test(decode, bad_configs) {
     cr_expect_eq(st, CLATTN_ERROR_INVALID_CONFIG, "config %zu: %s", i, clattn_status_name(st));
     cr_expect(strlen(test_last_error(ctx)) > 0, "config %zu: no message", i);
   }
+  /* 64 rows of head_dim 256 would need 64 KiB of registers per array: refused; 32 rows fit. */
+  clattn_attention_desc wide = test_desc(1, 4, 2, 1, 100, 256, 0);
+  clattn_attention_config rows64 = split_config(64, 16, 0), rows32 = split_config(32, 16, 0);
+  clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;
+  cr_expect_eq(clattn_attention_get_config(ctx, &wide, &rows64, &used),
+               CLATTN_ERROR_INVALID_CONFIG);
+  cr_expect_eq(clattn_attention_get_config(ctx, &wide, &rows32, &used), CLATTN_SUCCESS, "%s",
+               test_last_error(ctx));
   clattn_context_destroy(ctx);
 }
 

@@ -18,6 +18,8 @@
  * work-item (and as many of accumulators). */
 #define DEFAULT_ROW_FLOATS 4096
 #define MAX_ROWS 64
+/* Q and accumulators of one work-item: at most this many floats each (32 KiB). */
+#define MAX_ROW_FLOATS 8192
 #define DEFAULT_BLOCK_N 16
 #define MAX_BLOCK_N 128
 /* The default num_splits, chosen per call: enough work-items to fill the compute units this
@@ -67,11 +69,16 @@ static void defaults(const clattn_device_info* info, const clattn__attention_sha
 static clattn_status check(const clattn_context* ctx, const clattn_device_info* info,
                            size_t head_dim, const clattn_attention_config* c) {
   (void)info;
-  (void)head_dim;
   if (c->rows_per_item < 1 || c->rows_per_item > MAX_ROWS || c->block_m != c->rows_per_item) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
                         "rows_per_item %u must be 1..%d and block_m equal to it (got %u)",
                         c->rows_per_item, MAX_ROWS, c->block_m);
+  }
+  if ((size_t)c->rows_per_item * head_dim > MAX_ROW_FLOATS) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
+                        "rows_per_item %u x head_dim %zu exceeds %d floats of registers per "
+                        "work-item",
+                        c->rows_per_item, head_dim, MAX_ROW_FLOATS);
   }
   if (c->threads_per_row != 1) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_CONFIG,
@@ -214,7 +221,6 @@ static size_t tuning_space(const clattn_device_info* info, size_t head_dim,
   static const unsigned splits[] = {0, 1, 2, 4, 8, 16, 32, 64};
   size_t n = 0;
   for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r) {
-    if (rows[r] * head_dim > 2 * DEFAULT_ROW_FLOATS) continue;
     for (size_t k = 0; k < sizeof bns / sizeof bns[0]; ++k) {
       for (size_t s = 0; s < sizeof splits / sizeof splits[0] && n < cap; ++s) {
         clattn_attention_config c = {.struct_size = sizeof c,
