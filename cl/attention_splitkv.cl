@@ -59,6 +59,21 @@ inline float vsum(float x) { return x; }
 
 #define DV (HEAD_DIM / VEC)
 
+/* max, not fmax: a NaN score makes the row NaN either way. */
+inline float hmax16(float16 x) {
+  float8 a = max(x.lo, x.hi);
+  float4 b = max(a.lo, a.hi);
+  float2 c = max(b.lo, b.hi);
+  return max(c.x, c.y);
+}
+
+inline float hsum16(float16 x) {
+  float8 a = x.lo + x.hi;
+  float4 b = a.lo + a.hi;
+  float2 c = b.lo + b.hi;
+  return c.x + c.y;
+}
+
 __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* restrict ws,
                                        uint ws_off, uint ml_off, uint num_splits,
                                        __global const int* restrict block_table, uint table_stride,
@@ -134,16 +149,33 @@ __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* re
       /* Online softmax per row; a key the row cannot see gets weight exactly 0 (its score,
        * possibly NaN from a masked K, is replaced, never used). */
       for (int r = 0; r < ROWS; ++r) {
-        float mx = m[r];
-        for (int jj = 0; jj < n; ++jj) {
-          if (j + jj < limit[r]) mx = max(mx, s[r][jj]);
-        }
-        const float corr = exp2(m[r] - mx);
-        float sum = 0.0f;
-        for (int jj = 0; jj < n; ++jj) {
-          const float p = j + jj < limit[r] ? exp2(s[r][jj] - mx) : 0.0f;
-          s[r][jj] = p;
-          sum += p;
+        float mx = m[r], sum = 0.0f, corr;
+#if BLOCK_N % 16 == 0
+        if (n == BLOCK_N && j + BLOCK_N <= limit[r]) {
+          /* A whole step the row sees: in vectors of 16 scores. */
+          float16 vm = (float16)(mx);
+          for (int c = 0; c < BLOCK_N / 16; ++c) vm = max(vm, vload16(c, s[r]));
+          mx = hmax16(vm);
+          corr = exp2(m[r] - mx);
+          float16 vs = (float16)(0.0f);
+          for (int c = 0; c < BLOCK_N / 16; ++c) {
+            const float16 e = exp2(vload16(c, s[r]) - (float16)(mx));
+            vstore16(e, c, s[r]);
+            vs += e;
+          }
+          sum = hsum16(vs);
+        } else
+#endif
+        {
+          for (int jj = 0; jj < n; ++jj) {
+            if (j + jj < limit[r]) mx = max(mx, s[r][jj]);
+          }
+          corr = exp2(m[r] - mx);
+          for (int jj = 0; jj < n; ++jj) {
+            const float p = j + jj < limit[r] ? exp2(s[r][jj] - mx) : 0.0f;
+            s[r][jj] = p;
+            sum += p;
+          }
         }
         l[r] = l[r] * corr + sum;
         m[r] = mx;
