@@ -1,9 +1,11 @@
 /* Split-KV ("flash-decoding") attention for few query rows per key/value head. Each work-item
  * owns one (split, row chunk, kv head, batch): ROWS query rows of the group that shares kv
  * head hk (row r of the group is query head hk * group + r / seq_q, position r % seq_q) held
- * in registers as float vectors along the head dim, and one contiguous range of keys, which
- * it walks reading each K row and V row once (head dim contiguous, vloadN), BLOCK_N keys per
- * online-softmax step. A key range no row of the chunk can see is never read. With one split
+ * as float vectors along the head dim, and one contiguous range of keys, which it walks
+ * BLOCK_N keys per online-softmax step: each step's K and V rows (head dim contiguous, vloadN)
+ * come from memory once, for the first row, and from the cache for the other rows, which
+ * keeps each row's Q and accumulators in registers. A row reads only the keys it sees (a
+ * prefix of each step), so a key no row can see is never read. With one split
  * the work-item writes O and LSE itself; otherwise it writes its unnormalised accumulator
  * and running (max, sum) to the workspace and clattn_splitkv_merge combines the splits.
  *
@@ -134,65 +136,63 @@ __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* re
     }
     while (j < run_end) {
       const int n = min(BLOCK_N, run_end - j);
-      float s[ROWS][BLOCK_N];
-      /* Scores: each K row loaded once for all rows. */
-      for (int jj = 0; jj < n; ++jj) {
-        __global const float* krow = k + kbase + (uint)jj * k_sn;
-        vec_t kr[DV];
-        for (int i = 0; i < DV; ++i) kr[i] = VLOAD(i, krow);
-        for (int r = 0; r < ROWS; ++r) {
-          vec_t t = qv[r][0] * kr[0];
-          for (int i = 1; i < DV; ++i) t = fma(qv[r][i], kr[i], t);
-          s[r][jj] = vsum(t);
-        }
-      }
-      /* Online softmax per row; a key the row cannot see gets weight exactly 0 (its score,
-       * possibly NaN from a masked K, is replaced, never used). */
+      /* Row by row, so that a row's Q and accumulators stay in registers: the step's K and V
+       * rows come from memory for the first row and from the cache for the others. Row r sees
+       * the first nr keys of the step (visibility is a prefix), and touches no other. */
       for (int r = 0; r < ROWS; ++r) {
+        const int nr = clamp(limit[r] - j, 0, n);
+        if (nr == 0) continue;
+        vec_t qr[DV], a[DV];
+#pragma unroll
+        for (int i = 0; i < DV; ++i) qr[i] = qv[r][i];
+        float s[BLOCK_N];
+        for (int jj = 0; jj < nr; ++jj) {
+          __global const float* krow = k + kbase + (uint)jj * k_sn;
+          vec_t t = qr[0] * VLOAD(0, krow);
+#pragma unroll
+          for (int i = 1; i < DV; ++i) t = fma(qr[i], VLOAD(i, krow), t);
+          s[jj] = vsum(t);
+        }
+        /* Online softmax: the step's maximum, the old state rescaled, the weights. */
         float mx = m[r], sum = 0.0f, corr;
 #if BLOCK_N % 16 == 0
-        if (n == BLOCK_N && j + BLOCK_N <= limit[r]) {
-          /* A whole step the row sees: in vectors of 16 scores. */
+        if (nr == BLOCK_N) {
+          /* A whole step: in vectors of 16 scores. */
           float16 vm = (float16)(mx);
-          for (int c = 0; c < BLOCK_N / 16; ++c) vm = max(vm, vload16(c, s[r]));
+          for (int c = 0; c < BLOCK_N / 16; ++c) vm = max(vm, vload16(c, s));
           mx = hmax16(vm);
           corr = exp2(m[r] - mx);
           float16 vs = (float16)(0.0f);
           for (int c = 0; c < BLOCK_N / 16; ++c) {
-            const float16 e = exp2(vload16(c, s[r]) - (float16)(mx));
-            vstore16(e, c, s[r]);
+            const float16 e = exp2(vload16(c, s) - (float16)(mx));
+            vstore16(e, c, s);
             vs += e;
           }
           sum = hsum16(vs);
         } else
 #endif
         {
-          for (int jj = 0; jj < n; ++jj) {
-            if (j + jj < limit[r]) mx = max(mx, s[r][jj]);
-          }
+          for (int jj = 0; jj < nr; ++jj) mx = max(mx, s[jj]);
           corr = exp2(m[r] - mx);
-          for (int jj = 0; jj < n; ++jj) {
-            const float p = j + jj < limit[r] ? exp2(s[r][jj] - mx) : 0.0f;
-            s[r][jj] = p;
-            sum += p;
+          for (int jj = 0; jj < nr; ++jj) {
+            const float e = exp2(s[jj] - mx);
+            s[jj] = e;
+            sum += e;
           }
         }
         l[r] = l[r] * corr + sum;
         m[r] = mx;
-        for (int i = 0; i < DV; ++i) acc[r][i] *= corr;
-      }
-      /* O += P V: each V row loaded once; a row skips the keys it cannot see rather than
-       * adding 0 times the value (a NaN or Inf there must not reach it). */
-      for (int jj = 0; jj < n; ++jj) {
-        __global const float* vrow = v + vbase + (uint)jj * v_sn;
-        vec_t vr[DV];
-        for (int i = 0; i < DV; ++i) vr[i] = VLOAD(i, vrow);
-        for (int r = 0; r < ROWS; ++r) {
-          if (j + jj < limit[r]) {
-            const vec_t p = (vec_t)(s[r][jj]);
-            for (int i = 0; i < DV; ++i) acc[r][i] = fma(p, vr[i], acc[r][i]);
-          }
+        /* O += P V over the row's keys. */
+#pragma unroll
+        for (int i = 0; i < DV; ++i) a[i] = acc[r][i] * corr;
+        for (int jj = 0; jj < nr; ++jj) {
+          __global const float* vrow = v + vbase + (uint)jj * v_sn;
+          const vec_t p = (vec_t)(s[jj]);
+#pragma unroll
+          for (int i = 0; i < DV; ++i) a[i] = fma(p, VLOAD(i, vrow), a[i]);
         }
+#pragma unroll
+        for (int i = 0; i < DV; ++i) acc[r][i] = a[i];
       }
       j += n;
       kbase += (uint)n * k_sn;
