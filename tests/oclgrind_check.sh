@@ -10,18 +10,21 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 failed=0
 # Tails (lengths no tile size divides), causal masks in both alignments, GQA and MQA, a
-# batch, both layouts, LSE on and off, head dims 1 and 256.
+# batch, both layouts, LSE on and off, head dims 1 and 256, a decode shape.
 shapes=(
   "--seq 37 --seq-kv 45 --head-dim 8 --heads 4 --kv-heads 2 --causal --lse"
   "--seq 45 --seq-kv 37 --head-dim 1 --heads 2 --kv-heads 1 --causal --batch 2 --lse"
   "--seq 20 --seq-kv 17 --head-dim 256 --heads 1 --lse"
   "--seq 33 --seq-kv 33 --head-dim 80 --heads 2 --layout bnhd --causal"
+  "--seq 3 --seq-kv 300 --head-dim 16 --heads 8 --kv-heads 2 --causal --lse"
 )
 configs=(
   "--variant regblock"
   "--variant regblock --rows-per-item 3 --block-n 16"
   "--variant tiled"
   "--variant tiled --block-m 8 --threads-per-row 4 --block-n 8"
+  "--variant splitkv"
+  "--variant splitkv --rows-per-item 3 --block-n 7 --num-splits 4"
 )
 for shape in "${shapes[@]}"; do
   for config in "${configs[@]}"; do

@@ -226,10 +226,13 @@ Test(steady_state, core_calls_create_nothing) {
   cl_command_queue other = clCreateCommandQueue(cl_ctx, device, 0, &err);
   cr_assert_eq(err, CL_SUCCESS);
   const clattn_variant variants[] = {CLATTN_VARIANT_AUTO, CLATTN_VARIANT_TILED_LOCAL,
-                                     CLATTN_VARIANT_REGISTER_BLOCKED};
+                                     CLATTN_VARIANT_REGISTER_BLOCKED, CLATTN_VARIANT_SPLIT_KV,
+                                     CLATTN_VARIANT_AUTO};
   for (size_t vi = 0; vi < sizeof variants / sizeof variants[0]; ++vi) {
     const clattn_attention_config config = test_config(variants[vi]);
     clattn_attention_desc d = test_desc(2, 4, 2, test_len(77), test_len(130), 32, 1);
+    /* The last two: a decode shape (SPLIT_KV by default, its keys split and merged). */
+    if (vi >= 3) d = test_desc(2, 4, 2, 1, test_len(1300), 32, 1);
     core_bufs c;
     core_bufs_init(&c, ctx, &d);
     size_t ws_bytes = 0;

@@ -1,6 +1,7 @@
 /* The tuning lookup from inside (the static library, src/tuning/tuning.h): an entry serves
  * only shapes of its dtype, and a file that spells the variants the older way (or by their
- * short names) still serves a new context. The entries are made for the device in hand,
+ * short names) still serves a new context, and decode and prefill entries serve only their own
+ * query-length class. The entries are made for the device in hand,
  * with the kernels' current source hashes, so no tuning run is needed. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -54,6 +55,7 @@ static clattn_tuning_entry usable_entry(clattn_context* ctx, const clattn__varia
   e.head_dim = shape->head_dim;
   e.causal = shape->causal;
   e.seq_bucket = clattn__seq_bucket(shape->seq_q > shape->seq_kv ? shape->seq_q : shape->seq_kv);
+  e.seq_q_bucket = clattn__seq_bucket(shape->seq_q);
   e.config.struct_size = sizeof e.config;
   e.config.variant = v->id;
   v->defaults(&ctx->info, shape, &e.config);
@@ -164,6 +166,83 @@ Test(lookup, short_variant_names_in_a_file_serve_a_new_context) {
     cr_assert_eq(used.variant, v->id, "%s", v->name);
     test_run_host(ctx, &desc, CLATTN_VARIANT_AUTO, NULL, 5);
   }
+  clattn_context_destroy(ctx);
+  remove_dir(dir, path);
+}
+
+/* A decode entry (Nq=1 over 4096 keys) serves decode shapes and never a prefill shape of the
+ * same key length, and a prefill entry never a decode shape; an entry read from a file
+ * without "seq_q_bucket" (before 0.3) is a prefill entry (seq_q = seq_kv). */
+Test(lookup, decode_and_prefill_entries_stay_apart) {
+  char dir[256], path[300];
+  clattn_context* ctx = context_without_file(dir, sizeof dir, path, sizeof path);
+  clattn_attention_desc decode = test_desc(1, 8, 2, 1, 4096, 64, 0);
+  clattn_attention_desc prefill = test_desc(1, 8, 2, 4096, 4096, 64, 0);
+  clattn__attention_shape ds, ps;
+  cr_assert_eq(clattn__attention_shape_resolve(ctx, &decode, &ds), CLATTN_SUCCESS);
+  cr_assert_eq(clattn__attention_shape_resolve(ctx, &prefill, &ps), CLATTN_SUCCESS);
+  const clattn__variant* split = clattn__variant_find(CLATTN_VARIANT_SPLIT_KV);
+  cr_assert_not_null(split);
+  clattn_tuning_entry e = usable_entry(ctx, split, &ds);
+  e.config.num_splits = 5;
+  cr_assert_eq(e.seq_q_bucket, 0u);
+  cr_assert_eq(clattn__tuning_table_append(ctx->tuning, &e), CLATTN_SUCCESS);
+  clattn_attention_config config;
+  clattn_config_source source;
+  cr_assert_eq(clattn__tuning_lookup(ctx, &ds, &config, &source), 1);
+  cr_assert_eq(config.variant, CLATTN_VARIANT_SPLIT_KV);
+  cr_assert_eq(config.num_splits, 5u);
+  cr_assert_eq(clattn__tuning_lookup(ctx, &ps, &config, &source), 0,
+               "a decode entry served a prefill shape");
+  clattn__attention_shape ds3 = ds; /* Nq=3: still decode */
+  ds3.seq_q = 3;
+  cr_assert_eq(clattn__tuning_lookup(ctx, &ds3, &config, &source), 1);
+
+  /* Written and read back: seq_q_bucket and num_splits survive; the same entry without them
+   * (an older file) is a prefill entry of the default split count. */
+  clattn__tuning_table* table = clattn__tuning_table_create();
+  cr_assert_not_null(table);
+  const clattn__variant* pv = clattn__variant_at(clattn__variant_preferred(&ctx->info, &ps));
+  clattn_tuning_entry pe = usable_entry(ctx, pv, &ps);
+  cr_assert_eq(clattn__tuning_table_put(table, &e), CLATTN_SUCCESS);
+  cr_assert_eq(clattn__tuning_table_put(table, &pe), CLATTN_SUCCESS);
+  char* text = NULL;
+  cr_assert_eq(clattn__tuning_serialize(table, &text), CLATTN_SUCCESS);
+  clattn__tuning_table_destroy(table);
+  cr_assert(strstr(text, "\"seq_q_bucket\"") != NULL, "%s", text);
+  cr_assert(strstr(text, "\"num_splits\"") != NULL, "%s", text);
+  FILE* f = fopen(path, "wb");
+  cr_assert_not_null(f);
+  cr_assert_eq(fwrite(text, 1, strlen(text), f), strlen(text));
+  fclose(f);
+  clattn_context_destroy(ctx);
+  ctx = test_context(NULL);
+  cr_assert_eq(ctx->tuning_info.device_entries, 2u, "%s", ctx->tuning_info.message);
+  cr_assert_eq(clattn__tuning_lookup(ctx, &ds, &config, &source), 1);
+  cr_assert_eq(config.variant, CLATTN_VARIANT_SPLIT_KV);
+  cr_assert_eq(config.num_splits, 5u);
+  cr_assert_eq(clattn__tuning_lookup(ctx, &ps, &config, &source), 1);
+  cr_assert_eq(config.variant, pv->id, "the prefill shape got %d", (int)config.variant);
+  clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;
+  cr_assert_eq(clattn_attention_get_config(ctx, &decode, NULL, &used), CLATTN_SUCCESS);
+  cr_assert_eq(used.source, CLATTN_CONFIG_SOURCE_TUNED);
+  cr_assert_eq(used.num_splits, 5u);
+  clattn_context_destroy(ctx);
+
+  /* Old spelling: the fields removed. The decode entry becomes a prefill one. */
+  replace_all(text, "\"seq_q_bucket\":\t0,", "");
+  replace_all(text, "\"seq_q_bucket\":\t12,", "");
+  cr_assert(strstr(text, "seq_q_bucket") == NULL, "%s", text);
+  f = fopen(path, "wb");
+  cr_assert_not_null(f);
+  cr_assert_eq(fwrite(text, 1, strlen(text), f), strlen(text));
+  fclose(f);
+  free(text);
+  ctx = test_context(NULL);
+  cr_assert_eq(ctx->tuning_info.status, CLATTN_SUCCESS, "%s", ctx->tuning_info.message);
+  cr_assert_eq(clattn__tuning_lookup(ctx, &ds, &config, &source), 0,
+               "an old (prefill) entry served a decode shape");
+  cr_assert_eq(clattn__tuning_lookup(ctx, &ps, &config, &source), 1);
   clattn_context_destroy(ctx);
   remove_dir(dir, path);
 }

@@ -78,8 +78,14 @@ static void tuning_entry_text(const clattn_tuning_entry* e, char* shape, size_t 
     return;
   }
   unsigned long long lo = 1ull << e->seq_bucket, hi = (2ull << e->seq_bucket) - 1;
-  snprintf(shape, shape_size, "D=%zu N=%llu..%llu%s", e->head_dim, lo, hi,
-           e->causal ? " causal" : "");
+  if (e->seq_q_bucket != e->seq_bucket) {
+    unsigned long long qlo = 1ull << e->seq_q_bucket, qhi = (2ull << e->seq_q_bucket) - 1;
+    snprintf(shape, shape_size, "D=%zu Nq=%llu..%llu N=%llu..%llu%s", e->head_dim, qlo, qhi, lo, hi,
+             e->causal ? " causal" : "");
+  } else {
+    snprintf(shape, shape_size, "D=%zu N=%llu..%llu%s", e->head_dim, lo, hi,
+             e->causal ? " causal" : "");
+  }
   if (clattn_attention_config_describe(&e->config, config, config_size, NULL) != CLATTN_SUCCESS) {
     snprintf(config, config_size, "unknown variant %d", (int)e->config.variant);
   }

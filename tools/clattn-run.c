@@ -29,7 +29,7 @@ typedef struct options {
   size_t batch, heads, kv_heads, seq, seq_kv, head_dim;
   int causal;
   clattn_variant variant;
-  unsigned block_m, block_n, rows_per_item, threads_per_row;
+  unsigned block_m, block_n, rows_per_item, threads_per_row, num_splits;
   int reps, warmup;
   clattn_layout layout;
   uint64_t seed;
@@ -98,14 +98,16 @@ static clattn_flags_result parse_options(int argc, char** argv, options* o) {
        .ptr = &o->variant,
        .parse = clattn_flag_parse_variant,
        .arg = "auto|tiled|regblock",
-       .help = "kernel variant (auto: from the device type; also\n"
-               "tiled_local, register_blocked)"},
+       .help = "kernel variant (auto: from the device type and\n"
+               "shape; also tiled_local, register_blocked, split_kv)"},
       CLATTN_FLAG_DEF_UNSIGNED("--block-m", &o->block_m, "query rows per work-group (0: default)"),
       CLATTN_FLAG_DEF_UNSIGNED("--block-n", &o->block_n, "keys per tile (0: default)"),
       CLATTN_FLAG_DEF_UNSIGNED("--rows-per-item", &o->rows_per_item,
                                "query rows per work-item, register_blocked (0: default)"),
       CLATTN_FLAG_DEF_UNSIGNED("--threads-per-row", &o->threads_per_row,
                                "work-items per query row, tiled_local (0: default)"),
+      CLATTN_FLAG_DEF_UNSIGNED("--num-splits", &o->num_splits,
+                               "key splits per (batch, kv head), split_kv (0: default)"),
       CLATTN_FLAG_DEF_INT("--reps", &o->reps, MAX_REPS, "timed repetitions (10)"),
       CLATTN_FLAG_DEF_INT("--warmup", &o->warmup, MAX_REPS,
                           "untimed repetitions after the first call (2)"),
@@ -234,9 +236,12 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
   printf("shape      B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu %s%s, fp32\n", d->batch, d->heads_q,
          d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
          d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd", d->causal ? ", causal" : "");
-  printf("config     %s block_m=%u block_n=%u rows_per_item=%u threads_per_row=%u (source: %s)\n",
-         clattn_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
-         r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
+  printf(
+      "config     %s block_m=%u block_n=%u rows_per_item=%u threads_per_row=%u num_splits=%u "
+      "(source: %s)\n",
+      clattn_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
+      r->config.rows_per_item, r->config.threads_per_row, r->config.num_splits,
+      source_name(r->config.source));
   printf("first call %.3f ms = get_config %.3f ms (builds the kernel) + first run %.3f ms\n",
          r->first_ms, r->get_config_ms, r->first_attention_ms);
   printf("wall       median %.3f ms, min %.3f ms over %d reps (enqueue + clFinish)\n",
@@ -280,9 +285,10 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
       d->causal ? "true" : "false", d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd");
   printf(
       ",\"config\":{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
-      "\"threads_per_row\":%u,\"source\":\"%s\"}",
+      "\"threads_per_row\":%u,\"num_splits\":%u,\"source\":\"%s\"}",
       clattn_variant_name(r->config.variant), r->config.block_m, r->config.block_n,
-      r->config.rows_per_item, r->config.threads_per_row, source_name(r->config.source));
+      r->config.rows_per_item, r->config.threads_per_row, r->config.num_splits,
+      source_name(r->config.source));
   printf(",\"reps\":%d,\"warmup\":%d,\"first_call_ms\":", o->reps, o->warmup);
   clattn_tool_json_number(stdout, r->first_ms);
   printf(",\"get_config_ms\":");
@@ -413,6 +419,7 @@ static int run_core(int argc, char** argv) {
   requested.block_n = o.block_n;
   requested.rows_per_item = o.rows_per_item;
   requested.threads_per_row = o.threads_per_row;
+  requested.num_splits = o.num_splits;
   r.config.struct_size = sizeof r.config;
 
   /* Validates the shape with a detailed message, and builds the kernel (timed as part of the

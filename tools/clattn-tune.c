@@ -20,7 +20,7 @@ typedef struct options {
   const char* device;
   clattn_flag_size_list head_dims, seqs;
   int causal; /* index in kCausal: only non-causal, only causal, both */
-  size_t batch, heads;
+  size_t batch, heads, seq_q;
   double budget;
   const char* output;
   int dry_run, json, gemm, attention;
@@ -76,6 +76,12 @@ static clattn_flags_result parse_args(int argc, char** argv, options* o) {
        .arg = "LIST",
        .min = 1,
        .help = "sequence lengths (1024)"},
+      {.name = "--seq-q",
+       .kind = CLATTN_FLAG_SIZE,
+       .ptr = &o->seq_q,
+       .arg = "N",
+       .help = "query length of the attention shapes (0: each --seq, prefill);\n"
+               "1 to 15 tunes decode shapes (N queries over --seq keys)"},
       {.name = "--causal",
        .kind = CLATTN_FLAG_CHOICE,
        .ptr = &o->causal,
@@ -108,7 +114,8 @@ static clattn_flags_result parse_args(int argc, char** argv, options* o) {
        .ptr = &o->variant,
        .parse = clattn_flag_parse_variant,
        .arg = "auto|tiled|regblock",
-       .help = "attention variants to search (auto: both)"},
+       .help = "attention variants to search (auto: every one; also\n"
+               "splitkv)"},
       CLATTN_FLAG_DEF_CLEAR("--no-gemm", &o->gemm, "skip CLBlast's GEMM"),
       CLATTN_FLAG_DEF_CLEAR("--gemm-only", &o->attention, "only tune CLBlast's GEMM"),
       CLATTN_FLAG_DEF_SIZE("--max-candidates", &o->max_candidates,
@@ -313,8 +320,13 @@ int main(int argc, char** argv) {
           ph->head_dim = o.head_dims.v[a];
           ph->seq = o.seqs.v[b];
           ph->causal = masks[c];
-          snprintf(ph->name, sizeof ph->name, "attention D=%zu N=%zu%s", ph->head_dim, ph->seq,
-                   ph->causal ? " causal" : "");
+          if (o.seq_q) {
+            snprintf(ph->name, sizeof ph->name, "attention D=%zu Nq=%zu Nkv=%zu%s", ph->head_dim,
+                     o.seq_q, ph->seq, ph->causal ? " causal" : "");
+          } else {
+            snprintf(ph->name, sizeof ph->name, "attention D=%zu N=%zu%s", ph->head_dim, ph->seq,
+                     ph->causal ? " causal" : "");
+          }
         }
       }
     }
@@ -344,6 +356,7 @@ int main(int argc, char** argv) {
     to.batch = o.batch;
     to.heads = o.heads;
     to.seq = ph->seq;
+    to.seq_q = ph->gemm ? 0 : o.seq_q;
     to.head_dim = ph->head_dim;
     to.causal = ph->causal;
     double left = o.budget - spent;

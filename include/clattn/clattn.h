@@ -267,7 +267,9 @@ typedef struct clattn_attention_buffers {
   { .struct_size = sizeof(clattn_attention_buffers) }
 
 typedef enum clattn_variant {
-  CLATTN_VARIANT_AUTO = 0, /* from the device type: GPU-style on GPUs, CPU-style otherwise */
+  /* From the shape and device type: decode-style where each key/value head has few query
+   * rows (up to 32 for the seq_q class), else GPU-style on GPUs, CPU-style otherwise. */
+  CLATTN_VARIANT_AUTO = 0,
   /* GPU-style: a work-group owns block_m query rows, threads_per_row work-items per row
    * (each with a slice of the head dim), and stages block_n keys and values at a time in
    * local memory. */
@@ -280,17 +282,20 @@ typedef enum clattn_variant {
    * (batch, kv head)'s keys are split across num_splits work-groups; each reads its K and V
    * rows where they are (no staging), keeps the group's query rows in registers, and writes a
    * partial output and LSE that a merge kernel combines exactly. It also reads K and V
-   * directly from a KV cache's pages. */
+   * directly from a KV cache's pages. Config: rows_per_item (= block_m, 1..64) query rows per
+   * work-item (more rows take more work-items, each reading the keys again), block_n keys per
+   * softmax step (1..128), num_splits (0..1024). Any shape runs; AUTO picks it for few rows. */
   CLATTN_VARIANT_SPLIT_KV = 3
 } clattn_variant;
 
-/* The variant's name: "tiled_local", "register_blocked", or "auto" for CLATTN_VARIANT_AUTO;
+/* The variant's name: "tiled_local", "register_blocked", "split_kv", or "auto" for
+ * CLATTN_VARIANT_AUTO;
  * NULL for a value that names no variant. The string is static. */
 CLATTN_API const char* clattn_variant_name(clattn_variant variant);
 
 /* Parses a variant name: one that clattn_variant_name returns, or a short form ("tiled",
- * "regblock"), in any case. Returns CLATTN_ERROR_INVALID_ARGUMENT, with *variant unchanged,
- * for any other text or a NULL argument. */
+ * "regblock", "splitkv"), in any case. Returns CLATTN_ERROR_INVALID_ARGUMENT, with *variant
+ * unchanged, for any other text or a NULL argument. */
 CLATTN_API clattn_status clattn_variant_from_name(const char* name, clattn_variant* variant);
 
 /* Where a resolved config came from. */
@@ -320,7 +325,9 @@ typedef struct clattn_attention_config {
                                   else 1 */
   clattn_config_source source; /* output only */
   /* SPLIT_KV: work-groups the keys of one (batch, kv head) are split across; 0: a default
-   * from seq_kv and the compute units. Other variants: 0. (Since 0.3.) */
+   * chosen per call from the batch, heads, seq_kv and the compute units (enough work-groups to
+   * fill the compute units 8 times, at least 256 keys and at most 64 splits each; the resolved
+   * config keeps 0). Other variants: 0. (Since 0.3.) */
   unsigned num_splits;
 } clattn_attention_config;
 
@@ -705,7 +712,9 @@ CLATTN_API clattn_status clattn_mha_forward_cached_host(clattn_mha* mha, clattn_
 
 /* Scratch memory, in bytes, that one clattn_attention call with this descriptor and config
  * (NULL: defaults) needs beside the caller's buffers (REGISTER_BLOCKED: the staged Kᵀ,
- * batch * heads_kv * head_dim * seq_kv rounded up to block_n floats; TILED_LOCAL: 0). It
+ * batch * heads_kv * head_dim * seq_kv rounded up to block_n floats; TILED_LOCAL: 0;
+ * SPLIT_KV: batch * heads_q * seq_q * splits * (head_dim + 2) floats, splits being num_splits
+ * or, for 0, the default's bound min(64, seq_kv / 256); 0 with one split). It
  * comes from clattn_attention_buffers.workspace when the caller gives one, else from the
  * context's workspace, which grows to the largest call's size and is kept until the context
  * is destroyed (a steady-state call allocates nothing). Resolves the config as

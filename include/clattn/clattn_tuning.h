@@ -76,7 +76,15 @@ typedef struct clattn_tuning_entry {
   /* Median times measured by the tuner for the winner and for the built-in default. */
   double time_ms, default_time_ms;
   char tuned_at[32]; /* UTC, ISO 8601 */
+  /* Attention entries (since 0.3): the query-length class, clattn__seq_bucket(seq_q) as for
+   * seq_bucket. Lookup uses an entry only for shapes of its class, decode (bucket below
+   * CLATTN_TUNING_DECODE_BUCKETS: fewer than 16 query rows) or prefill, and within it the
+   * nearest bucket. Files without it (older ones tuned seq_q = seq_kv) read it as seq_bucket. */
+  unsigned seq_q_bucket;
 } clattn_tuning_entry;
+
+/* Query-length buckets 0 .. CLATTN_TUNING_DECODE_BUCKETS - 1 are decode shapes (seq_q < 16). */
+#define CLATTN_TUNING_DECODE_BUCKETS 4
 
 #define CLATTN_TUNING_ENTRY_INIT \
   { .struct_size = sizeof(clattn_tuning_entry) }
@@ -185,6 +193,9 @@ typedef struct clattn_tune_options {
   clattn_variant variant;
   int warmup; /* warm-up runs per candidate (0: 1) */
   int reps;   /* timed runs per candidate (0: 5, fewer for slow candidates, at least 3) */
+  /* The query length tuned (since 0.3); 0: seq. Below seq it tunes a decode-like shape
+   * (seq_q queries over seq keys, so the entry's seq_bucket is seq's). */
+  size_t seq_q;
 } clattn_tune_options;
 
 #define CLATTN_TUNE_OPTIONS_INIT \

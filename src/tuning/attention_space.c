@@ -63,9 +63,10 @@ typedef struct vshape {
 } vshape;
 
 /* Lengths are primes (or 1), so never multiples of a tile larger than 1. */
-static const vshape kCandidateShapes[] = {{1, 2, 131, 131}, {2, 1, 61, 131}};
+static const vshape kCandidateShapes[] = {{1, 2, 131, 131}, {2, 1, 61, 131}, {2, 2, 3, 1021}};
 static const vshape kWinnerShapes[] = {{1, 2, 131, 131}, {2, 1, 61, 131},  {1, 1, 1, 1},
-                                       {1, 2, 257, 67},  {1, 3, 509, 509}, {2, 2, 37, 1021}};
+                                       {1, 2, 257, 67},  {1, 3, 509, 509}, {2, 2, 37, 1021},
+                                       {1, 3, 1, 2039}};
 
 static clattn_attention_desc make_desc(const vshape* s, size_t d, int causal) {
   clattn_attention_desc desc = CLATTN_ATTENTION_DESC_INIT;
@@ -90,7 +91,8 @@ static clattn_status verify_attention(clattn__tune_run* t, const clattn_attentio
   if (!ref) return clattn__fail(t->ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
   for (size_t s = 0; s < count && status == CLATTN_SUCCESS && !clattn__tune_poll(t); ++s) {
     const vshape* sh = &shapes[s];
-    size_t nq = sh->batch * sh->heads * sh->seq_q * d, nk = sh->batch * sh->heads * sh->seq_kv * d;
+    size_t nq = sh->batch * sh->heads * sh->seq_q * d;
+    size_t nk = sh->batch * sh->heads * sh->seq_kv * d;
     q = clattn__malloc(nq * sizeof *q);
     o = clattn__malloc(nq * sizeof *o);
     k = clattn__malloc(nk * sizeof *k);
@@ -262,14 +264,14 @@ cleanup:
  * device). A call of def on a probe slice, scaled by the rows, predicts a call's time. */
 static clattn_status timed_shape(clattn__tune_run* t, const clattn_attention_config* def,
                                  vshape* out) {
-  const size_t n = t->o.seq, planes = t->o.batch * t->o.heads;
-  const vshape full = {t->o.batch, t->o.heads, n, n};
+  const size_t n = t->o.seq, nq = t->o.seq_q, planes = t->o.batch * t->o.heads;
+  const vshape full = {t->o.batch, t->o.heads, nq, n};
   size_t probe_rows =
       PROBE_ROWS_PER_CU * (t->ctx->info.compute_units ? t->ctx->info.compute_units : 1);
   *out = full;
-  if (probe_rows >= n * planes || probe_rows >= n) return CLATTN_SUCCESS;
+  if (probe_rows >= nq * planes || probe_rows >= nq) return CLATTN_SUCCESS;
   probe_rows = (probe_rows + SLICE_ROW_STEP - 1) / SLICE_ROW_STEP * SLICE_ROW_STEP;
-  if (probe_rows >= n) return CLATTN_SUCCESS;
+  if (probe_rows >= nq) return CLATTN_SUCCESS;
   const vshape probe = {1, 1, probe_rows, n};
   timing_bufs tb;
   double ms = 0;
@@ -287,15 +289,15 @@ static clattn_status timed_shape(clattn__tune_run* t, const clattn_attention_con
     *out = probe;
     return t->res->interrupted ? CLATTN_SUCCESS : status;
   }
-  const double full_ms = ms * (double)(n * planes) / (double)probe_rows;
+  const double full_ms = ms * (double)(nq * planes) / (double)probe_rows;
   if (full_ms <= CALL_CAP_MS) return CLATTN_SUCCESS;
   /* Query rows (over all planes) that fit the cap: whole heads while they fit, else the last
    * rows of one head. */
   double rows = (double)probe_rows * CALL_CAP_MS / ms;
-  if (rows >= (double)n) {
-    size_t p = (size_t)(rows / (double)n);
+  if (rows >= (double)nq) {
+    size_t p = (size_t)(rows / (double)nq);
     if (p > planes) p = planes;
-    *out = (vshape){p > t->o.heads ? p / t->o.heads : 1, p > t->o.heads ? t->o.heads : p, n, n};
+    *out = (vshape){p > t->o.heads ? p / t->o.heads : 1, p > t->o.heads ? t->o.heads : p, nq, n};
   } else {
     size_t r = (size_t)rows / SLICE_ROW_STEP * SLICE_ROW_STEP;
     *out = (vshape){1, 1, r > probe_rows ? r : probe_rows, n};
@@ -393,7 +395,7 @@ static clattn_status heuristic(clattn__tune_run* t, clattn_variant v,
                                clattn_attention_config* out) {
   clattn_attention_config req = CLATTN_ATTENTION_CONFIG_INIT;
   req.variant = v;
-  vshape s = {t->o.batch, t->o.heads, t->o.seq, t->o.seq};
+  vshape s = {t->o.batch, t->o.heads, t->o.seq_q, t->o.seq};
   clattn_attention_desc desc = make_desc(&s, t->o.head_dim, t->o.causal);
   return clattn_attention_get_config(t->ctx, &desc, &req, out);
 }
@@ -509,7 +511,7 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
 
   /* The variant clattn would choose for the tuned shape leads; its default is the one to
    * beat. */
-  vshape s = {t.o.batch, t.o.heads, t.o.seq, t.o.seq};
+  vshape s = {t.o.batch, t.o.heads, t.o.seq_q, t.o.seq};
   const clattn_attention_desc desc = make_desc(&s, d, t.o.causal);
   clattn__attention_shape shape;
   CLATTN__CHECK(clattn__attention_shape_resolve(ctx, &desc, &shape));
@@ -660,7 +662,8 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
   e->dtype = shape.dtype;
   e->head_dim = d;
   e->causal = t.o.causal;
-  e->seq_bucket = clattn__seq_bucket(t.o.seq);
+  e->seq_bucket = clattn__seq_bucket(t.o.seq_q > t.o.seq ? t.o.seq_q : t.o.seq);
+  e->seq_q_bucket = clattn__seq_bucket(t.o.seq_q);
   e->config = win->c;
   e->config.source = CLATTN_CONFIG_SOURCE_USER;
   e->time_ms = win_ms;

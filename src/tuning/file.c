@@ -184,7 +184,7 @@ static int same_slot(const clattn_tuning_entry* a, const clattn_tuning_entry* b)
   if (a->kind != b->kind || clattn__tuning_device_level(a, b) != 2) return 0;
   if (a->kind == CLATTN_TUNING_GEMM) return strcmp(a->kernel, b->kernel) == 0;
   return a->dtype == b->dtype && a->head_dim == b->head_dim && a->causal == b->causal &&
-         a->seq_bucket == b->seq_bucket;
+         a->seq_bucket == b->seq_bucket && a->seq_q_bucket == b->seq_q_bucket;
 }
 
 clattn_status clattn__tuning_table_append(clattn__tuning_table* t, const clattn_tuning_entry* e) {
@@ -218,6 +218,7 @@ static int slot_cmp(const void* pa, const void* pb) {
     if (!c) c = cmp_num(a->head_dim, b->head_dim);
     if (!c) c = cmp_num((unsigned)a->causal, (unsigned)b->causal);
     if (!c) c = cmp_num(a->seq_bucket, b->seq_bucket);
+    if (!c) c = cmp_num(a->seq_q_bucket, b->seq_q_bucket);
   }
   return c ? c : (a > b) - (a < b);
 }
@@ -327,6 +328,12 @@ static int parse_config(const cJSON* cfg, clattn_attention_config* c) {
   c->block_n = (unsigned)bn;
   c->rows_per_item = (unsigned)rows;
   c->threads_per_row = (unsigned)tpr;
+  /* Optional (since 0.3; 0: the variant's default). */
+  if (cJSON_GetObjectItemCaseSensitive(cfg, "num_splits")) {
+    double splits;
+    if (!get_uint(cfg, "num_splits", 0, 65536, &splits)) return 0;
+    c->num_splits = (unsigned)splits;
+  }
   return 1;
 }
 
@@ -373,6 +380,12 @@ static int parse_entry(const cJSON* obj, clattn_tuning_entry* e) {
     e->head_dim = (size_t)v;
     if (!get_uint(obj, "seq_bucket", 0, 40, &v)) return 0;
     e->seq_bucket = (unsigned)v;
+    /* Optional: files before 0.3 tuned seq_q = seq_kv. */
+    e->seq_q_bucket = e->seq_bucket;
+    if (cJSON_GetObjectItemCaseSensitive(obj, "seq_q_bucket")) {
+      if (!get_uint(obj, "seq_q_bucket", 0, 40, &v)) return 0;
+      e->seq_q_bucket = (unsigned)v;
+    }
     return parse_config(cJSON_GetObjectItemCaseSensitive(obj, "config"), &e->config);
   }
   if (strcmp(kind, "gemm") == 0) {
@@ -489,6 +502,7 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
     ok &= cJSON_AddNumberToObject(o, "head_dim", (double)e->head_dim) != NULL;
     ok &= cJSON_AddBoolToObject(o, "causal", e->causal) != NULL;
     ok &= cJSON_AddNumberToObject(o, "seq_bucket", e->seq_bucket) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "seq_q_bucket", e->seq_q_bucket) != NULL;
     cJSON* cfg = cJSON_AddObjectToObject(o, "config");
     ok &= cfg != NULL;
     if (cfg) {
@@ -498,6 +512,7 @@ static cJSON* entry_json(const clattn_tuning_entry* e) {
       ok &= cJSON_AddNumberToObject(cfg, "block_n", c->block_n) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "rows_per_item", c->rows_per_item) != NULL;
       ok &= cJSON_AddNumberToObject(cfg, "threads_per_row", c->threads_per_row) != NULL;
+      ok &= cJSON_AddNumberToObject(cfg, "num_splits", c->num_splits) != NULL;
     }
   } else {
     ok &= cJSON_AddNumberToObject(o, "m", (double)e->gemm_m) != NULL;

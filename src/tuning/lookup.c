@@ -198,6 +198,8 @@ int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* sh
   clattn__tuning_device_key(&ctx->info, &key);
   const unsigned bucket =
       clattn__seq_bucket(shape->seq_q > shape->seq_kv ? shape->seq_q : shape->seq_kv);
+  const unsigned q_bucket = clattn__seq_bucket(shape->seq_q);
+  const int decode = q_bucket < CLATTN_TUNING_DECODE_BUCKETS;
   const clattn_tuning_entry* best = NULL;
   int best_level = 0;
   unsigned best_dist = 0;
@@ -206,8 +208,12 @@ int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* sh
     if (e->dtype != shape->dtype || e->head_dim != shape->head_dim || e->causal != shape->causal) {
       continue;
     }
+    /* Decode entries serve decode shapes only, prefill entries prefill shapes only. */
+    if ((e->seq_q_bucket < CLATTN_TUNING_DECODE_BUCKETS) != decode) continue;
     unsigned dist = e->seq_bucket > bucket ? e->seq_bucket - bucket : bucket - e->seq_bucket;
     if (dist > MAX_BUCKET_DISTANCE) continue;
+    /* Within a class, the nearest query length weighs as much as the nearest key length. */
+    dist += e->seq_q_bucket > q_bucket ? e->seq_q_bucket - q_bucket : q_bucket - e->seq_q_bucket;
     int level = clattn__tuning_device_level(&key, e);
     /* This driver before another; then the nearest bucket, the longer one on a tie. */
     if (!best || level > best_level ||

@@ -70,6 +70,7 @@ clattn_status clattn__tune_run_init(clattn__tune_run* t, clattn_context* ctx,
   if (!t->o.batch) t->o.batch = 1;
   if (!t->o.heads) t->o.heads = 8;
   if (!t->o.seq) t->o.seq = 1024;
+  if (!t->o.seq_q) t->o.seq_q = t->o.seq;
   if (!t->o.head_dim) t->o.head_dim = 64;
   t->o.causal = t->o.causal != 0;
   if (!(t->o.budget_seconds > 0)) t->o.budget_seconds = DEFAULT_BUDGET_S;

@@ -9,10 +9,12 @@
 
 extern const clattn__variant clattn__variant_tiled_local;
 extern const clattn__variant clattn__variant_register_blocked;
+extern const clattn__variant clattn__variant_split_kv;
 
 static const clattn__variant* const kVariants[] = {
     &clattn__variant_tiled_local,
     &clattn__variant_register_blocked,
+    &clattn__variant_split_kv,
 };
 
 #define VARIANT_COUNT (sizeof kVariants / sizeof kVariants[0])
