@@ -243,3 +243,526 @@ Test(kv_cache, append_then_attend) {
   attend_check(&f, 2, some, 4, 4, 0, CLATTN_VARIANT_REGISTER_BLOCKED, 201);
   fixture_free(&f);
 }
+
+/* A prompt of n tokens appended, then attended with seq_q = n and the causal flag: each row
+ * sees the tokens up to its own (causal self-attention), whatever the sequence's length;
+ * sequences shorter than seq_q leave their first rows with no key. */
+Test(kv_cache, causal_prompt_alignment) {
+  const size_t n = test_len(150);
+  fixture f;
+  fixture_init(&f, 3, 2, 40, 3 * n + 64, 16, 0);
+  append_one(&f, 0, n, 1);
+  append_one(&f, 1, n - 7, 2);
+  append_one(&f, 2, 5, 3);
+  const int32_t ids[3] = {0, 1, 2};
+  attend_check(&f, 3, ids, 4, n, 1, CLATTN_VARIANT_AUTO, 4);
+  /* The next tokens, one at a time as in decoding, each seeing the whole sequence. */
+  for (int t = 0; t < 3; ++t) {
+    append_ok(&f, 3, ids, 1, 10 + t);
+    attend_check(&f, 3, ids, 4, 1, 1, CLATTN_VARIANT_AUTO, 20 + t);
+  }
+  fixture_free(&f);
+}
+
+/* Query lengths 1..16 and head groups 1..8 (MHA, GQA, MQA) over sequences of unequal length. */
+Test(kv_cache, query_lengths_and_groups) {
+  fixture f;
+  fixture_init(&f, 3, 2, 24, test_len(400), 16, 0);
+  append_ok(&f, 3, NULL, test_len(70), 1);
+  append_one(&f, 1, test_len(53), 2);
+  append_one(&f, 2, 1, 3);
+  const size_t groups[] = {1, 2, 4};
+  for (size_t nq = 1; nq <= 16; ++nq) {
+    const size_t g = groups[nq % 3];
+    attend_check(&f, 3, NULL, 2 * g, nq, (int)(nq % 2), CLATTN_VARIANT_AUTO, 50 + nq);
+  }
+  fixture_free(&f);
+  /* MQA: one key/value head for 8 query heads. */
+  fixture_init(&f, 2, 1, 64, test_len(300), 32, 0);
+  append_ok(&f, 2, NULL, test_len(90), 5);
+  append_one(&f, 0, test_len(31), 6);
+  attend_check(&f, 2, NULL, 8, 1, 0, CLATTN_VARIANT_AUTO, 7);
+  attend_check(&f, 2, NULL, 8, 5, 1, CLATTN_VARIANT_AUTO, 8);
+  fixture_free(&f);
+}
+
+/* Sequences of a few thousand tokens: one from large appends, one grown a token at a time
+ * after its prompt. */
+Test(kv_cache, long_sequences, .timeout = 300.0) {
+  const size_t big = test_small() ? 300 : 3000;
+  fixture f;
+  fixture_init(&f, 2, 2, 64, 2 * big + 256, 0, 0);
+  append_one(&f, 0, big / 3, 1);
+  append_one(&f, 1, big / 2, 2);
+  append_one(&f, 0, big / 3 + 1, 3);
+  append_one(&f, 0, big - 2 * (big / 3) - 1, 4);
+  for (size_t t = 0; t < 40; ++t) append_one(&f, 1, 1, 100 + t);
+  attend_check(&f, 2, NULL, 4, 1, 0, CLATTN_VARIANT_AUTO, 5);
+  attend_check(&f, 2, NULL, 4, 7, 1, CLATTN_VARIANT_AUTO, 6);
+  expect_contents(&f);
+  fixture_free(&f);
+}
+
+/* A fresh cache (every sequence empty), and a batch mixing empty and filled sequences:
+ * empty ones give zero rows and LSE -INFINITY. */
+Test(kv_cache, empty_sequences) {
+  fixture f;
+  fixture_init(&f, 3, 1, 16, 64, 8, 0);
+  attend_check(&f, 3, NULL, 2, 3, 0, CLATTN_VARIANT_AUTO, 1);
+  attend_check(&f, 3, NULL, 2, 3, 1, CLATTN_VARIANT_AUTO, 2);
+  append_one(&f, 1, 9, 3);
+  attend_check(&f, 3, NULL, 2, 3, 1, CLATTN_VARIANT_AUTO, 4);
+  attend_check(&f, 3, NULL, 2, 1, 0, CLATTN_VARIANT_TILED_LOCAL, 5);
+  fixture_free(&f);
+}
+
+/* ---------------------------------------------------------------- bookkeeping */
+
+static clattn_kv_cache_usage usage_of(fixture* f) {
+  clattn_kv_cache_usage u = CLATTN_KV_CACHE_USAGE_INIT;
+  cr_assert_eq(clattn_kv_cache_get_usage(f->cache, &u), CLATTN_SUCCESS, "%s",
+               test_last_error(f->ctx));
+  return u;
+}
+
+static void expect_usage(fixture* f, size_t blocks_used, size_t tokens_used) {
+  const clattn_kv_cache_usage u = usage_of(f);
+  cr_expect_eq(u.blocks_used, blocks_used, "blocks_used %zu, expected %zu", u.blocks_used,
+               blocks_used);
+  cr_expect_eq(u.tokens_used, tokens_used, "tokens_used %zu, expected %zu", u.tokens_used,
+               tokens_used);
+  const size_t block_bytes = 2 * f->m.heads_kv * u.block_tokens * f->m.head_dim * sizeof(float);
+  cr_expect_eq(u.bytes_total, u.blocks_total * block_bytes);
+  cr_expect_eq(u.bytes_used, blocks_used * block_bytes);
+}
+
+/* The pool running full: CLATTN_ERROR_CACHE_FULL, with no sequence of the call appended to
+ * (lengths, contents and usage unchanged), and room again once a sequence is freed. */
+Test(kv_cache, pool_full) {
+  fixture f;
+  fixture_init(&f, 3, 2, 8, 64, 16, 0); /* 4 blocks of 16 */
+  const clattn_kv_cache_usage u = usage_of(&f);
+  cr_assert_eq(u.blocks_total, 4);
+  cr_assert_eq(u.block_tokens, 16);
+  append_one(&f, 0, 40, 1); /* 3 blocks */
+  append_one(&f, 1, 10, 2); /* 1 block */
+  append_one(&f, 0, 8, 3);  /* 48: still 3 blocks */
+  expect_usage(&f, 4, 58);
+  const clattn_status full[] = {
+      append(&f, 1, (const int32_t[]){0}, 1, CLATTN_LAYOUT_BHND, 4),
+      append(&f, 1, (const int32_t[]){1}, 7, CLATTN_LAYOUT_BHND, 5),
+      append(&f, 1, (const int32_t[]){2}, 1, CLATTN_LAYOUT_BHND, 6),
+      /* Sequence 1 has room in its block, 2 has none: neither is appended to. */
+      append(&f, 2, (const int32_t[]){1, 2}, 1, CLATTN_LAYOUT_BHND, 7),
+  };
+  for (size_t i = 0; i < sizeof full / sizeof full[0]; ++i) {
+    cr_expect_eq(full[i], CLATTN_ERROR_CACHE_FULL, "append %zu: %s", i,
+                 clattn_status_name(full[i]));
+  }
+  expect_usage(&f, 4, 58);
+  expect_contents(&f);
+  attend_check(&f, 3, NULL, 2, 2, 1, CLATTN_VARIANT_AUTO, 8);
+  append_one(&f, 1, 6, 9); /* fills sequence 1's block exactly */
+  expect_usage(&f, 4, 64);
+  cr_assert_eq(clattn_kv_cache_free_sequence(f.cache, 0), CLATTN_SUCCESS);
+  f.m.len[0] = 0;
+  expect_usage(&f, 1, 16);
+  append_ok(&f, 2, (const int32_t[]){2, 1}, 16, 10); /* one block each of the 3 freed */
+  expect_usage(&f, 3, 48);
+  append_one(&f, 2, 4, 11); /* the last one */
+  expect_usage(&f, 4, 52);
+  cr_expect_eq(append(&f, 1, (const int32_t[]){0}, 1, CLATTN_LAYOUT_BHND, 12),
+               CLATTN_ERROR_CACHE_FULL);
+  expect_contents(&f);
+  attend_check(&f, 3, NULL, 4, 3, 0, CLATTN_VARIANT_AUTO, 11);
+  fixture_free(&f);
+}
+
+/* max_seq_len limits each sequence even when the pool has room. */
+Test(kv_cache, max_seq_len) {
+  fixture f;
+  fixture_init(&f, 2, 1, 8, 200, 8, 20);
+  append_one(&f, 0, 20, 1);
+  cr_expect_eq(append(&f, 1, (const int32_t[]){0}, 1, CLATTN_LAYOUT_BHND, 2),
+               CLATTN_ERROR_CACHE_FULL);
+  cr_expect_eq(append(&f, 1, (const int32_t[]){1}, 21, CLATTN_LAYOUT_BHND, 3),
+               CLATTN_ERROR_CACHE_FULL);
+  cr_expect_eq(append(&f, 2, (const int32_t[]){1, 0}, 1, CLATTN_LAYOUT_BHND, 4),
+               CLATTN_ERROR_CACHE_FULL);
+  append_one(&f, 1, 19, 5);
+  expect_usage(&f, 3 + 3, 39);
+  expect_contents(&f);
+  attend_check(&f, 2, NULL, 1, 2, 1, CLATTN_VARIANT_AUTO, 6);
+  fixture_free(&f);
+}
+
+/* Truncation keeps the first tokens and frees the blocks past them; the next append
+ * overwrites from there (inside a partly kept block too). */
+Test(kv_cache, truncate_then_append) {
+  fixture f;
+  fixture_init(&f, 2, 2, 16, 128, 8, 0);
+  append_one(&f, 0, 30, 1);
+  append_one(&f, 1, 12, 2);
+  expect_usage(&f, 4 + 2, 42);
+  cr_assert_eq(clattn_kv_cache_truncate(f.cache, 0, 13), CLATTN_SUCCESS, "%s",
+               test_last_error(f.ctx));
+  f.m.len[0] = 13;
+  expect_usage(&f, 2 + 2, 25);
+  cr_expect_eq(clattn_kv_cache_truncate(f.cache, 0, 14), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_assert_eq(clattn_kv_cache_truncate(f.cache, 0, 13), CLATTN_SUCCESS); /* no change */
+  append_one(&f, 1, 9, 3); /* takes a block sequence 0 gave back */
+  append_one(&f, 0, 25, 4);
+  expect_usage(&f, 5 + 3, 59);
+  expect_contents(&f);
+  attend_check(&f, 2, NULL, 4, 3, 1, CLATTN_VARIANT_AUTO, 5);
+  cr_assert_eq(clattn_kv_cache_truncate(f.cache, 1, 0), CLATTN_SUCCESS);
+  f.m.len[1] = 0;
+  expect_usage(&f, 5, 38);
+  attend_check(&f, 2, NULL, 2, 1, 0, CLATTN_VARIANT_AUTO, 6);
+  fixture_free(&f);
+}
+
+/* free_sequence and reset empty sequences and give their blocks back; the cache is as new
+ * after a reset. */
+Test(kv_cache, free_and_reset) {
+  fixture f;
+  fixture_init(&f, 3, 1, 32, 100, 10, 0);
+  expect_usage(&f, 0, 0);
+  const clattn_kv_cache_usage u = usage_of(&f);
+  cr_expect_eq(u.blocks_total, 10);
+  cr_expect_eq(u.bytes_total, 10 * 2 * 10 * 32 * sizeof(float));
+  append_ok(&f, 3, NULL, 15, 1);
+  expect_usage(&f, 6, 45);
+  cr_assert_eq(clattn_kv_cache_free_sequence(f.cache, 1), CLATTN_SUCCESS);
+  f.m.len[1] = 0;
+  expect_usage(&f, 4, 30);
+  cr_assert_eq(clattn_kv_cache_free_sequence(f.cache, 1), CLATTN_SUCCESS); /* already empty */
+  expect_contents(&f);
+  cr_assert_eq(clattn_kv_cache_reset(f.cache), CLATTN_SUCCESS);
+  memset(f.m.len, 0, 3 * sizeof(size_t));
+  expect_usage(&f, 0, 0);
+  expect_contents(&f);
+  append_ok(&f, 2, (const int32_t[]){2, 0}, 50, 2);
+  expect_usage(&f, 10, 100);
+  expect_contents(&f);
+  attend_check(&f, 3, NULL, 1, 2, 0, CLATTN_VARIANT_AUTO, 3);
+  fixture_free(&f);
+}
+
+/* ---------------------------------------------------------------- the cl_mem entry points */
+
+/* clattn_kv_cache_append from cl_mem at offsets with explicit strides and the BNHD layout,
+ * and clattn_attention_cached into cl_mem with an LSE, offsets, a wait list and an event. */
+Test(kv_cache, device_entry_points) {
+  fixture f;
+  fixture_init(&f, 2, 2, 16, 256, 16, 0);
+  append(&f, 2, NULL, 21, CLATTN_LAYOUT_BNHD, 1);
+  model* m = &f.m;
+  cl_context cl_ctx = NULL;
+  cl_command_queue queue = NULL;
+  cr_assert_eq(clattn_context_get_cl(f.ctx, &cl_ctx, NULL, &queue), CLATTN_SUCCESS);
+
+  /* K [b][n][h][d] padded, V [b][h][n][d] with gaps, from offsets 5 and 3. */
+  const size_t tokens = 17, hk = 2, dim = 16, count = 2;
+  const clattn_strides ks = {.batch = tokens * (hk * dim + 4), .head = dim, .seq = hk * dim + 4};
+  const clattn_strides vs = {
+      .batch = hk * (tokens * dim + 8), .head = tokens * dim + 8, .seq = dim};
+  const size_t nk = 5 + count * ks.batch, nv = 3 + count * vs.batch;
+  float* k = malloc(nk * sizeof(float));
+  float* v = malloc(nv * sizeof(float));
+  cr_assert(k && v);
+  uint64_t state = 77;
+  clattn_ref_fill_uniform(k, nk, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(v, nv, -1.0f, 1.0f, &state);
+  cl_int err = CL_SUCCESS;
+  cl_mem kb =
+      clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * sizeof(float), k, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_mem vb =
+      clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nv * sizeof(float), v, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  clattn_kv_append_desc ad = CLATTN_KV_APPEND_DESC_INIT;
+  ad.count = count;
+  ad.seq_ids = (const int32_t[]){1, 0};
+  ad.tokens = tokens;
+  ad.k_strides = ks;
+  ad.v_strides = vs;
+  cl_event appended = NULL;
+  clattn_status st = clattn_kv_cache_append(f.cache, &ad, kb, 5, vb, 3, NULL, 0, NULL, &appended);
+  cr_assert_eq(st, CLATTN_SUCCESS, "append: %s (%s)", clattn_status_name(st),
+               test_last_error(f.ctx));
+  cr_assert_not_null(appended);
+  for (size_t i = 0; i < count; ++i) {
+    const size_t s = (size_t)ad.seq_ids[i];
+    for (size_t h = 0; h < hk; ++h) {
+      for (size_t t = 0; t < tokens; ++t) {
+        memcpy(&m->k[model_at(m, s, h, m->len[s] + t, 0)],
+               &k[5 + i * ks.batch + h * ks.head + t * ks.seq], dim * sizeof(float));
+        memcpy(&m->v[model_at(m, s, h, m->len[s] + t, 0)],
+               &v[3 + i * vs.batch + h * vs.head + t * vs.seq], dim * sizeof(float));
+      }
+    }
+    m->len[s] += tokens;
+  }
+
+  /* Q at offset 7, O at offset 11 in BNHD, LSE at offset 2, after the append's event. */
+  const size_t hq = 4, nq = 3;
+  clattn_attention_desc d = test_desc(count, hq, hk, nq, 0, dim, 1);
+  d.layout = CLATTN_LAYOUT_BNHD;
+  const size_t nqe = count * hq * nq * dim, nl = count * hq * nq;
+  float* q = malloc(nqe * sizeof(float));
+  float* o = malloc(nqe * sizeof(float));
+  float* lse = malloc(nl * sizeof(float));
+  cr_assert(q && o && lse);
+  clattn_ref_fill_uniform(q, nqe, -1.0f, 1.0f, &state);
+  cl_mem qb = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY, (7 + nqe) * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_mem ob = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (11 + nqe) * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_mem lb = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (2 + nl) * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cr_assert_eq(clEnqueueWriteBuffer(queue, qb, CL_TRUE, 7 * sizeof(float), nqe * sizeof(float), q,
+                                    0, NULL, NULL),
+               CL_SUCCESS);
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = qb;
+  b.q_offset = 7;
+  b.o = ob;
+  b.o_offset = 11;
+  b.lse = lb;
+  b.lse_offset = 2;
+  cl_event done = NULL;
+  const int32_t ids[2] = {0, 1};
+  st = clattn_attention_cached(f.cache, &d, ids, &b, NULL, queue, 1, &appended, &done);
+  cr_assert_eq(st, CLATTN_SUCCESS, "attention: %s (%s)", clattn_status_name(st),
+               test_last_error(f.ctx));
+  cr_assert_not_null(done);
+  cr_assert_eq(clEnqueueReadBuffer(queue, ob, CL_TRUE, 11 * sizeof(float), nqe * sizeof(float), o,
+                                   1, &done, NULL),
+               CL_SUCCESS);
+  cr_assert_eq(clEnqueueReadBuffer(queue, lb, CL_TRUE, 2 * sizeof(float), nl * sizeof(float), lse,
+                                   0, NULL, NULL),
+               CL_SUCCESS);
+  for (size_t i = 0; i < count; ++i) {
+    clattn_attention_desc one = test_desc(1, hq, hk, nq, m->len[i], dim, 1);
+    one.q_strides = one.o_strides =
+        (clattn_strides){.batch = nq * hq * dim, .head = dim, .seq = hq * dim};
+    one.k_strides =
+        (clattn_strides){.batch = hk * m->max_len * dim, .head = m->max_len * dim, .seq = dim};
+    one.v_strides = one.k_strides;
+    char label[64];
+    snprintf(label, sizeof label, "cl_mem entry points, sequence %zu", i);
+    test_check(&one, q + i * nq * hq * dim, &m->k[model_at(m, i, 0, 0, 0)],
+               &m->v[model_at(m, i, 0, 0, 0)], NULL, o + i * nq * hq * dim, lse + i * hq * nq,
+               label);
+  }
+  expect_contents(&f);
+  clReleaseEvent(appended);
+  clReleaseEvent(done);
+  cl_mem mems[5] = {kb, vb, qb, ob, lb};
+  for (int i = 0; i < 5; ++i) clReleaseMemObject(mems[i]);
+  free(k);
+  free(v);
+  free(q);
+  free(o);
+  free(lse);
+  fixture_free(&f);
+}
+
+/* ---------------------------------------------------------------- bad input */
+
+static clattn_status create_with(clattn_context* ctx, clattn_kv_cache_desc d) {
+  clattn_kv_cache* cache = (clattn_kv_cache*)(uintptr_t)1;
+  const clattn_status st = clattn_kv_cache_create(ctx, &d, &cache);
+  cr_expect_null(cache, "a failed create must leave *out NULL");
+  if (st == CLATTN_SUCCESS) clattn_kv_cache_destroy(cache);
+  return st;
+}
+
+/* Each refused with its status and a message; nothing created. */
+Test(kv_cache, bad_create) {
+  clattn_context* ctx = test_context(NULL);
+  clattn_kv_cache_desc good = CLATTN_KV_CACHE_DESC_INIT;
+  good.max_sequences = 2;
+  good.heads_kv = 2;
+  good.head_dim = 16;
+  good.capacity = 64;
+  clattn_kv_cache* cache = NULL;
+  cr_expect_eq(clattn_kv_cache_create(NULL, &good, &cache), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_create(ctx, NULL, &cache), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_create(ctx, &good, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+  struct {
+    const char* what;
+    clattn_kv_cache_desc d;
+    clattn_status want;
+  } cases[16];
+  size_t n = 0;
+#define CASE(text, field, value, status) \
+  cases[n].what = text;                  \
+  cases[n].d = good;                     \
+  cases[n].d.field = value;              \
+  cases[n++].want = status
+  CASE("struct_size 0", struct_size, 0, CLATTN_ERROR_INVALID_ARGUMENT);
+  CASE("struct_size too large", struct_size, sizeof good + 8, CLATTN_ERROR_INVALID_ARGUMENT);
+  CASE("dtype", dtype, (clattn_dtype)7, CLATTN_ERROR_INVALID_ARGUMENT);
+  CASE("max_sequences 0", max_sequences, 0, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("heads_kv 0", heads_kv, 0, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("head_dim 0", head_dim, 0, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("head_dim 257", head_dim, 257, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("capacity 0", capacity, 0, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("capacity SIZE_MAX (rounding overflows)", capacity, SIZE_MAX, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("pool beyond 32-bit indexing", capacity, (size_t)1 << 28, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("block_tokens SIZE_MAX", block_tokens, SIZE_MAX, CLATTN_ERROR_INVALID_SHAPE);
+  CASE("max_sequences above 2^31", max_sequences, (size_t)1 << 32, CLATTN_ERROR_INVALID_SHAPE);
+#undef CASE
+  for (size_t i = 0; i < n; ++i) {
+    const clattn_status st = create_with(ctx, cases[i].d);
+    cr_expect_eq(st, cases[i].want, "%s: got %s, expected %s", cases[i].what,
+                 clattn_status_name(st), clattn_status_name(cases[i].want));
+    cr_expect_neq(test_last_error(ctx)[0], '\0', "%s: no message", cases[i].what);
+  }
+  cr_expect_eq(clattn_kv_cache_destroy(NULL), CLATTN_SUCCESS);
+  clattn_context_destroy(ctx);
+}
+
+/* Bad appends, attention calls and queries: each refused, the cache unchanged. */
+Test(kv_cache, bad_calls) {
+  fixture f;
+  fixture_init(&f, 3, 2, 16, 128, 8, 0);
+  append_ok(&f, 2, NULL, 5, 1);
+  const int32_t bad_ids[][2] = {{0, 3}, {-1, 0}, {1, 1}};
+  for (size_t i = 0; i < 3; ++i) {
+    const clattn_status st = append(&f, 2, bad_ids[i], 1, CLATTN_LAYOUT_BHND, 2);
+    cr_expect_eq(st, CLATTN_ERROR_INVALID_ARGUMENT, "ids {%d, %d}: %s", (int)bad_ids[i][0],
+                 (int)bad_ids[i][1], clattn_status_name(st));
+  }
+  cr_expect_eq(append(&f, 4, NULL, 1, CLATTN_LAYOUT_BHND, 3), CLATTN_ERROR_INVALID_ARGUMENT,
+               "more sequences than the cache holds");
+
+  float kv[2 * 16 * 4] = {0};
+  clattn_kv_append_desc ad = CLATTN_KV_APPEND_DESC_INIT;
+  ad.count = 1;
+  ad.tokens = 1;
+  cr_expect_eq(clattn_kv_cache_append_host(NULL, &ad, kv, kv), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_append_host(f.cache, NULL, kv, kv), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_append_host(f.cache, &ad, NULL, kv), CLATTN_ERROR_INVALID_ARGUMENT);
+  ad.tokens = 0;
+  cr_expect_eq(clattn_kv_cache_append_host(f.cache, &ad, kv, kv), CLATTN_ERROR_INVALID_SHAPE);
+  ad.tokens = 1;
+  ad.count = 0;
+  cr_expect_eq(clattn_kv_cache_append_host(f.cache, &ad, kv, kv), CLATTN_ERROR_INVALID_SHAPE);
+  ad.count = 1;
+  ad.layout = (clattn_layout)9;
+  cr_expect_eq(clattn_kv_cache_append_host(f.cache, &ad, kv, kv), CLATTN_ERROR_INVALID_ARGUMENT);
+  ad.layout = CLATTN_LAYOUT_BHND;
+  ad.struct_size = 4;
+  cr_expect_eq(clattn_kv_cache_append_host(f.cache, &ad, kv, kv), CLATTN_ERROR_INVALID_ARGUMENT);
+  ad.struct_size = sizeof ad;
+  ad.k_strides = (clattn_strides){.batch = (size_t)1 << 40, .head = 16, .seq = 32};
+  cr_expect_eq(clattn_kv_cache_append_host(f.cache, &ad, kv, kv), CLATTN_ERROR_UNSUPPORTED);
+  ad.k_strides = (clattn_strides){0, 0, 0};
+
+  /* cl_mem forms: NULL, too small, a wait list without events. */
+  cl_context cl_ctx = NULL;
+  cr_assert_eq(clattn_context_get_cl(f.ctx, &cl_ctx, NULL, NULL), CLATTN_SUCCESS);
+  cl_int err = CL_SUCCESS;
+  cl_mem small = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, 16 * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cl_mem big = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, 4096 * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  cr_expect_eq(clattn_kv_cache_append(f.cache, &ad, NULL, 0, big, 0, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_append(f.cache, &ad, small, 0, big, 0, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_BUFFER_TOO_SMALL);
+  cr_expect_eq(clattn_kv_cache_append(f.cache, &ad, big, 0, big, 4090, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_BUFFER_TOO_SMALL);
+  cr_expect_eq(clattn_kv_cache_append(f.cache, &ad, big, 0, big, 0, NULL, 1, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+
+  /* Attention over the cache. */
+  float q[4 * 16] = {0}, o[4 * 16], lse[4];
+  clattn_attention_desc d = test_desc(1, 4, 2, 1, 0, 16, 0);
+  cr_expect_eq(clattn_attention_cached_host(NULL, &d, NULL, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_attention_cached_host(f.cache, NULL, NULL, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &d, NULL, NULL, o, lse, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  clattn_attention_desc e = d;
+  e.seq_kv = 5;
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &e, NULL, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_SHAPE, "seq_kv must be 0");
+  e = d;
+  e.heads_kv = 4;
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &e, NULL, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_SHAPE, "heads_kv differs from the cache's");
+  e = d;
+  e.head_dim = 8;
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &e, NULL, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_SHAPE, "head_dim differs from the cache's");
+  e = d;
+  e.struct_size = 3;
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &e, NULL, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  e = d;
+  e.batch = 2;
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &e, (const int32_t[]){2, 2}, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT, "repeated id");
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &d, (const int32_t[]){3}, q, o, lse, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT, "id out of range");
+  clattn_attention_config bad_config = test_config((clattn_variant)42);
+  cr_expect_eq(clattn_attention_cached_host(f.cache, &d, NULL, q, o, lse, &bad_config),
+               CLATTN_ERROR_INVALID_ARGUMENT, "unknown variant");
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = big;
+  b.o = big;
+  b.o_offset = 1024;
+  b.k = big; /* K comes from the cache */
+  cr_expect_eq(clattn_attention_cached(f.cache, &d, NULL, &b, NULL, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  b.k = NULL;
+  b.kv_lengths = big;
+  cr_expect_eq(clattn_attention_cached(f.cache, &d, NULL, &b, NULL, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  b.kv_lengths = NULL;
+  b.o_offset = 0; /* O over Q */
+  cr_expect_eq(clattn_attention_cached(f.cache, &d, NULL, &b, NULL, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  b.o = small;
+  b.o_offset = 8;
+  cr_expect_eq(clattn_attention_cached(f.cache, &d, NULL, &b, NULL, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_BUFFER_TOO_SMALL);
+  cr_expect_eq(clattn_attention_cached(f.cache, &d, NULL, NULL, NULL, NULL, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+
+  /* Queries. */
+  size_t len = 0;
+  cr_expect_eq(clattn_kv_cache_seq_length(NULL, 0, &len), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_seq_length(f.cache, 0, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_seq_length(f.cache, 3, &len), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_seq_length(f.cache, -1, &len), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_truncate(f.cache, 0, 6), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_truncate(f.cache, 7, 0), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_truncate(NULL, 0, 0), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_free_sequence(f.cache, 3), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_free_sequence(NULL, 0), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_reset(NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_read(f.cache, 0, NULL, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_read(f.cache, 5, kv, kv), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_read(NULL, 0, kv, kv), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_read(f.cache, 2, NULL, NULL), CLATTN_SUCCESS, "empty: nothing read");
+  clattn_kv_cache_usage u = CLATTN_KV_CACHE_USAGE_INIT;
+  cr_expect_eq(clattn_kv_cache_get_usage(NULL, &u), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_eq(clattn_kv_cache_get_usage(f.cache, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+  u.struct_size = 1;
+  cr_expect_eq(clattn_kv_cache_get_usage(f.cache, &u), CLATTN_ERROR_INVALID_ARGUMENT);
+  cr_expect_neq(test_last_error(f.ctx)[0], '\0');
+
+  /* Nothing changed, and the cache still works. */
+  expect_usage(&f, 2, 10);
+  expect_contents(&f);
+  attend_check(&f, 3, NULL, 4, 2, 1, CLATTN_VARIANT_AUTO, 9);
+  clReleaseMemObject(small);
+  clReleaseMemObject(big);
+  fixture_free(&f);
+}
