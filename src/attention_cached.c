@@ -70,11 +70,24 @@ static clattn_status attend_gathered(clattn_kv_cache* c, const clattn__kv_step* 
   clattn__plan* plan = NULL;
   clattn_status status = clattn__plan_get(ctx, sh, config, &plan);
   if (status != CLATTN_SUCCESS) return status;
-  const size_t bytes = 2 * elements * sizeof(float);
-  if (bytes > ctx->info.max_mem_alloc_size) {
+  /* One lease holds the gathered K and V and, unless the caller lends a workspace, the
+   * plan's own scratch after them. It is sized for the longest length of the shape class
+   * (seq_kv's power-of-two bucket, as plans are), so that a decode loop, whose lengths grow a
+   * token per step, grows it only when it also needs a new plan. */
+  clattn__attention_shape cap = *sh;
+  cap.seq_kv = len < ((size_t)1 << 30) ? ((size_t)2 << clattn__seq_bucket(len)) - 1 : len;
+  if (cap.seq_kv > c->max_seq_len && len <= c->max_seq_len) cap.seq_kv = c->max_seq_len;
+  const size_t cap_elements = step->count * c->heads_kv * cap.seq_kv * dim;
+  const int own_scratch = buffers->workspace == NULL;
+  const size_t scratch = own_scratch ? clattn__plan_workspace_bytes(plan, &cap) : 0;
+  const size_t scratch_offset = (2 * elements * sizeof(float) + 15) / 16 * 16;
+  const size_t gather_cap = (2 * cap_elements * sizeof(float) + 15) / 16 * 16;
+  const size_t bytes =
+      scratch == SIZE_MAX || scratch > SIZE_MAX - gather_cap ? SIZE_MAX : gather_cap + scratch;
+  if (cap_elements > MAX_INDEX / 2 || bytes > ctx->info.max_mem_alloc_size) {
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY,
-                        "the batch's gathered K and V (%zu bytes) exceed the device's allocation "
-                        "limit (%llu bytes)",
+                        "the batch's gathered K and V and the attention's scratch (%zu bytes) "
+                        "exceed the device's allocation limit (%llu bytes) or 32-bit indexing",
                         bytes, (unsigned long long)ctx->info.max_mem_alloc_size);
   }
 
@@ -121,8 +134,9 @@ static clattn_status attend_gathered(clattn_kv_cache* c, const clattn__kv_step* 
   cl_event gathered = last;
   last = NULL;
   /* The queue is in-order: the attention runs after the gather. */
-  status = clattn__plan_enqueue(ctx, plan, sh, &b, buffers->workspace, buffers->workspace_offset,
-                                queue, 0, NULL, &last, NULL);
+  status = clattn__plan_enqueue(ctx, plan, sh, &b, own_scratch ? lease.mem : buffers->workspace,
+                                own_scratch ? scratch_offset : buffers->workspace_offset, queue, 0,
+                                NULL, &last, NULL);
   clReleaseEvent(gathered);
   if (status != CLATTN_SUCCESS && last) {
     clReleaseEvent(last);
