@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -556,6 +557,38 @@ Test(kv_cache, device_entry_points) {
                &m->v[model_at(m, i, 0, 0, 0)], NULL, o + i * nq * hq * dim, lse + i * hq * nq,
                label);
   }
+  /* Again with the caller's workspace for the attention's scratch: the same results. */
+  cl_mem ws = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (size_t)1 << 20, NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  b.workspace = ws;
+  b.workspace_offset = 64;
+  float* o2 = malloc(nqe * sizeof(float));
+  cr_assert_not_null(o2);
+  const clattn_attention_config regblock = test_config(CLATTN_VARIANT_REGISTER_BLOCKED);
+  cl_event done2 = NULL;
+  st = clattn_attention_cached(f.cache, &d, ids, &b, &regblock, queue, 0, NULL, &done2);
+  cr_assert_eq(st, CLATTN_SUCCESS, "attention, caller's workspace: %s (%s)", clattn_status_name(st),
+               test_last_error(f.ctx));
+  cr_assert_eq(clEnqueueReadBuffer(queue, ob, CL_TRUE, 11 * sizeof(float), nqe * sizeof(float), o2,
+                                   1, &done2, NULL),
+               CL_SUCCESS);
+  for (size_t i = 0; i < count; ++i) {
+    clattn_attention_desc one = test_desc(1, hq, hk, nq, m->len[i], dim, 1);
+    one.q_strides = one.o_strides =
+        (clattn_strides){.batch = nq * hq * dim, .head = dim, .seq = hq * dim};
+    one.k_strides =
+        (clattn_strides){.batch = hk * m->max_len * dim, .head = m->max_len * dim, .seq = dim};
+    one.v_strides = one.k_strides;
+    test_check(&one, q + i * nq * hq * dim, &m->k[model_at(m, i, 0, 0, 0)],
+               &m->v[model_at(m, i, 0, 0, 0)], NULL, o2 + i * nq * hq * dim, NULL,
+               "caller's workspace");
+  }
+  b.workspace_offset = 4; /* not a multiple of 16 */
+  cr_expect_eq(clattn_attention_cached(f.cache, &d, ids, &b, &regblock, queue, 0, NULL, NULL),
+               CLATTN_ERROR_INVALID_ARGUMENT);
+  clReleaseEvent(done2);
+  clReleaseMemObject(ws);
+  free(o2);
   expect_contents(&f);
   clReleaseEvent(appended);
   clReleaseEvent(done);
@@ -764,5 +797,84 @@ Test(kv_cache, bad_calls) {
   attend_check(&f, 3, NULL, 4, 2, 1, CLATTN_VARIANT_AUTO, 9);
   clReleaseMemObject(small);
   clReleaseMemObject(big);
+  fixture_free(&f);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+typedef struct decode_thread {
+  fixture* f;
+  int32_t id;
+  size_t steps;
+  const float* k; /* [steps][heads_kv][head_dim] */
+  const float* v;
+  clattn_status status;
+} decode_thread;
+
+/* Decode steps on one sequence: append a token, attend over it (on the context's queue,
+ * shared with the other threads: the cache's calls stay in the order they are made). */
+static void* decode_run(void* arg) {
+  decode_thread* t = arg;
+  const model* m = &t->f->m;
+  const size_t row = m->heads_kv * m->head_dim;
+  float q[4 * 64], o[4 * 64];
+  for (size_t i = 0; i < 4 * m->head_dim; ++i) q[i] = (float)i / 100.0f;
+  clattn_kv_append_desc ad = CLATTN_KV_APPEND_DESC_INIT;
+  ad.count = 1;
+  ad.seq_ids = &t->id;
+  ad.tokens = 1;
+  clattn_attention_desc d = test_desc(1, 4, m->heads_kv, 1, 0, m->head_dim, 1);
+  t->status = CLATTN_SUCCESS;
+  for (size_t s = 0; s < t->steps && t->status == CLATTN_SUCCESS; ++s) {
+    t->status = clattn_kv_cache_append_host(t->f->cache, &ad, t->k + s * row, t->v + s * row);
+    if (t->status == CLATTN_SUCCESS) {
+      t->status = clattn_attention_cached_host(t->f->cache, &d, &t->id, q, o, NULL, NULL);
+    }
+  }
+  return NULL;
+}
+
+/* Threads decoding their own sequences at the same time: every token lands where it belongs. */
+Test(kv_cache, threads_decode_their_sequences, .timeout = 300.0) {
+  enum { THREADS = 3 };
+  const size_t steps = test_small() ? 12 : 40;
+  fixture f;
+  fixture_init(&f, THREADS, 2, 16, THREADS * 64, 4, 0);
+  model* m = &f.m;
+  const size_t row = m->heads_kv * m->head_dim;
+  float* k = malloc(THREADS * steps * row * sizeof(float));
+  float* v = malloc(THREADS * steps * row * sizeof(float));
+  cr_assert(k && v);
+  uint64_t state = 3;
+  clattn_ref_fill_uniform(k, THREADS * steps * row, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(v, THREADS * steps * row, -1.0f, 1.0f, &state);
+  decode_thread t[THREADS];
+  pthread_t th[THREADS];
+  for (int i = 0; i < THREADS; ++i) {
+    t[i] = (decode_thread){.f = &f,
+                           .id = (int32_t)i,
+                           .steps = steps,
+                           .k = k + i * steps * row,
+                           .v = v + i * steps * row};
+    cr_assert_eq(pthread_create(&th[i], NULL, decode_run, &t[i]), 0);
+  }
+  for (int i = 0; i < THREADS; ++i) pthread_join(th[i], NULL);
+  for (int i = 0; i < THREADS; ++i) {
+    cr_assert_eq(t[i].status, CLATTN_SUCCESS, "thread %d: %s (%s)", i,
+                 clattn_status_name(t[i].status), test_last_error(f.ctx));
+    for (size_t s = 0; s < steps; ++s) {
+      for (size_t h = 0; h < m->heads_kv; ++h) {
+        memcpy(&m->k[model_at(m, (size_t)i, h, s, 0)], t[i].k + s * row + h * m->head_dim,
+               m->head_dim * sizeof(float));
+        memcpy(&m->v[model_at(m, (size_t)i, h, s, 0)], t[i].v + s * row + h * m->head_dim,
+               m->head_dim * sizeof(float));
+      }
+    }
+    m->len[i] = steps;
+  }
+  expect_contents(&f);
+  attend_check(&f, THREADS, NULL, 4, 2, 1, CLATTN_VARIANT_AUTO, 1);
+  free(k);
+  free(v);
   fixture_free(&f);
 }
