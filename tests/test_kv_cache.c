@@ -884,3 +884,35 @@ Test(kv_cache, threads_decode_their_sequences, .timeout = 300.0) {
   free(v);
   fixture_free(&f);
 }
+
+/* ---------------------------------------------------------------- pages read in place */
+
+/* The variant that reads the cache's pages where they are (SPLIT_KV), asked for by name,
+ * over scrambled pages, decode and short prompts, causal and not, GQA; skipped in a build
+ * without it. */
+Test(kv_cache, pages_read_in_place) {
+  if (clattn_variant_name(CLATTN_VARIANT_SPLIT_KV) == NULL) {
+    cr_skip_test("this build has no SPLIT_KV variant");
+  }
+  fixture f;
+  fixture_init(&f, 4, 2, 64, test_len(900), 16, 0);
+  for (int r = 0; r < 4; ++r) {
+    append_one(&f, 0, 17 + r, 10 + r);
+    append_one(&f, 1, 33, 20 + r);
+    append_one(&f, 3, 1 + 9 * r, 30 + r);
+  }
+  cr_assert_eq(clattn_kv_cache_free_sequence(f.cache, 1), CLATTN_SUCCESS);
+  f.m.len[1] = 0;
+  append_ok(&f, 2, (const int32_t[]){3, 0}, 40, 40);
+  append_one(&f, 2, 5, 41);
+  const int32_t ids[4] = {3, 0, 2, 1};
+  const size_t seq_qs[] = {1, 2, 5, 16};
+  for (size_t s = 0; s < 4; ++s) {
+    for (int causal = 0; causal <= 1; ++causal) {
+      attend_check(&f, 4, ids, 8, seq_qs[s], causal, CLATTN_VARIANT_SPLIT_KV,
+                   300 + s * 2 + (uint64_t)causal);
+    }
+  }
+  attend_check(&f, 2, (const int32_t[]){1, 2}, 2, 1, 1, CLATTN_VARIANT_SPLIT_KV, 400);
+  fixture_free(&f);
+}
