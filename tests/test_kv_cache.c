@@ -713,7 +713,7 @@ Test(kv_cache, bad_calls) {
                CLATTN_ERROR_INVALID_ARGUMENT);
 
   /* Attention over the cache. */
-  float q[4 * 16] = {0}, o[4 * 16], lse[4];
+  float q[2 * 4 * 16] = {0}, o[2 * 4 * 16], lse[2 * 4]; /* room for batch 2 */
   clattn_attention_desc d = test_desc(1, 4, 2, 1, 0, 16, 0);
   cr_expect_eq(clattn_attention_cached_host(NULL, &d, NULL, q, o, lse, NULL),
                CLATTN_ERROR_INVALID_ARGUMENT);
