@@ -162,6 +162,14 @@ clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
                                               const clattn_attention_desc* desc,
                                               clattn__attention_shape* shape);
 
+/* Copies a caller's buffers struct (any published size) into *out and checks its buffers
+ * against the shape (src/attention.c): validity, context, size, outputs not aliasing inputs.
+ * cached: a call over a KV cache, whose k, v and kv_lengths must be NULL. */
+clattn_status clattn__attention_buffers_check(const clattn_context* ctx,
+                                              const clattn__attention_shape* shape,
+                                              const clattn_attention_buffers* in, int cached,
+                                              clattn_attention_buffers* out);
+
 /* Elements spanned by a tensor (max index + 1) of a resolved shape; which as in
  * clattn_attention_tensor_size. */
 size_t clattn__tensor_span(const clattn__attention_shape* shape, char which);
@@ -348,7 +356,8 @@ typedef struct clattn__kv_step {
 
 /* Begins a step on `queue` (uploads the arrays non-blocking; a slot's previous upload is
  * waited for before its host copy is rewritten). Returns CLATTN_ERROR_CACHE_FULL with nothing
- * changed when the tokens do not fit; ids NULL: 0 .. count-1. */
+ * changed when the tokens do not fit; ids NULL: 0 .. count-1. A begin that fails has released
+ * the lock and changed nothing; step_end on it returns its status and does nothing else. */
 clattn_status clattn__kv_step_begin(clattn_kv_cache* cache, size_t count, const int32_t* ids,
                                     size_t tokens, cl_command_queue queue, clattn__kv_step* step);
 /* Ends a step (releases the lock); a status other than CLATTN_SUCCESS rolls its appended
@@ -365,8 +374,8 @@ clattn_status clattn__kv_step_append(clattn_kv_cache* cache, const clattn__kv_st
 /* Enqueues attention of Q (the shape's q strides, seq_q rows per sequence) over the step's
  * sequences into O (and LSE): SPLIT_KV in place where the plan's variant reads pages, else a
  * gather into workspace first. shape: batch = count, heads, head_dim and q/o strides set;
- * seq_kv, k/v strides and causal mode are the cache's business. workspace NULL: the
- * context's pool. */
+ * seq_kv, k/v strides and causal mode are the cache's business (q_shape->causal nonzero: the
+ * mask aligned to each sequence's length). workspace NULL: the context's pool. */
 clattn_status clattn__kv_step_attend(clattn_kv_cache* cache, const clattn__kv_step* step,
                                      const clattn__attention_shape* q_shape,
                                      const clattn_attention_buffers* buffers,

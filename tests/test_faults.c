@@ -390,3 +390,76 @@ Test(faults, mha_allocation_failures, .timeout = 300.0) {
   }
   cl_setup_destroy(&s);
 }
+
+/* ---------------------------------------------------------------- the KV cache */
+
+/* Every allocation of creating a KV cache, appending to it and a first attention over it
+ * fails in turn: OUT_OF_MEMORY each time, a failed append leaves the sequences as they were,
+ * nothing leaks (the caller's cl_context back at its count), and the run after the last
+ * injection point matches the reference. */
+Test(faults, kv_cache_allocation_failures, .timeout = 300.0) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  enum { HQ = 4, HKV = 2, D = 16, N = 21, NQ = 2 };
+  static float k[2 * HKV * N * D], v[2 * HKV * N * D], q[2 * HQ * NQ * D], o[2 * HQ * NQ * D],
+      lse[2 * HQ * NQ];
+  uint64_t state = 5;
+  clattn_ref_fill_uniform(k, 2 * HKV * N * D, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(v, 2 * HKV * N * D, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(q, 2 * HQ * NQ * D, -1.0f, 1.0f, &state);
+  clattn_kv_cache_desc cd = CLATTN_KV_CACHE_DESC_INIT;
+  cd.max_sequences = 2;
+  cd.heads_kv = HKV;
+  cd.head_dim = D;
+  cd.capacity = 64;
+  cd.block_tokens = 8;
+  clattn_kv_append_desc ad = CLATTN_KV_APPEND_DESC_INIT;
+  ad.count = 2;
+  ad.tokens = N;
+  clattn_attention_desc d = test_desc(2, HQ, HKV, NQ, 0, D, 1);
+  int failures = 0, succeeded = 0;
+  for (int nth = 1; nth <= MAX_INJECTION_POINTS && !succeeded; ++nth) {
+    clattn_context* ctx = NULL;
+    cr_assert_eq(clattn_context_create_from_cl(s.ctx, s.device, s.queue, NULL, &ctx),
+                 CLATTN_SUCCESS);
+    clattn_kv_cache* cache = NULL;
+    int appended = 0;
+    clattn__test_fail_allocation(nth);
+    clattn_status st = clattn_kv_cache_create(ctx, &cd, &cache);
+    if (st == CLATTN_SUCCESS) st = clattn_kv_cache_append_host(cache, &ad, k, v);
+    if (st == CLATTN_SUCCESS) {
+      appended = 1;
+      st = clattn_attention_cached_host(cache, &d, NULL, q, o, lse, NULL);
+    }
+    clattn__test_fail_allocation(0);
+    if (st == CLATTN_SUCCESS) {
+      succeeded = 1;
+    } else {
+      cr_assert_eq(st, CLATTN_ERROR_OUT_OF_MEMORY, "allocation %d failed: %s (%s)", nth,
+                   clattn_status_name(st), test_last_error(ctx));
+      ++failures;
+      if (cache) {
+        size_t len = 99;
+        cr_assert_eq(clattn_kv_cache_seq_length(cache, 1, &len), CLATTN_SUCCESS);
+        cr_assert_eq(len, appended ? (size_t)N : 0, "allocation %d: sequence 1 holds %zu tokens",
+                     nth, len);
+      }
+    }
+    clattn_kv_cache_destroy(cache);
+    clFinish(s.queue);
+    clattn_context_destroy(ctx);
+    const cl_uint refs = settled_refs(s.ctx, base_refs);
+    cr_assert_eq(refs, base_refs,
+                 "after allocation %d failed and the cache and context were destroyed, the "
+                 "cl_context has %u references, %u before: OpenCL objects leaked",
+                 nth, refs, base_refs);
+  }
+  cr_assert(succeeded, "never succeeded within %d injection points", MAX_INJECTION_POINTS);
+  cr_assert_geq(failures, 10, "only %d injection points in the cache", failures);
+  for (size_t b = 0; b < 2; ++b) {
+    clattn_attention_desc one = test_desc(1, HQ, HKV, NQ, N, D, 1);
+    test_check(&one, q + b * HQ * NQ * D, k + b * HKV * N * D, v + b * HKV * N * D, NULL,
+               o + b * HQ * NQ * D, lse + b * HQ * NQ, "attention over the cache");
+  }
+  cl_setup_destroy(&s);
+}

@@ -361,3 +361,71 @@ Test(steady_state, layer_forwards_create_nothing) {
   free(x);
   clattn_context_destroy(ctx);
 }
+
+/* A decode loop over a KV cache (append one token per sequence, attend with one query row):
+ * after its first step, steps create no kernel, build no program and allocate no buffer,
+ * across block boundaries and growing lengths (within one power-of-two length class, as plans
+ * are keyed). */
+Test(steady_state, decode_steps_create_nothing) {
+  clattn_context* ctx = test_context(NULL);
+  const size_t count = 2, hk = 2, hq = 4, dim = 32, prompt = 70, steps = 40;
+  clattn_kv_cache_desc cd = CLATTN_KV_CACHE_DESC_INIT;
+  cd.max_sequences = 4;
+  cd.heads_kv = hk;
+  cd.head_dim = dim;
+  cd.capacity = 512;
+  cd.block_tokens = 16;
+  clattn_kv_cache* cache = NULL;
+  cr_assert_eq(clattn_kv_cache_create(ctx, &cd, &cache), CLATTN_SUCCESS, "%s",
+               test_last_error(ctx));
+  const size_t n_prompt = count * hk * prompt * dim;
+  float* kv = malloc(n_prompt * sizeof(float));
+  float* q = malloc(count * hq * dim * sizeof(float));
+  cr_assert(kv && q);
+  uint64_t state = 11;
+  clattn_ref_fill_uniform(kv, n_prompt, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(q, count * hq * dim, -1.0f, 1.0f, &state);
+  cl_mem kp = device_buffer(ctx, n_prompt * sizeof(float), kv);
+  cl_mem kt = device_buffer(ctx, count * hk * dim * sizeof(float), kv);
+  cl_mem qb = device_buffer(ctx, count * hq * dim * sizeof(float), q);
+  cl_mem ob = device_buffer(ctx, count * hq * dim * sizeof(float), NULL);
+  cl_mem lb = device_buffer(ctx, count * hq * sizeof(float), NULL);
+  const int32_t ids[2] = {3, 1};
+  clattn_kv_append_desc ad = CLATTN_KV_APPEND_DESC_INIT;
+  ad.count = count;
+  ad.seq_ids = ids;
+  ad.tokens = prompt;
+  cr_assert_eq(clattn_kv_cache_append(cache, &ad, kp, 0, kp, 0, NULL, 0, NULL, NULL),
+               CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  ad.tokens = 1;
+  clattn_attention_desc d = test_desc(count, hq, hk, 1, 0, dim, 1);
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = qb;
+  b.o = ob;
+  b.lse = lb;
+  for (size_t r = 0; r <= steps; ++r) {
+    if (r == 1) counts_reset(); /* the first step makes the plan and the workspace */
+    clattn_status st = clattn_kv_cache_append(cache, &ad, kt, 0, kt, 0, NULL, 0, NULL, NULL);
+    cr_assert_eq(st, CLATTN_SUCCESS, "step %zu append: %s (%s)", r, clattn_status_name(st),
+                 test_last_error(ctx));
+    cl_event done = NULL;
+    st = clattn_attention_cached(cache, &d, ids, &b, NULL, NULL, 0, NULL, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "step %zu attention: %s (%s)", r, clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+  }
+  expect_no_setup("decode steps", (int)steps);
+  size_t len = 0;
+  cr_assert_eq(clattn_kv_cache_seq_length(cache, 3, &len), CLATTN_SUCCESS);
+  cr_expect_eq(len, prompt + steps + 1);
+  cr_expect_eq(atomic_load(&launches_without_local), 0,
+               "%d of clattn's kernel launches left the work-group size to the driver",
+               atomic_load(&launches_without_local));
+  cl_mem mems[5] = {kp, kt, qb, ob, lb};
+  for (int i = 0; i < 5; ++i) clReleaseMemObject(mems[i]);
+  free(kv);
+  free(q);
+  clattn_kv_cache_destroy(cache);
+  clattn_context_destroy(ctx);
+}
