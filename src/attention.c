@@ -64,16 +64,23 @@ static clattn_status aliasing_check(const clattn_context* ctx, const tensor_ref 
 /* clattn_attention_buffers as 0.1 published it, before the workspace fields. */
 #define BUFFERS_PUBLISHED offsetof(clattn_attention_buffers, workspace)
 
-/* Copies the caller's buffers struct (any published size) into *b and checks every buffer
- * against the shape. */
-static clattn_status buffers_check(const clattn_context* ctx, const clattn__attention_shape* sh,
-                                   const clattn_attention_buffers* in,
-                                   clattn_attention_buffers* b) {
+clattn_status clattn__attention_buffers_check(const clattn_context* ctx,
+                                              const clattn__attention_shape* sh,
+                                              const clattn_attention_buffers* in, int cached,
+                                              clattn_attention_buffers* b) {
   if (!in) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
   clattn_status status = clattn__struct_copy(ctx, "clattn_attention_buffers", in, BUFFERS_PUBLISHED,
                                              sizeof(clattn_attention_buffers), b);
   if (status != CLATTN_SUCCESS) return status;
-  if (!b->q || !b->k || !b->v || !b->o) {
+  if (cached) {
+    if (b->k || b->v || b->kv_lengths) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                          "k, v and kv_lengths must be NULL over a KV cache (its own)");
+    }
+    if (!b->q || !b->o) {
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "q and o must not be NULL");
+    }
+  } else if (!b->q || !b->k || !b->v || !b->o) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "q, k, v and o must not be NULL");
   }
   tensor_ref t[T_COUNT];
@@ -118,7 +125,7 @@ clattn_status clattn_attention(clattn_context* ctx, const clattn_attention_desc*
   clattn_attention_buffers b;
   clattn__plan* plan = NULL;
   CLATTN__CHECK(clattn__attention_shape_resolve(ctx, desc, &sh));
-  CLATTN__CHECK(buffers_check(ctx, &sh, buffers, &b));
+  CLATTN__CHECK(clattn__attention_buffers_check(ctx, &sh, buffers, 0, &b));
   if (queue && queue != ctx->queue) {
     CLATTN__CHECK(clattn__queue_check(ctx, queue));
   } else {

@@ -162,6 +162,14 @@ clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
                                               const clattn_attention_desc* desc,
                                               clattn__attention_shape* shape);
 
+/* Copies a caller's buffers struct (any published size) into *out and checks its buffers
+ * against the shape (src/attention.c): validity, context, size, outputs not aliasing inputs.
+ * cached: a call over a KV cache, whose k, v and kv_lengths must be NULL. */
+clattn_status clattn__attention_buffers_check(const clattn_context* ctx,
+                                              const clattn__attention_shape* shape,
+                                              const clattn_attention_buffers* in, int cached,
+                                              clattn_attention_buffers* out);
+
 /* Elements spanned by a tensor (max index + 1) of a resolved shape; which as in
  * clattn_attention_tensor_size. */
 size_t clattn__tensor_span(const clattn__attention_shape* shape, char which);
