@@ -872,3 +872,183 @@ cleanup:
   }
   return status;
 }
+
+/* ------------------------------------------------------------------------ over a KV cache */
+
+/* Enqueues a forward over the cache within a begun step; the caller holds m->lock and the
+ * step (its end rolls the cache back when this fails). */
+static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache,
+                                           const clattn__kv_step* step, mha_plan* p,
+                                           const clattn_mha_buffers* b, cl_command_queue queue,
+                                           cl_uint num_wait, const cl_event* wait,
+                                           cl_event* event) {
+  clattn_context* ctx = m->ctx;
+  clattn_status status = CLATTN_SUCCESS;
+  cl_event* waits = NULL;
+  cl_event done = NULL;
+  int enqueued = 0;
+  clattn__gemm_args g[GEMM_COUNT];
+  CLATTN__CHECK(plan_temp(m, p, b));
+  CLATTN__CHECK(workspace_reserve_all(m, p));
+  gemms_make(m, p, b, g);
+
+  /* A marker carries the caller's events, the previous call's last command and the upload of
+   * the step's arrays (CLBlast takes no wait list). */
+  const cl_uint count = num_wait + (m->last != NULL) + (step->ready != NULL);
+  if (count) {
+    waits = clattn__malloc(count * sizeof *waits);
+    if (!waits) {
+      status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+      goto cleanup;
+    }
+    cl_uint n = num_wait;
+    if (num_wait) memcpy(waits, wait, num_wait * sizeof *waits);
+    if (m->last) waits[n++] = m->last;
+    if (step->ready) waits[n++] = step->ready;
+    CLATTN__CL_CHECK(ctx, clEnqueueMarkerWithWaitList(queue, count, waits, NULL));
+  }
+  enqueued = 1;
+  /* Q, K, V of the new tokens; Q and K rotated from each sequence's cached length on. */
+  CLATTN__CHECK(project_inputs(m, p, g, queue));
+  CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows, p->seq, step->start, queue));
+  const size_t hq = m->q_width, hk = m->kv_width, dh = m->head_dim;
+  const clattn_strides kv = {.batch = p->seq * hk, .head = dh, .seq = hk};
+  CLATTN__CHECK(clattn__kv_step_append(cache, step, m->ws[WS_K].mem, 0, &kv, m->ws[WS_V].mem, 0,
+                                       &kv, queue, 0, NULL, NULL));
+  /* The queries over each sequence's whole cache, into O [batch, seq, H·D]. */
+  clattn_attention_desc d = CLATTN_ATTENTION_DESC_INIT;
+  d.dtype = CLATTN_DTYPE_F32;
+  d.batch = p->batch;
+  d.heads_q = m->heads;
+  d.heads_kv = m->heads_kv;
+  d.seq_q = p->seq;
+  d.seq_kv = 1; /* the cache's business */
+  d.head_dim = dh;
+  d.scale = m->scale;
+  d.causal = p->causal;
+  d.q_strides = (clattn_strides){.batch = p->seq * hq, .head = dh, .seq = hq};
+  d.k_strides = d.v_strides = (clattn_strides){.batch = hk, .head = dh, .seq = hk};
+  d.o_strides = d.q_strides;
+  clattn__attention_shape q_shape;
+  CLATTN__CHECK(clattn__attention_shape_resolve(ctx, &d, &q_shape));
+  clattn_attention_buffers ab = CLATTN_ATTENTION_BUFFERS_INIT;
+  ab.q = m->ws[WS_Q].mem;
+  ab.o = m->ws[WS_O].mem;
+  CLATTN__CHECK(clattn__kv_step_attend(cache, step, &q_shape, &ab, NULL, queue, 0, NULL, NULL));
+  const size_t e = m->d_model;
+  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, b->y, b->y_offset, m->b_out, 0, p->rows, e));
+  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_OUT], &done));
+cleanup:
+  if (enqueued && !done) clEnqueueMarkerWithWaitList(queue, 0, NULL, &done);
+  if (done) {
+    if (m->last) clReleaseEvent(m->last);
+    m->last = done;
+    if (event && status == CLATTN_SUCCESS) {
+      clRetainEvent(done);
+      *event = done;
+    }
+  }
+  free(waits);
+  return status;
+}
+
+/* Checks a cached forward's descriptor against the layer and the cache and fills its plan. */
+static clattn_status cached_plan(const clattn_mha* m, const clattn_kv_cache* cache,
+                                 const clattn_mha_forward_desc* fwd, mha_plan* p) {
+  clattn_context* ctx = m->ctx;
+  if (!fwd) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "fwd is NULL");
+  clattn_mha_forward_desc copy;
+  clattn_status status =
+      clattn__struct_copy(ctx, "clattn_mha_forward_desc", fwd, sizeof(clattn_mha_forward_desc),
+                          sizeof(clattn_mha_forward_desc), &copy);
+  if (status != CLATTN_SUCCESS) return status;
+  if (copy.seq_kv) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "seq_kv is %zu; a forward over a KV cache must give 0 (the keys are the "
+                        "cache's)",
+                        copy.seq_kv);
+  }
+  size_t heads_kv = 0, head_dim = 0;
+  clattn__kv_cache_dims(cache, &heads_kv, &head_dim);
+  if (heads_kv != m->heads_kv || head_dim != m->head_dim) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "the cache's heads_kv %zu and head_dim %zu differ from the layer's (%zu "
+                        "and %zu)",
+                        heads_kv, head_dim, m->heads_kv, m->head_dim);
+  }
+  return plan_sizes(m, &copy, 0, 0, p);
+}
+
+clattn_status clattn_mha_forward_cached(clattn_mha* m, clattn_kv_cache* cache,
+                                        const clattn_mha_forward_desc* fwd, const int32_t* seq_ids,
+                                        const clattn_mha_buffers* given, cl_command_queue queue,
+                                        cl_uint num_wait_events, const cl_event* wait_events,
+                                        cl_event* event) {
+  if (event) *event = NULL;
+  if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
+  clattn_context* ctx = m->ctx;
+  if (!cache) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "cache is NULL");
+  if (num_wait_events && !wait_events) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
+  }
+  if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
+  clattn_mha_buffers copy;
+  clattn_status status =
+      clattn__struct_copy(ctx, "clattn_mha_buffers", given, sizeof(clattn_mha_buffers),
+                          sizeof(clattn_mha_buffers), &copy);
+  if (status != CLATTN_SUCCESS) return status;
+  const clattn_mha_buffers* b = &copy;
+  if (!b->x || !b->y) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must not be NULL");
+  }
+  if (b->key || b->value || b->kv_lengths) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "a forward over a KV cache is self-attention with the cache's lengths: "
+                        "key, value and kv_lengths must be NULL");
+  }
+  mha_plan p;
+  CLATTN__CHECK(cached_plan(m, cache, fwd, &p));
+  CLATTN__CHECK(buffers_check(m, &p, b));
+  if (queue && queue != ctx->queue) {
+    CLATTN__CHECK(clattn__queue_check(ctx, queue));
+  } else {
+    queue = ctx->queue;
+  }
+  pthread_mutex_lock(&m->lock);
+  clattn__kv_step step;
+  status = clattn__kv_step_begin(cache, p.batch, seq_ids, p.seq, queue, &step);
+  if (status == CLATTN_SUCCESS) {
+    status =
+        forward_cached_locked(m, cache, &step, &p, b, queue, num_wait_events, wait_events, event);
+    /* A failure rolls the step's lengths and blocks back: the cache is as before the call. */
+    status = clattn__kv_step_end(cache, &step, status);
+  }
+  pthread_mutex_unlock(&m->lock);
+cleanup:
+  return status;
+}
+
+clattn_status clattn_mha_forward_cached_host(clattn_mha* m, clattn_kv_cache* cache,
+                                             const clattn_mha_forward_desc* fwd,
+                                             const int32_t* seq_ids, const float* x, float* y) {
+  if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
+  clattn_context* ctx = m->ctx;
+  if (!x || !y) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must be set");
+  if (!cache) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "cache is NULL");
+  clattn_status status;
+  mha_plan p;
+  cl_event done = NULL;
+  clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+  CLATTN__CHECK(cached_plan(m, cache, fwd, &p));
+  const size_t io = p.rows * m->d_model * sizeof(float);
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, io, x, &b.x));
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, io, NULL, &b.y));
+  CLATTN__CHECK(clattn_mha_forward_cached(m, cache, fwd, seq_ids, &b, ctx->queue, 0, NULL, &done));
+  CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, b.y, CL_TRUE, 0, io, y, 1, &done, NULL));
+cleanup:
+  if (done) clReleaseEvent(done);
+  if (b.x) clReleaseMemObject(b.x);
+  if (b.y) clReleaseMemObject(b.y);
+  return status;
+}
