@@ -293,6 +293,40 @@ static void ref_linear(const float* in, size_t rows, size_t width, const float* 
   }
 }
 
+/* Rotates the heads of x [rows, heads·D] (sig its standard deviations, rotated alike) by
+ * position row % seq, as reference.h describes. The rotation is orthogonal, so the
+ * projection's errors keep their size: sig_a'^2 = c^2 sig_a^2 + s^2 sig_b^2. A float32
+ * implementation adds its own errors: cos and sin of the angle are each within 16 u (OpenCL's
+ * 4 ulp, plus the angle's own rounding after a careful reduction of large angles), and the two
+ * products and the sum of a rotated element round once each, so an element is within
+ * (16 + 3) u (|a| + |b|); counted here, with a factor 2 to spare, as one more independent
+ * term of standard deviation 40 u (|a| + |b|) (a worst case taken as one sigma, as point 2 of
+ * the model above does for the core's own rounding). */
+static void ref_rope(const clattn_ref_mha_layer* L, size_t rows, size_t seq, size_t heads,
+                     double* x, double* sig) {
+  const size_t D = L->head_dim, dims = L->rope_dims != 0 ? L->rope_dims : D, half = dims / 2;
+  const double theta = L->rope_theta != 0.0 ? L->rope_theta : 10000.0;
+  const int neox = L->rope == CLATTN_ROPE_NEOX;
+  for (size_t r = 0; r < rows; ++r) {
+    const double pos = (double)(r % seq);
+    for (size_t h = 0; h < heads; ++h) {
+      double* xh = x + (r * heads + h) * D;
+      double* sh = sig + (r * heads + h) * D;
+      for (size_t i = 0; i < half; ++i) {
+        const double angle = pos * pow(theta, -2.0 * (double)i / (double)dims);
+        const double c = cos(angle), s = sin(angle);
+        const size_t ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        const double a = xh[ia], b = xh[ib], sa = sh[ia], sb = sh[ib];
+        const double own = 40.0 * REF_U * (fabs(a) + fabs(b));
+        xh[ia] = a * c - b * s;
+        xh[ib] = a * s + b * c;
+        sh[ia] = sqrt(c * c * sa * sa + s * s * sb * sb + own * own);
+        sh[ib] = sqrt(s * s * sa * sa + c * c * sb * sb + own * own);
+      }
+    }
+  }
+}
+
 int clattn_ref_mha_forward(const clattn_ref_mha_layer* L, size_t batch, size_t seq, size_t seq_kv,
                            int causal, const float* x, const float* key, const float* value,
                            const int32_t* kv_lengths, double* y, double* tol) {
@@ -310,6 +344,8 @@ int clattn_ref_mha_forward(const clattn_ref_mha_layer* L, size_t batch, size_t s
       kd == 0 || vd == 0) {
     return -1;
   }
+  const size_t rope_dims = L->rope_dims != 0 ? L->rope_dims : D;
+  if (L->rope != 0 && (rope_dims % 2 != 0 || rope_dims > D || !(L->rope_theta >= 0.0))) return -1;
   const size_t HD = H * D, KD = Hkv * D, group = H / Hkv;
   const double scale = L->scale != 0.0 ? L->scale : 1.0 / sqrt((double)D);
   const size_t rows = batch * seq, rows_kv = batch * seq_kv;
@@ -330,6 +366,10 @@ int clattn_ref_mha_forward(const clattn_ref_mha_layer* L, size_t batch, size_t s
   ref_linear(x, rows, E, L->wq, L->bq, HD, q, sq);
   ref_linear(self ? x : key, rows_kv, kd, L->wk, L->bk, KD, k, sk);
   ref_linear(self ? x : value, rows_kv, vd, L->wv, L->bv, KD, v, sv);
+  if (L->rope != 0) {
+    ref_rope(L, rows, seq, H, q, sq);
+    ref_rope(L, rows_kv, seq_kv, Hkv, k, sk);
+  }
 
   const double u = REF_U;
   for (size_t b = 0; b < batch; ++b) {

@@ -43,6 +43,14 @@ typedef struct clattn_ref_mha_layer {
   double scale;
   const float *wq, *wk, *wv, *wo;
   const float *bq, *bk, *bv, *bo;
+  /* Rotary embeddings of Q and K after their projection, position p = the row within its
+   * sequence (queries 0 .. seq-1, keys 0 .. seq_kv-1): pair i < rope_dims/2 of each head,
+   * dims (i, i + rope_dims/2) for CLATTN_ROPE_NEOX or (2i, 2i + 1) for CLATTN_ROPE_GPTJ,
+   * rotated by p·theta^(-2i/rope_dims): (a, b) -> (a cos - b sin, a sin + b cos).
+   * rope 0: none; rope_dims 0: head_dim; rope_theta 0: 10000. */
+  int rope;
+  size_t rope_dims;
+  double rope_theta;
 } clattn_ref_mha_layer;
 
 /* y [batch, seq, d_model] (double) of the layer on x [batch, seq, d_model], with key

@@ -3,6 +3,7 @@
  * fused attention core reading the projected heads through strides, and the output
  * projection as one more GEMM; biases are broadcast into C first, the GEMMs add to them. */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,15 @@ struct clattn_mha {
   cl_mem w_out; /* Woᵀ [H·D, E] */
   cl_mem b_in;  /* [bq; bk; bv], (H + 2·Hkv)·D; NULL when no input bias was given */
   cl_mem b_out; /* bo [E]; NULL when none was given */
+  /* Rotary embeddings of Q and K (cl/rope.cl); rope_kernel NULL: none. rope_freq holds the
+   * inverse frequencies theta^(-2i/rope_dims), i < rope_half, each as a float pair hi, lo
+   * (computed in double). The kernel is created once; its arguments are set under `lock`. */
+  int rope_neox;
+  size_t rope_half;
+  double rope_theta;
+  cl_mem rope_freq;
+  cl_kernel rope_kernel;
+  size_t rope_local; /* its work-group size */
 
   /* Everything below is per-call state, guarded by `lock`. */
   pthread_mutex_t lock;
@@ -127,13 +137,52 @@ cleanup:
   return status;
 }
 
+/* clattn_mha_desc as 0.2 published it: up to `scale`. */
+#define MHA_DESC_V0_2 offsetof(clattn_mha_desc, rope)
+
+/* Checks the rotary fields of a descriptor and records them in m. */
+static clattn_status rope_resolve(const clattn_context* ctx, const clattn_mha_desc* d,
+                                  size_t head_dim, clattn_mha* m) {
+  if (d->rope != CLATTN_ROPE_NONE && d->rope != CLATTN_ROPE_NEOX && d->rope != CLATTN_ROPE_GPTJ) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "rope is %d: expected CLATTN_ROPE_NONE, CLATTN_ROPE_NEOX or "
+                        "CLATTN_ROPE_GPTJ",
+                        (int)d->rope);
+  }
+  if (d->rope_dims > head_dim || d->rope_dims % 2) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "rope_dims %zu must be even and at most head_dim (%zu)", d->rope_dims,
+                        head_dim);
+  }
+  if (!isfinite(d->rope_theta) || d->rope_theta < 0.0f) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "rope_theta %g must be finite and above 0 (0: 10000)",
+                        (double)d->rope_theta);
+  }
+  const size_t dims = d->rope_dims ? d->rope_dims : head_dim;
+  if (d->rope != CLATTN_ROPE_NONE && dims % 2) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "rope_dims 0 means head_dim (%zu), which is odd: give an even rope_dims",
+                        head_dim);
+  }
+  m->rope_neox = d->rope == CLATTN_ROPE_NEOX;
+  m->rope_half = d->rope != CLATTN_ROPE_NONE ? dims / 2 : 0;
+  m->rope_theta = d->rope_theta != 0.0f ? (double)d->rope_theta : 10000.0;
+  return CLATTN_SUCCESS;
+}
+
 static clattn_status desc_resolve(const clattn_context* ctx, const clattn_mha_desc* desc,
                                   clattn_mha* m) {
   if (!desc) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc is NULL");
   clattn_mha_desc copy;
-  clattn_status status = clattn__struct_copy(ctx, "clattn_mha_desc", desc, sizeof(clattn_mha_desc),
+  clattn_status status = clattn__struct_copy(ctx, "clattn_mha_desc", desc, MHA_DESC_V0_2,
                                              sizeof(clattn_mha_desc), &copy);
   if (status != CLATTN_SUCCESS) return status;
+  if (desc->struct_size <= offsetof(clattn_mha_desc, rope_dims)) {
+    /* 0.2's struct ended at `scale`; its sizeof (padding included) reaches over `rope`, so
+     * those bytes are padding, not a style. */
+    copy.rope = CLATTN_ROPE_NONE;
+  }
   const clattn_mha_desc* d = &copy;
   if (!d->d_model || !d->heads) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "d_model and heads must be at least 1");
@@ -159,6 +208,7 @@ static clattn_status desc_resolve(const clattn_context* ctx, const clattn_mha_de
   if (!isfinite(d->scale)) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "scale is not finite");
   }
+  CLATTN__CHECK(rope_resolve(ctx, d, head_dim, m));
   m->d_model = d->d_model;
   m->heads = d->heads;
   m->heads_kv = heads_kv;
@@ -174,7 +224,8 @@ static clattn_status desc_resolve(const clattn_context* ctx, const clattn_mha_de
   if (m->q_width > MAX_INDEX || mul(m->q_width + 2 * m->kv_width, widest) > MAX_INDEX) {
     return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED, "weights beyond 32-bit indexing");
   }
-  return CLATTN_SUCCESS;
+cleanup:
+  return status;
 }
 
 /* Uploads the weights into the layer's buffers (ctx->queue; finished before returning). */
@@ -265,6 +316,33 @@ cleanup:
   return status;
 }
 
+/* The rotary embeddings' table and kernel (ctx->queue; finished before returning). */
+static clattn_status rope_create(clattn_context* ctx, clattn_mha* m) {
+  if (!m->rope_half) return CLATTN_SUCCESS;
+  clattn_status status = CLATTN_SUCCESS;
+  const size_t half = m->rope_half;
+  float* table = clattn__malloc(2 * half * sizeof(float));
+  if (!table) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  for (size_t i = 0; i < half; ++i) {
+    /* theta^(-2i/rope_dims) = exp(-(i / half) ln theta), in double, kept as hi + lo. */
+    const double f = exp(-((double)i / (double)half) * log(m->rope_theta));
+    table[2 * i] = (float)f;
+    table[2 * i + 1] = (float)(f - (double)table[2 * i]);
+  }
+  CLATTN__CHECK(
+      clattn__buffer_create(ctx, CL_MEM_READ_ONLY, 2 * half * sizeof(float), table, &m->rope_freq));
+  CLATTN__CHECK(clattn__kernel_create(ctx, "rope", "", "clattn_rope", &m->rope_kernel));
+  size_t limit = 0;
+  CLATTN__CL_CHECK(ctx,
+                   clGetKernelWorkGroupInfo(m->rope_kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                            sizeof limit, &limit, NULL));
+  m->rope_local = 64;
+  while (m->rope_local > 1 && m->rope_local > limit) m->rope_local /= 2;
+cleanup:
+  free(table);
+  return status;
+}
+
 clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha_desc* desc,
                                 const clattn_mha_weights* weights, clattn_mha** out) {
   if (!out)
@@ -282,6 +360,7 @@ clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha_desc* desc
   m->ctx = ctx;
   CLATTN__CHECK(desc_resolve(ctx, desc, m));
   CLATTN__CHECK(weights_load(ctx, weights, m));
+  CLATTN__CHECK(rope_create(ctx, m));
   *out = m;
   m = NULL;
 cleanup:
@@ -291,10 +370,11 @@ cleanup:
 
 clattn_status clattn_mha_destroy(clattn_mha* m) {
   if (!m) return CLATTN_SUCCESS;
-  cl_mem mems[6] = {m->w_q, m->w_k, m->w_v, m->w_out, m->b_in, m->b_out};
-  for (int i = 0; i < 6; ++i) {
+  cl_mem mems[7] = {m->w_q, m->w_k, m->w_v, m->w_out, m->b_in, m->b_out, m->rope_freq};
+  for (int i = 0; i < 7; ++i) {
     if (mems[i]) clReleaseMemObject(mems[i]);
   }
+  if (m->rope_kernel) clReleaseKernel(m->rope_kernel);
   for (int i = 0; i < WS_COUNT; ++i) {
     if (m->ws[i].mem) clReleaseMemObject(m->ws[i].mem);
   }
@@ -416,8 +496,10 @@ cleanup:
   return status;
 }
 
-static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_desc* given, int cross,
-                               mha_plan* p) {
+/* The call's sizes (checked); with_core 0 leaves the core's plan out (a cached forward's
+ * attention goes through the cache). */
+static clattn_status plan_sizes(const clattn_mha* m, const clattn_mha_forward_desc* given,
+                                int cross, int with_core, mha_plan* p) {
   clattn_context* ctx = m->ctx;
   if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "fwd is NULL");
   clattn_mha_forward_desc copy;
@@ -458,7 +540,12 @@ static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_des
                         "batch %zu, seq %zu, seq_kv %zu: tensors beyond 32-bit indexing", p->batch,
                         p->seq, p->seq_kv);
   }
-  return core_plan(m, p);
+  return with_core ? core_plan(m, p) : CLATTN_SUCCESS;
+}
+
+static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_desc* given, int cross,
+                               mha_plan* p) {
+  return plan_sizes(m, given, cross, 1, p);
 }
 
 clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_forward_desc* fwd,
@@ -573,6 +660,49 @@ cleanup:
   return status;
 }
 
+/* Rotates Q (q_rows rows of H heads, q_seq per sequence) and K (k_rows rows of Hkv heads,
+ * k_seq per sequence) in the layer's workspace in place, one launch for both (cl/rope.cl):
+ * positions start[b] + row (start NULL: from 0). Nothing without rope; the caller holds
+ * m->lock (the kernel's arguments). */
+static clattn_status rope_apply(clattn_mha* m, size_t q_rows, size_t q_seq, size_t k_rows,
+                                size_t k_seq, cl_mem start, cl_command_queue queue) {
+  if (!m->rope_kernel) return CLATTN_SUCCESS;
+  clattn_context* ctx = m->ctx;
+  clattn_status status = CLATTN_SUCCESS;
+  const size_t pairs =
+      add(mul(mul(q_rows, m->heads), m->rope_half), mul(mul(k_rows, m->heads_kv), m->rope_half));
+  /* q_rows·H·D and k_rows·Hkv·D are each within 32 bits (plan_make), so their halves sum
+   * within 32 bits too; rounded up to the work-group, checked all the same. */
+  const size_t local = m->rope_local, global = add(pairs, local - 1) / local * local;
+  if (global > MAX_INDEX) {
+    return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED, "rotary embeddings beyond 32-bit indexing");
+  }
+  cl_kernel kr = m->rope_kernel;
+  cl_uint i = 0;
+  cl_int err = CL_SUCCESS;
+  const cl_int neox = m->rope_neox, has_start = start != NULL;
+  clattn__arg_mem(kr, &i, m->ws[WS_Q].mem, &err);
+  clattn__arg_uint(kr, &i, 0, &err);
+  clattn__arg_uint(kr, &i, q_rows, &err);
+  clattn__arg_uint(kr, &i, m->heads, &err);
+  clattn__arg_uint(kr, &i, q_seq, &err);
+  clattn__arg_mem(kr, &i, m->ws[WS_K].mem, &err);
+  clattn__arg_uint(kr, &i, 0, &err);
+  clattn__arg_uint(kr, &i, k_rows, &err);
+  clattn__arg_uint(kr, &i, m->heads_kv, &err);
+  clattn__arg_uint(kr, &i, k_seq, &err);
+  clattn__arg_uint(kr, &i, m->head_dim, &err);
+  clattn__arg_uint(kr, &i, m->rope_half, &err);
+  err |= clSetKernelArg(kr, i++, sizeof neox, &neox);
+  clattn__arg_mem(kr, &i, m->rope_freq, &err);
+  clattn__arg_mem(kr, &i, start, &err); /* NULL is allowed for a __global pointer */
+  err |= clSetKernelArg(kr, i++, sizeof has_start, &has_start);
+  CLATTN__CL_CHECK(ctx, err);
+  CLATTN__CL_CHECK(ctx, clEnqueueNDRangeKernel(queue, kr, 1, NULL, &global, &local, 0, NULL, NULL));
+cleanup:
+  return status;
+}
+
 /* The attention core on the projected heads, through its plan: Q, K and V are read in place
  * through strides; O is written as [batch, seq, H·D]; its scratch is the layer's. */
 static clattn_status attend(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
@@ -616,6 +746,7 @@ static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha
   }
   enqueued = 1;
   CLATTN__CHECK(project_inputs(m, p, g, queue));
+  CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows_kv, p->seq_kv, NULL, queue));
   CLATTN__CHECK(attend(m, p, b, queue));
   /* y = bo, then y += O·Woᵀ; without bo, y = O·Woᵀ (CLBlast does not read C when beta is 0,
    * so whatever y held, NaN included, is overwritten). */
@@ -739,5 +870,185 @@ cleanup:
   for (int i = 0; i < 5; ++i) {
     if (mems[i]) clReleaseMemObject(mems[i]);
   }
+  return status;
+}
+
+/* ------------------------------------------------------------------------ over a KV cache */
+
+/* Enqueues a forward over the cache within a begun step; the caller holds m->lock and the
+ * step (its end rolls the cache back when this fails). */
+static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache,
+                                           const clattn__kv_step* step, mha_plan* p,
+                                           const clattn_mha_buffers* b, cl_command_queue queue,
+                                           cl_uint num_wait, const cl_event* wait,
+                                           cl_event* event) {
+  clattn_context* ctx = m->ctx;
+  clattn_status status = CLATTN_SUCCESS;
+  cl_event* waits = NULL;
+  cl_event done = NULL;
+  int enqueued = 0;
+  clattn__gemm_args g[GEMM_COUNT];
+  CLATTN__CHECK(plan_temp(m, p, b));
+  CLATTN__CHECK(workspace_reserve_all(m, p));
+  gemms_make(m, p, b, g);
+
+  /* A marker carries the caller's events, the previous call's last command and the upload of
+   * the step's arrays (CLBlast takes no wait list). */
+  const cl_uint count = num_wait + (m->last != NULL) + (step->ready != NULL);
+  if (count) {
+    waits = clattn__malloc(count * sizeof *waits);
+    if (!waits) {
+      status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+      goto cleanup;
+    }
+    cl_uint n = num_wait;
+    if (num_wait) memcpy(waits, wait, num_wait * sizeof *waits);
+    if (m->last) waits[n++] = m->last;
+    if (step->ready) waits[n++] = step->ready;
+    CLATTN__CL_CHECK(ctx, clEnqueueMarkerWithWaitList(queue, count, waits, NULL));
+  }
+  enqueued = 1;
+  /* Q, K, V of the new tokens; Q and K rotated from each sequence's cached length on. */
+  CLATTN__CHECK(project_inputs(m, p, g, queue));
+  CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows, p->seq, step->start, queue));
+  const size_t hq = m->q_width, hk = m->kv_width, dh = m->head_dim;
+  const clattn_strides kv = {.batch = p->seq * hk, .head = dh, .seq = hk};
+  CLATTN__CHECK(clattn__kv_step_append(cache, step, m->ws[WS_K].mem, 0, &kv, m->ws[WS_V].mem, 0,
+                                       &kv, queue, 0, NULL, NULL));
+  /* The queries over each sequence's whole cache, into O [batch, seq, H·D]. */
+  clattn_attention_desc d = CLATTN_ATTENTION_DESC_INIT;
+  d.dtype = CLATTN_DTYPE_F32;
+  d.batch = p->batch;
+  d.heads_q = m->heads;
+  d.heads_kv = m->heads_kv;
+  d.seq_q = p->seq;
+  d.seq_kv = 1; /* the cache's business */
+  d.head_dim = dh;
+  d.scale = m->scale;
+  d.causal = p->causal;
+  d.q_strides = (clattn_strides){.batch = p->seq * hq, .head = dh, .seq = hq};
+  d.k_strides = d.v_strides = (clattn_strides){.batch = hk, .head = dh, .seq = hk};
+  d.o_strides = d.q_strides;
+  clattn__attention_shape q_shape;
+  CLATTN__CHECK(clattn__attention_shape_resolve(ctx, &d, &q_shape));
+  clattn_attention_buffers ab = CLATTN_ATTENTION_BUFFERS_INIT;
+  ab.q = m->ws[WS_Q].mem;
+  ab.o = m->ws[WS_O].mem;
+  CLATTN__CHECK(clattn__kv_step_attend(cache, step, &q_shape, &ab, NULL, queue, 0, NULL, NULL));
+  const size_t e = m->d_model;
+  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, b->y, b->y_offset, m->b_out, 0, p->rows, e));
+  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_OUT], &done));
+cleanup:
+  if (enqueued && !done) clEnqueueMarkerWithWaitList(queue, 0, NULL, &done);
+  if (done) {
+    if (m->last) clReleaseEvent(m->last);
+    m->last = done;
+    if (event && status == CLATTN_SUCCESS) {
+      clRetainEvent(done);
+      *event = done;
+    }
+  }
+  free(waits);
+  return status;
+}
+
+/* Checks a cached forward's descriptor against the layer and the cache and fills its plan. */
+static clattn_status cached_plan(const clattn_mha* m, const clattn_kv_cache* cache,
+                                 const clattn_mha_forward_desc* fwd, mha_plan* p) {
+  clattn_context* ctx = m->ctx;
+  if (!fwd) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "fwd is NULL");
+  clattn_mha_forward_desc copy;
+  clattn_status status =
+      clattn__struct_copy(ctx, "clattn_mha_forward_desc", fwd, sizeof(clattn_mha_forward_desc),
+                          sizeof(clattn_mha_forward_desc), &copy);
+  if (status != CLATTN_SUCCESS) return status;
+  if (copy.seq_kv) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "seq_kv is %zu; a forward over a KV cache must give 0 (the keys are the "
+                        "cache's)",
+                        copy.seq_kv);
+  }
+  size_t heads_kv = 0, head_dim = 0;
+  clattn__kv_cache_dims(cache, &heads_kv, &head_dim);
+  if (heads_kv != m->heads_kv || head_dim != m->head_dim) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "the cache's heads_kv %zu and head_dim %zu differ from the layer's (%zu "
+                        "and %zu)",
+                        heads_kv, head_dim, m->heads_kv, m->head_dim);
+  }
+  return plan_sizes(m, &copy, 0, 0, p);
+}
+
+clattn_status clattn_mha_forward_cached(clattn_mha* m, clattn_kv_cache* cache,
+                                        const clattn_mha_forward_desc* fwd, const int32_t* seq_ids,
+                                        const clattn_mha_buffers* given, cl_command_queue queue,
+                                        cl_uint num_wait_events, const cl_event* wait_events,
+                                        cl_event* event) {
+  if (event) *event = NULL;
+  if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
+  clattn_context* ctx = m->ctx;
+  if (!cache) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "cache is NULL");
+  if (num_wait_events && !wait_events) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
+  }
+  if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
+  clattn_mha_buffers copy;
+  clattn_status status =
+      clattn__struct_copy(ctx, "clattn_mha_buffers", given, sizeof(clattn_mha_buffers),
+                          sizeof(clattn_mha_buffers), &copy);
+  if (status != CLATTN_SUCCESS) return status;
+  const clattn_mha_buffers* b = &copy;
+  if (!b->x || !b->y) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must not be NULL");
+  }
+  if (b->key || b->value || b->kv_lengths) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "a forward over a KV cache is self-attention with the cache's lengths: "
+                        "key, value and kv_lengths must be NULL");
+  }
+  mha_plan p;
+  CLATTN__CHECK(cached_plan(m, cache, fwd, &p));
+  CLATTN__CHECK(buffers_check(m, &p, b));
+  if (queue && queue != ctx->queue) {
+    CLATTN__CHECK(clattn__queue_check(ctx, queue));
+  } else {
+    queue = ctx->queue;
+  }
+  pthread_mutex_lock(&m->lock);
+  clattn__kv_step step;
+  status = clattn__kv_step_begin(cache, p.batch, seq_ids, p.seq, queue, &step);
+  if (status == CLATTN_SUCCESS) {
+    status =
+        forward_cached_locked(m, cache, &step, &p, b, queue, num_wait_events, wait_events, event);
+    /* A failure rolls the step's lengths and blocks back: the cache is as before the call. */
+    status = clattn__kv_step_end(cache, &step, status);
+  }
+  pthread_mutex_unlock(&m->lock);
+cleanup:
+  return status;
+}
+
+clattn_status clattn_mha_forward_cached_host(clattn_mha* m, clattn_kv_cache* cache,
+                                             const clattn_mha_forward_desc* fwd,
+                                             const int32_t* seq_ids, const float* x, float* y) {
+  if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
+  clattn_context* ctx = m->ctx;
+  if (!x || !y) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must be set");
+  if (!cache) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "cache is NULL");
+  clattn_status status;
+  mha_plan p;
+  cl_event done = NULL;
+  clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+  CLATTN__CHECK(cached_plan(m, cache, fwd, &p));
+  const size_t io = p.rows * m->d_model * sizeof(float);
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, io, x, &b.x));
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, io, NULL, &b.y));
+  CLATTN__CHECK(clattn_mha_forward_cached(m, cache, fwd, seq_ids, &b, ctx->queue, 0, NULL, &done));
+  CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, b.y, CL_TRUE, 0, io, y, 1, &done, NULL));
+cleanup:
+  if (done) clReleaseEvent(done);
+  if (b.x) clReleaseMemObject(b.x);
+  if (b.y) clReleaseMemObject(b.y);
   return status;
 }

@@ -126,3 +126,49 @@ Test(abi, variant_names_round_trip) {
   cr_assert_eq(clattn_attention_config_describe(&bad, NULL, 0, NULL),
                CLATTN_ERROR_INVALID_ARGUMENT);
 }
+
+/* clattn_mha_desc as 0.2 published it, up to `scale`: its size without the trailing padding
+ * and with it (sizeof in 0.2, which reaches over 0.3's `rope`; those bytes are the caller's
+ * padding, set to garbage here, and must not be read as a style). Both make the layer 0.2
+ * made, without rotary embeddings: the same y, bit for bit, as this version's descriptor. */
+Test(abi, mha_desc_of_the_older_size) {
+  clattn_context* ctx = test_context(NULL);
+  enum { E = 32, H = 2, N = 5 };
+  uint64_t state = 17;
+  float w_in[3 * E * E], wo[E * E], x[N * E], y[N * E], y_now[N * E];
+  clattn_ref_fill_uniform(w_in, 3 * E * E, -0.2f, 0.2f, &state);
+  clattn_ref_fill_uniform(wo, E * E, -0.2f, 0.2f, &state);
+  clattn_ref_fill_uniform(x, N * E, -1.0f, 1.0f, &state);
+  clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
+  w.in_proj_weight.host = w_in;
+  w.out_proj_weight.host = wo;
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = 1;
+  fwd.seq = N;
+  fwd.causal = 1;
+  clattn_mha_desc now = CLATTN_MHA_DESC_INIT;
+  now.d_model = E;
+  now.heads = H;
+  clattn_mha* mha = NULL;
+  cr_assert_eq(clattn_mha_create(ctx, &now, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  cr_assert_eq(clattn_mha_forward_host(mha, &fwd, x, NULL, NULL, y_now, NULL), CLATTN_SUCCESS);
+  clattn_mha_destroy(mha);
+  const size_t sizes[2] = {offsetof(clattn_mha_desc, rope), offsetof(clattn_mha_desc, rope_dims)};
+  for (int i = 0; i < 2; ++i) {
+    unsigned char* old = malloc(sizes[i]);
+    cr_assert_not_null(old);
+    memset(old, 0xA5, sizes[i]);
+    clattn_mha_desc d = now;
+    d.struct_size = sizes[i];
+    memcpy(old, &d, offsetof(clattn_mha_desc, rope));
+    mha = NULL;
+    clattn_status st = clattn_mha_create(ctx, (const clattn_mha_desc*)(const void*)old, &w, &mha);
+    free(old);
+    cr_assert_eq(st, CLATTN_SUCCESS, "struct_size %zu: %s (%s)", sizes[i], clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clattn_mha_forward_host(mha, &fwd, x, NULL, NULL, y, NULL), CLATTN_SUCCESS);
+    clattn_mha_destroy(mha);
+    cr_assert_eq(memcmp(y, y_now, sizeof y), 0, "struct_size %zu: another y", sizes[i]);
+  }
+  clattn_context_destroy(ctx);
+}

@@ -27,6 +27,9 @@ typedef struct layer_case {
   int lengths; /* 1: kv_lengths cycling through seq_kv, 0 and 2/3 of seq_kv */
   float scale; /* 0: 1/sqrt(head_dim) */
   uint64_t seed;
+  clattn_rope_style rope; /* rotary embeddings: style, dims (0: head_dim), theta (0: 10000) */
+  size_t rope_dims;
+  float rope_theta;
 } layer_case;
 
 /* Host weights in PyTorch's layout, and the data of one call. */
@@ -111,6 +114,9 @@ static clattn_mha_desc data_desc(const layer_case* c) {
   d.k_dim = c->k_dim;
   d.v_dim = c->v_dim;
   d.scale = c->scale;
+  d.rope = c->rope;
+  d.rope_dims = c->rope_dims;
+  d.rope_theta = c->rope_theta;
   return d;
 }
 
@@ -149,7 +155,10 @@ static double data_check(const layer_data* L, const layer_case* c, const char* l
                               .wk = L->w_in + L->hd * L->e,
                               .wv = L->w_in + L->hd * L->e + L->kvd * L->kd,
                               .wo = L->wo,
-                              .bo = L->bo};
+                              .bo = L->bo,
+                              .rope = (int)c->rope,
+                              .rope_dims = c->rope_dims,
+                              .rope_theta = c->rope_theta};
   if (L->b_in) {
     ref.bq = L->b_in;
     ref.bk = L->b_in + L->hd;
@@ -183,9 +192,10 @@ static double data_check(const layer_data* L, const layer_case* c, const char* l
 static void case_label(char* buf, size_t size, const layer_case* c) {
   snprintf(buf, size,
            "E=%zu H=%zu Hkv=%zu D=%zu kdim=%zu vdim=%zu B=%zu N=%zu Nkv=%zu causal=%d bias=%d "
-           "packed=%d lengths=%d",
+           "packed=%d lengths=%d rope=%d/%zu/%g",
            c->d_model, c->heads, c->heads_kv, c->head_dim, c->k_dim, c->v_dim, c->batch, c->seq,
-           c->seq_kv, c->causal, c->bias, c->packed, c->lengths);
+           c->seq_kv, c->causal, c->bias, c->packed, c->lengths, (int)c->rope, c->rope_dims,
+           (double)c->rope_theta);
 }
 
 /* Creates the layer from host weights, runs the host form and checks it. */
@@ -291,6 +301,203 @@ ParameterizedTestParameters(mha, layer) {
 }
 
 ParameterizedTest(layer_case* c, mha, layer, .timeout = 600.0) { run_case(c); }
+
+/* Rotary embeddings on Q and K (reference.c rotates the double-precision projections by the
+ * formula and carries their error through the rotation): both styles, over all of each
+ * head's dims and over part of them, GQA and MQA, cross-attention (keys at their own
+ * positions), a theta of one's own, and positions past 500 (angles of hundreds of turns). */
+ParameterizedTestParameters(mha, rope) {
+  static layer_case cases[] = {
+      {.d_model = 128,
+       .heads = 4,
+       .batch = 2,
+       .seq = 37,
+       .causal = 1,
+       .bias = 1,
+       .rope = CLATTN_ROPE_NEOX},
+      {.d_model = 128,
+       .heads = 4,
+       .batch = 2,
+       .seq = 37,
+       .causal = 1,
+       .bias = 1,
+       .rope = CLATTN_ROPE_GPTJ},
+      /* Partial: the first 16 (NEOX) or 8 (GPTJ) of 32 dims rotate, the rest pass through. */
+      {.d_model = 128,
+       .heads = 4,
+       .batch = 2,
+       .seq = 29,
+       .bias = 1,
+       .packed = 1,
+       .rope = CLATTN_ROPE_NEOX,
+       .rope_dims = 16},
+      {.d_model = 128,
+       .heads = 4,
+       .batch = 1,
+       .seq = 29,
+       .causal = 1,
+       .rope = CLATTN_ROPE_GPTJ,
+       .rope_dims = 8,
+       .rope_theta = 500000.0f},
+      /* GQA and MQA (head_dim 64, Llama's), and a head dim that does not divide d_model. */
+      {.d_model = 256,
+       .heads = 8,
+       .heads_kv = 2,
+       .batch = 3,
+       .seq = 45,
+       .causal = 1,
+       .bias = 1,
+       .lengths = 1,
+       .rope = CLATTN_ROPE_NEOX},
+      {.d_model = 256,
+       .heads = 4,
+       .heads_kv = 1,
+       .batch = 2,
+       .seq = 33,
+       .causal = 1,
+       .rope = CLATTN_ROPE_GPTJ},
+      {.d_model = 96,
+       .heads = 4,
+       .head_dim = 40,
+       .heads_kv = 2,
+       .batch = 2,
+       .seq = 17,
+       .bias = 1,
+       .rope = CLATTN_ROPE_NEOX,
+       .rope_dims = 20,
+       .rope_theta = 100.0f},
+      /* Cross-attention: queries at 0 .. seq-1, keys at 0 .. seq_kv-1. */
+      {.d_model = 128,
+       .heads = 4,
+       .heads_kv = 2,
+       .k_dim = 96,
+       .v_dim = 80,
+       .batch = 2,
+       .seq = 20,
+       .seq_kv = 31,
+       .causal = 1,
+       .bias = 1,
+       .rope = CLATTN_ROPE_NEOX},
+      /* Positions up to 599: the fastest pair turns 95 times. */
+      {.d_model = 64,
+       .heads = 2,
+       .batch = 1,
+       .seq = 600,
+       .causal = 1,
+       .bias = 1,
+       .rope = CLATTN_ROPE_NEOX},
+  };
+  const size_t n = sizeof cases / sizeof cases[0];
+  for (size_t i = 0; i < n; ++i) cases[i].seed = 3000 + 2 * i;
+  return cr_make_param_array(layer_case, cases, n);
+}
+
+ParameterizedTest(layer_case* c, mha, rope, .timeout = 600.0) { run_case(c); }
+
+/* The rotation matters: the same layer without it, or with the other style, is far from the
+ * result with it (the reference's tolerance separates them). */
+Test(mha, rope_is_applied, .timeout = 600.0) {
+  clattn_context* ctx = test_context(NULL);
+  layer_case c = {.d_model = 64,
+                  .heads = 2,
+                  .batch = 1,
+                  .seq = 24,
+                  .causal = 1,
+                  .bias = 1,
+                  .rope = CLATTN_ROPE_NEOX,
+                  .seed = 31};
+  layer_data L;
+  data_init(&L, &c);
+  const clattn_mha_weights w = data_weights(&L, 1);
+  const size_t n = L.rows * L.e;
+  float* ys[3];
+  const clattn_rope_style styles[3] = {CLATTN_ROPE_NEOX, CLATTN_ROPE_GPTJ, CLATTN_ROPE_NONE};
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = c.batch;
+  fwd.seq = c.seq;
+  fwd.causal = c.causal;
+  for (int i = 0; i < 3; ++i) {
+    layer_case ci = c;
+    ci.rope = styles[i];
+    const clattn_mha_desc desc = data_desc(&ci);
+    clattn_mha* mha = NULL;
+    cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s",
+                 test_last_error(ctx));
+    ys[i] = malloc(n * sizeof(float));
+    cr_assert_not_null(ys[i]);
+    cr_assert_eq(clattn_mha_forward_host(mha, &fwd, L.x, NULL, NULL, ys[i], NULL), CLATTN_SUCCESS,
+                 "%s", test_last_error(ctx));
+    clattn_mha_destroy(mha);
+  }
+  for (int i = 1; i < 3; ++i) {
+    double diff = 0.0;
+    for (size_t j = 0; j < n; ++j) diff = fmax(diff, fabs((double)ys[0][j] - (double)ys[i][j]));
+    cr_expect_gt(diff, 1e-3, "rope %d gives y within %g of NEOX's", (int)styles[i], diff);
+  }
+  /* The first row is at position 0: no rotation, so all three agree there (one key, its
+   * own, whatever its rotation: the output is its V). */
+  for (int i = 1; i < 3; ++i) {
+    for (size_t j = 0; j < L.e; ++j) {
+      cr_expect(fabs((double)ys[0][j] - (double)ys[i][j]) < 1e-5, "row 0, col %zu: %g vs %g", j,
+                (double)ys[0][j], (double)ys[i][j]);
+    }
+  }
+  for (int i = 0; i < 3; ++i) free(ys[i]);
+  data_free(&L);
+  clattn_context_destroy(ctx);
+}
+
+/* Bad rotary fields are refused at creation, each with a message. */
+Test(mha, rope_bad_input) {
+  clattn_context* ctx = test_context(NULL);
+  layer_case c = {.d_model = 64, .heads = 4, .batch = 1, .seq = 4, .seed = 12};
+  layer_data L;
+  data_init(&L, &c);
+  const clattn_mha_weights w = data_weights(&L, 1);
+  struct {
+    int rope;
+    size_t dims;
+    float theta;
+    clattn_status want;
+    const char* says;
+  } bad[] = {
+      {3, 0, 0.0f, CLATTN_ERROR_INVALID_ARGUMENT, "rope is 3"},
+      {-1, 0, 0.0f, CLATTN_ERROR_INVALID_ARGUMENT, "rope is -1"},
+      {CLATTN_ROPE_NEOX, 7, 0.0f, CLATTN_ERROR_INVALID_SHAPE, "rope_dims 7"},
+      {CLATTN_ROPE_GPTJ, 18, 0.0f, CLATTN_ERROR_INVALID_SHAPE, "rope_dims 18"},
+      {CLATTN_ROPE_NEOX, 0, -1.0f, CLATTN_ERROR_INVALID_ARGUMENT, "rope_theta"},
+      {CLATTN_ROPE_NEOX, 0, NAN, CLATTN_ERROR_INVALID_ARGUMENT, "rope_theta"},
+      {CLATTN_ROPE_GPTJ, 8, INFINITY, CLATTN_ERROR_INVALID_ARGUMENT, "rope_theta"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    clattn_mha_desc desc = data_desc(&c);
+    desc.rope = (clattn_rope_style)bad[i].rope;
+    desc.rope_dims = bad[i].dims;
+    desc.rope_theta = bad[i].theta;
+    clattn_mha* mha = (clattn_mha*)&desc;
+    cr_expect_eq(clattn_mha_create(ctx, &desc, &w, &mha), bad[i].want, "case %zu", i);
+    cr_expect_null(mha, "case %zu", i);
+    cr_expect(strstr(test_last_error(ctx), bad[i].says) != NULL, "case %zu: %s", i,
+              test_last_error(ctx));
+  }
+  /* rope_dims 0 means head_dim, which must then be even. */
+  layer_case odd = {.d_model = 63, .heads = 7, .batch = 1, .seq = 4, .seed = 14};
+  layer_data O;
+  data_init(&O, &odd);
+  const clattn_mha_weights wo = data_weights(&O, 1);
+  clattn_mha_desc desc = data_desc(&odd);
+  desc.rope = CLATTN_ROPE_NEOX;
+  clattn_mha* mha = NULL;
+  cr_expect_eq(clattn_mha_create(ctx, &desc, &wo, &mha), CLATTN_ERROR_INVALID_SHAPE);
+  cr_expect(strstr(test_last_error(ctx), "odd") != NULL, "%s", test_last_error(ctx));
+  desc.rope_dims = 8;
+  cr_expect_eq(clattn_mha_create(ctx, &desc, &wo, &mha), CLATTN_SUCCESS, "%s",
+               test_last_error(ctx));
+  clattn_mha_destroy(mha);
+  data_free(&O);
+  data_free(&L);
+  clattn_context_destroy(ctx);
+}
 
 /* N from 1 upward on one small layer, causal and not. */
 Test(mha, sequence_lengths, .timeout = 600.0) {

@@ -563,7 +563,11 @@ typedef struct clattn_mha_desc {
    * a sequence (0 for its first token; in a cached forward, its cached length before the
    * call plus the row) rotates each pair of the first rope_dims dims of every head by
    * p·theta^(-2i/rope_dims), pair i. NEOX pairs dim i with i + rope_dims/2 (GPT-NeoX, Llama's
-   * Hugging Face form); GPTJ pairs 2i with 2i + 1 (GPT-J, the original Llama form). */
+   * Hugging Face form); GPTJ pairs 2i with 2i + 1 (GPT-J, the original Llama form).
+   * Angles are reduced by whole turns in extended precision before cos and sin, so for any
+   * position below 2^24 each rotated element is within about 17·2^-24·(|a| + |b|) of the
+   * exact rotation of its pair (a, b) (a float32 product position·frequency, as PyTorch's
+   * float32 RoPE forms it, would be off by up to 6e-3 rad at position 1e5). */
   clattn_rope_style rope;
   size_t rope_dims; /* even, <= head_dim; 0: head_dim */
   float rope_theta; /* 0: 10000 */
@@ -605,8 +609,9 @@ typedef struct clattn_mha_weights {
  * weights is looked at (so weights NULL tells whether desc would be accepted: the call then
  * fails with INVALID_ARGUMENT for a good desc, or with desc's status).
  * Returns CLATTN_ERROR_INVALID_SHAPE for a zero dimension, d_model not divisible by heads
- * with head_dim 0, heads not a multiple of heads_kv or head_dim > 256;
- * CLATTN_ERROR_INVALID_ARGUMENT for a missing weight, both packed and separate weights, a
+ * with head_dim 0, heads not a multiple of heads_kv, head_dim > 256, or rope_dims odd or
+ * above head_dim; CLATTN_ERROR_INVALID_ARGUMENT for an unknown rope style, a rope_theta that
+ * is negative or not finite, a missing weight, both packed and separate weights, a
  * packed weight where k_dim or v_dim differs from d_model, or a cl_mem of another context;
  * CLATTN_ERROR_BUFFER_TOO_SMALL for a weight buffer smaller than its shape. */
 CLATTN_API clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha_desc* desc,
@@ -693,8 +698,12 @@ CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
  * y gets the output projection. The cache's heads_kv and head_dim must be the layer's.
  * fwd->causal is aligned to each sequence's length (a prompt's rows see the tokens before
  * them); fwd->seq_kv must be 0 and buffers key, value and kv_lengths NULL (self-attention
- * only). Returns CLATTN_ERROR_CACHE_FULL, changing nothing, when the tokens do not fit.
- * A decode step (seq 1) after the first of its batch size allocates nothing. */
+ * only). Returns CLATTN_ERROR_CACHE_FULL, changing nothing, when the tokens do not fit;
+ * CLATTN_ERROR_INVALID_SHAPE for a seq_kv other than 0 or a cache whose heads_kv or head_dim
+ * differ from the layer's; CLATTN_ERROR_INVALID_ARGUMENT for key, value or kv_lengths set,
+ * more sequences than the cache holds, or an id out of range or repeated. Any failure leaves
+ * the cache as it was. A decode step (seq 1) after the first of its batch size allocates
+ * nothing in the layer. */
 CLATTN_API clattn_status clattn_mha_forward_cached(clattn_mha* mha, clattn_kv_cache* cache,
                                                    const clattn_mha_forward_desc* fwd,
                                                    const int32_t* seq_ids,
