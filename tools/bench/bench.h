@@ -29,14 +29,30 @@ typedef struct bench_options {
   size_t d_model;
   int head_dim_given;
   clattn_variant variant;
-  unsigned block_m, block_n, rows_per_item, threads_per_row;
+  unsigned block_m, block_n, rows_per_item, threads_per_row, num_splits;
+  /* Decode mode (--decode): the core's shape with decode defaults, K and V bytes reported. */
+  int decode;
   int reps, warmup;
   double max_seconds;     /* per implementation: stop repeating once its calls took this long */
   double reference_limit; /* largest B*Hq*Nq*Nkv*D the timed reference runs */
   int want[IMPL_COUNT];
   uint64_t seed;
   int json, no_peak, startup, startup_child;
+  /* Memory bandwidth: a copy of bandwidth_mb MB and a read of twice that (--no-bandwidth). */
+  int no_bandwidth;
+  size_t bandwidth_mb;
 } bench_options;
+
+/* One of the bandwidth kernels (bandwidth.c): its launch, the bytes one run moves, and the
+ * GB/s of every run (the best is the figure). */
+typedef struct bench_bandwidth {
+  cl_kernel kernel;
+  size_t global, local;
+  double bytes_read, bytes_written;
+  double best_gbps;
+  double* gbps;
+  int runs, cap;
+} bench_bandwidth;
 
 /* What every implementation shares: the device, the shape, inputs, output and reference. */
 typedef struct bench {
@@ -77,6 +93,11 @@ typedef struct bench {
   size_t peak_global, peak_local; /* local 0: the driver's choice */
   int peak_iters, peak_vec, peak_chains, peak_runs;
   double peak_gflops;
+  /* Bandwidth: the program (NULL when not measured), its buffers and its two kernels. */
+  cl_program band_program;
+  cl_mem band_src, band_dst, band_out;
+  int band_vec;
+  bench_bandwidth band_copy, band_read;
 } bench;
 
 typedef struct impl {
@@ -130,6 +151,12 @@ cl_program bench_build_program(const bench* B, const char* name, const char* opt
 int bench_peak_setup(bench* B, char* err, size_t err_size);
 double bench_peak_run(bench* B, double* ms_out);
 void bench_peak_release(bench* B);
+
+/* bandwidth.c: sets up the copy and read kernels and runs each three times (0, or -1 with
+ * err set); one more run of each; what the set-up made. */
+int bench_bandwidth_setup(bench* B, char* err, size_t err_size);
+void bench_bandwidth_run(bench* B);
+void bench_bandwidth_release(bench* B);
 
 /* impl.c: an implementation's set-up and one call (with clFinish) in the current mode; 0 on
  * success, else -1 with m->error set. A set-up may skip instead (m->skipped, m->skip_reason). */
