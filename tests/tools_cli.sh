@@ -51,7 +51,7 @@ expect 2 "--seq needs a non-negative integer, got '-1'" clattn-run --core --seq 
 expect 2 "--block-m takes 0..4294967295, got '4294967296'" clattn-bench --block-m 4294967296
 expect 2 "--reps takes 0..1000000" clattn-bench --reps 99999999999
 expect 2 "--max-seconds needs a positive finite number, got 'inf'" clattn-bench --max-seconds inf
-expect 2 "'bogus' is not one of fused, unfused_clblast, naive, reference" clattn-bench \
+expect 2 "'bogus' is not one of fused, unfused_clblast, naive, reference, cached" clattn-bench \
   --impl fused,bogus
 expect 2 "--mha needs --d-model" clattn-bench --mha
 expect 2 "--bandwidth-mb takes 1..16384, got '0'" clattn-bench --bandwidth-mb 0
@@ -59,6 +59,7 @@ expect 2 "--bandwidth-mb takes 1..16384, got '16385'" clattn-bench --bandwidth-m
 expect 2 "--bandwidth-mb needs a non-negative integer, got '1.5'" clattn-bench --bandwidth-mb 1.5
 expect 2 "--num-splits takes 0..4294967295, got '4294967296'" clattn-bench --num-splits 4294967296
 expect 2 "--decode takes no value, got '1'" clattn-bench --decode=1
+expect 2 "--block-tokens takes 0..1048576, got '1048577'" clattn-bench --block-tokens 1048577
 expect 2 "--decode times the attention core; drop --mha" clattn-bench --decode --d-model 64
 expect 2 "--variant takes auto|tiled_local|register_blocked" clattn-bench --variant x
 expect 2 "--seq-kv needs a non-negative integer, got '-4096'" clattn-bench --decode --seq-kv -4096
@@ -132,7 +133,18 @@ f = r[0]
 assert abs(f["kv_gbps"] - o["kv_bytes_per_call"] / (f["ms"] * 1e6)) <= 1e-4 * f["kv_gbps"]
 assert abs(f["pct_copy_bandwidth"] - 100 * f["kv_gbps"] / o["copy_gbps"]) <= 1e-3 * f["pct_copy_bandwidth"]
 assert f["pct_read_bandwidth"] > 0 and f["config"]["num_splits"] >= 0
-' --decode --seq-kv 64 "${tiny[@]}"
+' --decode --seq-kv 64 --impl fused "${tiny[@]}"
+# --decode's default implementations: plain buffers and the KV cache, both checked against
+# the reference (err/tol below 1) on a ragged shape (B=3, GQA, Nkv not a block multiple).
+json_check "--decode --json: fused and cached" '
+assert [x["impl"] for x in o["results"]] == ["fused", "cached"], (o["results"], o["skipped"])
+for x in o["results"]:
+    assert x["max_err_over_tol"] < 1 and x["nan_count"] == 0 and x["kv_gbps"] > 0, x
+c = o["results"][1]["config"]["kv_cache"]
+assert c["block_tokens"] == 8 and c["tokens_used"] == 3 * 37, c
+assert o["kv_bytes_per_call"] == 2 * 3 * 1 * 37 * 16 * 4
+assert "fused_speedup_over_cached" in o["ratios"]
+' --decode --seq-kv 37 --batch 3 --kv-heads 1 --block-tokens 8 "${tiny[@]}"
 json_check "--no-bandwidth --json: bandwidth null, no decode fields in core mode" '
 assert o["mode"] == "core" and o["bandwidth"] is None and o["copy_gbps"] is None
 assert "kv_bytes_per_call" not in o and all("kv_gbps" not in x for x in o["results"])

@@ -15,9 +15,9 @@
 /* Stages of the unfused paths, timed with markers between them. */
 #define MAX_STAGES 5
 
-enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_NAIVE, IMPL_REFERENCE, IMPL_COUNT };
-/* "fused", "unfused_clblast", "naive", "reference", then NULL: --impl's words (the
- * parser's list ends at the NULL) and the report's. */
+enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_NAIVE, IMPL_REFERENCE, IMPL_CACHED, IMPL_COUNT };
+/* "fused", "unfused_clblast", "naive", "reference", "cached", then NULL: --impl's words
+ * (the parser's list ends at the NULL) and the report's. */
 extern const char* const bench_impl_names[IMPL_COUNT + 1];
 
 typedef struct bench_options {
@@ -32,6 +32,7 @@ typedef struct bench_options {
   unsigned block_m, block_n, rows_per_item, threads_per_row, num_splits;
   /* Decode mode (--decode): the core's shape with decode defaults, K and V bytes reported. */
   int decode;
+  size_t block_tokens; /* cached: the KV cache's tokens per block (0: the library's) */
   int reps, warmup;
   double max_seconds;     /* per implementation: stop repeating once its calls took this long */
   double reference_limit; /* largest B*Hq*Nq*Nkv*D the timed reference runs */
@@ -117,6 +118,8 @@ typedef struct impl {
   cl_mem scratch;
   cl_mem qkv, concat, ones; /* unfused layer: projected rows, heads' outputs, a column of 1 */
   double* ref_out;          /* reference impl: full double output */
+  clattn_kv_cache* cache;   /* cached impl: the cache holding K and V */
+  clattn_attention_desc cached_desc; /* cached impl: the call's descriptor (seq_kv 0) */
   /* results */
   double first_ms;
   double* times;
@@ -185,6 +188,9 @@ int bench_naive_setup(bench* B, impl* m);
 int bench_naive_run(bench* B, impl* m);
 int bench_reference_setup(bench* B, impl* m);
 int bench_reference_run(bench* B, impl* m);
+int bench_cached_setup(bench* B, impl* m);
+int bench_cached_run(bench* B, impl* m);
+int bench_layer_cached_setup(bench* B, impl* m);
 int bench_layer_fused_setup(bench* B, impl* m);
 int bench_layer_fused_run(bench* B, impl* m);
 int bench_layer_unfused_setup(bench* B, impl* m);

@@ -11,6 +11,10 @@
  * into hours of runs. */
 #define MAX_REPS 1000000
 
+/* Largest --block-tokens (the library refuses what it cannot hold; this keeps the cache's
+ * capacity, batch * seq_kv rounded up to whole blocks, from overflowing). */
+#define MAX_BLOCK_TOKENS 1048576
+
 /* Largest --bandwidth-mb: the read buffer is twice as large. */
 #define MAX_BANDWIDTH_MB 16384
 
@@ -86,8 +90,8 @@ int bench_parse_options(int argc, char** argv, bench_options* o) {
        .ptr = &impls,
        .choices = bench_impl_names,
        .arg = "LIST",
-       .help = "comma-separated: fused,unfused_clblast,naive,reference\n"
-               "(default: all)",
+       .help = "comma-separated: fused,unfused_clblast,naive,reference,\n"
+               "cached (default: all but cached; --decode: fused,cached)",
        .given = &impls_given},
       {.name = "--variant",
        .kind = CLATTN_FLAG_CUSTOM,
@@ -107,6 +111,12 @@ int bench_parse_options(int argc, char** argv, bench_options* o) {
       CLATTN_FLAG_DEF_UNSIGNED("--num-splits", &o->num_splits,
                                "fused config: split_kv's work-groups per (batch, kv\n"
                                "head) (0: default)"),
+      {.name = "--block-tokens",
+       .kind = CLATTN_FLAG_SIZE,
+       .ptr = &o->block_tokens,
+       .arg = "N",
+       .max = MAX_BLOCK_TOKENS,
+       .help = "cached: the KV cache's tokens per block (0: the library's, 16)"},
       CLATTN_FLAG_DEF_INT("--reps", &o->reps, MAX_REPS, "timed calls per implementation (10)"),
       CLATTN_FLAG_DEF_INT("--warmup", &o->warmup, MAX_REPS,
                           "untimed calls first, the first one builds (2, at least 1)"),
@@ -161,6 +171,7 @@ int bench_parse_options(int argc, char** argv, bench_options* o) {
   } else if (o->decode) {
     memset(o->want, 0, sizeof o->want);
     o->want[IMPL_FUSED] = 1;
+    o->want[IMPL_CACHED] = 1;
   }
   if (o->reps < 1) o->reps = 1;
   if (o->warmup < 1) o->warmup = 1;

@@ -7,7 +7,9 @@
  *                    strided-batched GEMM for O = P·V (S stored in full: N×N per head);
  *   naive            one work-item per query row, scalar, online softmax;
  *   reference        the double-precision CPU reference (reference/reference.c), only where the
- *                    shape is small enough (--reference-limit).
+ *                    shape is small enough (--reference-limit);
+ *   cached           clattn_attention_cached over a KV cache holding the same K and V
+ *                    (appended once at set-up), the path a decode step takes.
  * The peak is measured by a throughput kernel (tools/bench/peak.cl): many independent FMA
  * chains in the device's widest vectors, the best of several runs spread over the whole
  * benchmark. So is the memory bandwidth (tools/bench/bandwidth.cl): a copy of --bandwidth-mb
@@ -21,8 +23,8 @@
  * (reference/reference.c); there is no naive layer. GFLOP/s count the projections too.
  *
  * --decode times decode steps: the core on one query row per sequence (--seq, 1) against a
- * long K/V (--seq-kv, 4096; --heads 32, --head-dim 128 unless given), `fused` only unless
- * --impl says otherwise, and reports per implementation the bytes of K and V one call
+ * long K/V (--seq-kv, 4096; --heads 32, --head-dim 128 unless given), `fused` and `cached`
+ * unless --impl says otherwise, and reports per implementation the bytes of K and V one call
  * reads (2*B*Hkv*Nkv*D*4), the GB/s that makes and its share of the copy and read
  * bandwidths measured in the same run.
  *
