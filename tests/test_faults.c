@@ -417,39 +417,6 @@ Test(faults, kv_cache_allocation_failures, .timeout = 300.0) {
   ad.count = 2;
   ad.tokens = N;
   clattn_attention_desc d = test_desc(2, HQ, HKV, NQ, 0, D, 1);
-/* Every allocation of creating a rotary layer and of its first forward over a KV cache fails
- * in turn: OUT_OF_MEMORY, nothing leaked, and the cache as it was (no token, no block taken:
- * a failure after the step began rolls it back); the run after the last injection point is
- * correct against the double-precision layer. */
-Test(faults, mha_cached_allocation_failures, .timeout = 300.0) {
-  cl_setup s = cl_setup_create();
-  const cl_uint base_refs = context_refs(s.ctx);
-  enum { E = 32, H = 4, HKV = 2, D = 8, BATCH = 2, N = 5, NIN = (H + 2 * HKV) * D };
-  static float w_in[NIN * E], w_out[E * H * D], x[BATCH * N * E], y[BATCH * N * E];
-  static double ref[N * E], tol[N * E];
-  uint64_t state = 7;
-  clattn_ref_fill_uniform(w_in, NIN * E, -0.2f, 0.2f, &state);
-  clattn_ref_fill_uniform(w_out, E * H * D, -0.2f, 0.2f, &state);
-  clattn_ref_fill_uniform(x, BATCH * N * E, -1.0f, 1.0f, &state);
-  clattn_mha_desc desc = CLATTN_MHA_DESC_INIT;
-  desc.d_model = E;
-  desc.heads = H;
-  desc.heads_kv = HKV;
-  desc.head_dim = D;
-  desc.rope = CLATTN_ROPE_NEOX;
-  clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
-  w.in_proj_weight.host = w_in;
-  w.out_proj_weight.host = w_out;
-  clattn_kv_cache_desc kd = CLATTN_KV_CACHE_DESC_INIT;
-  kd.dtype = CLATTN_DTYPE_F32;
-  kd.max_sequences = BATCH;
-  kd.heads_kv = HKV;
-  kd.head_dim = D;
-  kd.capacity = 64;
-  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
-  fwd.batch = BATCH;
-  fwd.seq = N;
-  fwd.causal = 1;
   int failures = 0, succeeded = 0;
   for (int nth = 1; nth <= MAX_INJECTION_POINTS && !succeeded; ++nth) {
     clattn_context* ctx = NULL;
@@ -493,6 +460,49 @@ Test(faults, mha_cached_allocation_failures, .timeout = 300.0) {
     clattn_attention_desc one = test_desc(1, HQ, HKV, NQ, N, D, 1);
     test_check(&one, q + b * HQ * NQ * D, k + b * HKV * N * D, v + b * HKV * N * D, NULL,
                o + b * HQ * NQ * D, lse + b * HQ * NQ, "attention over the cache");
+  }
+  cl_setup_destroy(&s);
+}
+
+/* Every allocation of creating a rotary layer and of its first forward over a KV cache fails
+ * in turn: OUT_OF_MEMORY, nothing leaked, and the cache as it was (no token, no block taken:
+ * a failure after the step began rolls it back); the run after the last injection point is
+ * correct against the double-precision layer. */
+Test(faults, mha_cached_allocation_failures, .timeout = 300.0) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  enum { E = 32, H = 4, HKV = 2, D = 8, BATCH = 2, N = 5, NIN = (H + 2 * HKV) * D };
+  static float w_in[NIN * E], w_out[E * H * D], x[BATCH * N * E], y[BATCH * N * E];
+  static double ref[N * E], tol[N * E];
+  uint64_t state = 7;
+  clattn_ref_fill_uniform(w_in, NIN * E, -0.2f, 0.2f, &state);
+  clattn_ref_fill_uniform(w_out, E * H * D, -0.2f, 0.2f, &state);
+  clattn_ref_fill_uniform(x, BATCH * N * E, -1.0f, 1.0f, &state);
+  clattn_mha_desc desc = CLATTN_MHA_DESC_INIT;
+  desc.d_model = E;
+  desc.heads = H;
+  desc.heads_kv = HKV;
+  desc.head_dim = D;
+  desc.rope = CLATTN_ROPE_NEOX;
+  clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
+  w.in_proj_weight.host = w_in;
+  w.out_proj_weight.host = w_out;
+  clattn_kv_cache_desc kd = CLATTN_KV_CACHE_DESC_INIT;
+  kd.dtype = CLATTN_DTYPE_F32;
+  kd.max_sequences = BATCH;
+  kd.heads_kv = HKV;
+  kd.head_dim = D;
+  kd.capacity = 64;
+  clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
+  fwd.batch = BATCH;
+  fwd.seq = N;
+  fwd.causal = 1;
+  int failures = 0, succeeded = 0;
+  for (int nth = 1; nth <= MAX_INJECTION_POINTS && !succeeded; ++nth) {
+    clattn_context* ctx = NULL;
+    cr_assert_eq(clattn_context_create_from_cl(s.ctx, s.device, s.queue, NULL, &ctx),
+                 CLATTN_SUCCESS);
+    clattn_kv_cache* cache = NULL;
     cr_assert_eq(clattn_kv_cache_create(ctx, &kd, &cache), CLATTN_SUCCESS, "%s",
                  test_last_error(ctx));
     clattn_mha* mha = NULL;

@@ -51,9 +51,18 @@ expect 2 "--seq needs a non-negative integer, got '-1'" clattn-run --core --seq 
 expect 2 "--block-m takes 0..4294967295, got '4294967296'" clattn-bench --block-m 4294967296
 expect 2 "--reps takes 0..1000000" clattn-bench --reps 99999999999
 expect 2 "--max-seconds needs a positive finite number, got 'inf'" clattn-bench --max-seconds inf
-expect 2 "'bogus' is not one of fused, unfused_clblast, naive, reference" clattn-bench \
+expect 2 "'bogus' is not one of fused, unfused_clblast, naive, reference, cached" clattn-bench \
   --impl fused,bogus
 expect 2 "--mha needs --d-model" clattn-bench --mha
+expect 2 "--bandwidth-mb takes 1..16384, got '0'" clattn-bench --bandwidth-mb 0
+expect 2 "--bandwidth-mb takes 1..16384, got '16385'" clattn-bench --bandwidth-mb 16385
+expect 2 "--bandwidth-mb needs a non-negative integer, got '1.5'" clattn-bench --bandwidth-mb 1.5
+expect 2 "--num-splits takes 0..4294967295, got '4294967296'" clattn-bench --num-splits 4294967296
+expect 2 "--decode takes no value, got '1'" clattn-bench --decode=1
+expect 2 "--block-tokens takes 0..1048576, got '1048577'" clattn-bench --block-tokens 1048577
+expect 2 "--decode times the attention core; drop --mha" clattn-bench --decode --d-model 64
+expect 2 "--variant takes auto|tiled_local|register_blocked" clattn-bench --variant x
+expect 2 "--seq-kv needs a non-negative integer, got '-4096'" clattn-bench --decode --seq-kv -4096
 expect 2 "--seed takes 0..4294967295, got '4294967296'" clattn-tune --seed 4294967296
 expect 2 "--budget needs a positive finite number, got 'inf'" clattn-tune --budget inf
 expect 2 "--seq takes comma-separated integers" clattn-tune --seq 64,,128
@@ -120,4 +129,69 @@ if "$dir/clattn-info" >/dev/null 2>&1; then
 else
   echo "skip: no OpenCL device, the checks that need a context were not run"
 fi
+# json_check NAME PYTHON_ASSERTS ARGS...: clattn-bench ARGS (tiny shapes, one rep) prints one
+# JSON object on stdout that parses; with a device it holds the run's results and the
+# asserts (on `o`) hold, without one it is the {"ok": false} object. Needs python3 (skipped
+# without it).
+json_check() {
+  local name=$1 asserts=$2
+  shift 2
+  if ! command -v python3 >/dev/null; then
+    echo "skip: $name (no python3)"
+    return
+  fi
+  "$dir/clattn-bench" "$@" >"$out" 2>/dev/null
+  local rc=$?
+  if python3 - "$out" "$rc" "$asserts" <<'PY'; then
+import json, sys
+with open(sys.argv[1]) as f:
+    lines = [l for l in f.read().splitlines() if l.strip()]
+assert len(lines) == 1, f"{len(lines)} lines on stdout"
+o = json.loads(lines[0])
+if o.get("ok") is False:
+    assert sys.argv[2] != "0", "ok false with exit status 0"
+else:
+    assert sys.argv[2] == "0", f"exit status {sys.argv[2]}"
+    exec(sys.argv[3])
+PY
+    echo "ok:   $name"
+  else
+    echo "FAIL: $name: clattn-bench $* exited $rc and printed on stdout:"
+    sed -n '1,3p' "$out"
+    failed=1
+  fi
+}
+tiny=(--json --no-peak --bandwidth-mb 1 --heads 2 --head-dim 16 --reps 1 --warmup 1)
+json_check "--decode --json: K/V bytes, GB/s and bandwidth shares" '
+assert o["mode"] == "decode", o["mode"]
+s = o["shape"]
+assert (s["seq_q"], s["seq_kv"], s["heads_q"], s["head_dim"]) == (1, 64, 2, 16), s
+assert o["kv_bytes_per_call"] == 2 * 1 * 2 * 64 * 16 * 4
+bw = o["bandwidth"]
+assert bw["copy"]["counts"] == "bytes_read+bytes_written" and bw["read"]["counts"] == "bytes_read"
+assert bw["copy"]["bytes_read"] == bw["copy"]["bytes_written"] == 1 << 20
+assert bw["read"]["bytes_read"] == 2 << 20
+assert o["copy_gbps"] == bw["copy"]["gbps"] > 0 and o["read_gbps"] == bw["read"]["gbps"] > 0
+r = o["results"]
+assert [x["impl"] for x in r] == ["fused"], r
+f = r[0]
+assert abs(f["kv_gbps"] - o["kv_bytes_per_call"] / (f["ms"] * 1e6)) <= 1e-4 * f["kv_gbps"]
+assert abs(f["pct_copy_bandwidth"] - 100 * f["kv_gbps"] / o["copy_gbps"]) <= 1e-3 * f["pct_copy_bandwidth"]
+assert f["pct_read_bandwidth"] > 0 and f["config"]["num_splits"] >= 0
+' --decode --seq-kv 64 --impl fused "${tiny[@]}"
+# --decode's default implementations: plain buffers and the KV cache, both checked against
+# the reference (err/tol below 1) on a ragged shape (B=3, GQA, Nkv not a block multiple).
+json_check "--decode --json: fused and cached" '
+assert [x["impl"] for x in o["results"]] == ["fused", "cached"], (o["results"], o["skipped"])
+for x in o["results"]:
+    assert x["max_err_over_tol"] < 1 and x["nan_count"] == 0 and x["kv_gbps"] > 0, x
+c = o["results"][1]["config"]["kv_cache"]
+assert c["block_tokens"] == 8 and c["tokens_used"] == 3 * 37, c
+assert o["kv_bytes_per_call"] == 2 * 3 * 1 * 37 * 16 * 4
+assert "fused_speedup_over_cached" in o["ratios"]
+' --decode --seq-kv 37 --batch 3 --kv-heads 1 --block-tokens 8 "${tiny[@]}"
+json_check "--no-bandwidth --json: bandwidth null, no decode fields in core mode" '
+assert o["mode"] == "core" and o["bandwidth"] is None and o["copy_gbps"] is None
+assert "kv_bytes_per_call" not in o and all("kv_gbps" not in x for x in o["results"])
+' --seq 16 --impl fused --no-bandwidth "${tiny[@]}"
 exit $failed

@@ -10,6 +10,15 @@ clattn-bench's JSON, so the two cannot differ.
                    k and v [B, Hkv, Nkv, D] (enable_gqa when Hkv < H), inputs in [-1, 1];
                    a causal mask is aligned bottom-right, as clattn's is
                    (torch.nn.attention.bias.causal_lower_right when Nq != Nkv).
+  decode (--decode) the core at a decode step: clattn-bench --decode (one query row per
+                   sequence, --seq 1, against --seq-kv 4096 keys, 32 heads of 128 unless
+                   given) and the same scaled_dot_product_attention on q [B, H, 1, D], k and
+                   v [B, Hkv, Nkv, D]. Also reported: the bytes of K and V one call reads
+                   (2*B*Hkv*Nkv*D*4), the GB/s each side makes of them, and their share of the
+                   copy bandwidth clattn-bench measured in the same run (a share that means
+                   something for PyTorch only when clattn-bench's device is this CPU).
+                   --impl fused,cached times clattn through plain buffers and through its
+                   KV cache, both in each clattn-bench run.
   layer (--mha)    torch.nn.MultiheadAttention(E, H, bias=True, batch_first=True) in eval
                    mode, called as mha(x, x, x, need_weights=False) on x [B, N, E]
                    (self-attention, as clattn-bench --mha), with a causal attn_mask and
@@ -21,14 +30,16 @@ PyTorch runs under torch.no_grad() with torch.set_num_threads(--threads, default
 time is the wall clock of one call (the CPU computes synchronously), the median of --reps
 calls after --warmup; clattn's is clattn-bench's median for fused (the call + clFinish).
 
-Prints per round and overall (the median of the rounds): clattn's median ms, PyTorch's
-median ms, torch_ms / clattn_ms (above 1: clattn is faster), clattn's share of the FMA peak
-that clattn-bench measured in the same run, and the exact commands. --json prints one JSON
-object instead.
+Prints per round and overall (the median of the rounds): clattn's median ms (that of the
+first --impl, fused by default; the others beside it), PyTorch's median ms, torch_ms /
+clattn_ms (above 1: clattn is faster), clattn's share of the FMA peak that clattn-bench
+measured in the same run (decode: the K/V GB/s and shares of the copy bandwidth instead),
+and the exact commands. --json prints one JSON object instead.
 
 Examples:
   python tools/peer_torch.py --seq 1024 --heads 8 --head-dim 64 --causal
   python tools/peer_torch.py --mha --d-model 768 --heads 12 --seq 512 --rounds 5 --json
+  python tools/peer_torch.py --decode --batch 8 --seq-kv 16384 --impl fused,cached
 
 Needs PyTorch (CPU is enough), which is not a dependency of clattn: install it in a virtual
 environment outside the repository, e.g.
@@ -72,8 +83,8 @@ def visible_pairs(seq_q, seq_kv, causal):
 
 def bench_command(args):
     """The clattn-bench command line of one round."""
-    cmd = [args.bench, "--json", "--impl", "fused", "--reps", str(args.reps), "--warmup",
-           str(args.warmup), "--seed", str(args.seed)]
+    cmd = [args.bench, "--json", "--impl", ",".join(args.impl), "--reps", str(args.reps),
+           "--warmup", str(args.warmup), "--seed", str(args.seed)]
     for flag in ("batch", "heads", "kv_heads", "seq", "seq_kv", "head_dim", "d_model"):
         value = getattr(args, flag)
         if value is not None:
@@ -82,6 +93,8 @@ def bench_command(args):
         cmd.append("--causal")
     if args.mha:
         cmd.append("--mha")
+    if args.decode:
+        cmd.append("--decode")
     if args.device:
         cmd += ["--device", args.device]
     for extra in args.bench_arg or []:
@@ -89,8 +102,8 @@ def bench_command(args):
     return cmd
 
 
-def run_bench(cmd):
-    """One clattn-bench run: its JSON object, and the fused result in it."""
+def run_bench(cmd, impls):
+    """One clattn-bench run: its JSON object, and its result of each of impls by name."""
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"clattn-bench exited with status {proc.returncode}:\n"
@@ -99,11 +112,13 @@ def run_bench(cmd):
     if line is None:
         raise RuntimeError(f"clattn-bench printed no JSON object:\n{proc.stdout.strip()}")
     out = json.loads(line)
-    fused = next((r for r in out.get("results", []) if r.get("impl") == "fused"), None)
-    if fused is None:
+    results = {r.get("impl"): r for r in out.get("results", [])}
+    missing = [i for i in impls if i not in results]
+    if missing:
         reasons = "; ".join(f"{s['impl']}: {s['reason']}" for s in out.get("skipped", []))
-        raise RuntimeError(f"clattn-bench has no result for fused ({reasons or 'no reason'})")
-    return out, fused
+        raise RuntimeError(f"clattn-bench has no result for {', '.join(missing)} "
+                           f"({reasons or 'no reason'})")
+    return out, {i: results[i] for i in impls}
 
 
 class TorchCore:
@@ -201,6 +216,22 @@ def layer_flops(shape):
             visible_pairs(n, n, shape["causal"]) + 2.0 * rows * h * d * e)
 
 
+def kv_bytes(shape):
+    """Bytes of K and V one call reads at least: 2*B*Hkv*Nkv*D*4."""
+    return 2.0 * shape["batch"] * shape["heads_kv"] * shape["seq_kv"] * shape["head_dim"] * 4
+
+
+def pct(part, whole):
+    return 100.0 * part / whole if part is not None and whole else None
+
+
+def impl_list(text):
+    names = text.split(",")
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of distinct names, got '{text}'")
+    return names
+
+
 def fmt(v, spec):
     """v formatted by spec, or "-" as wide as spec asks for when there is no value."""
     width = int(spec.split(".")[0] or 0)
@@ -213,14 +244,23 @@ def main():
     ap.add_argument("--bench", default=os.path.join("build", "tools", "clattn-bench"),
                     help="clattn-bench to run (default: build/tools/clattn-bench)")
     ap.add_argument("--mha", action="store_true", help="the whole layer (needs --d-model)")
+    ap.add_argument("--decode", action="store_true",
+                    help="a decode step: clattn-bench --decode (Nq 1, Nkv 4096, H 32, D 128 "
+                         "unless given)")
+    ap.add_argument("--impl", type=impl_list, default=["fused"],
+                    help="clattn-bench implementations, the first one compared (fused; "
+                         "e.g. fused,cached)")
     ap.add_argument("--d-model", type=positive_int, help="the layer's model width E")
     ap.add_argument("--batch", type=positive_int, help="batch (clattn-bench's default: 1)")
     ap.add_argument("--heads", type=positive_int, help="query heads (clattn-bench's: 8)")
     ap.add_argument("--kv-heads", type=positive_int, help="key/value heads (= heads)")
-    ap.add_argument("--seq", type=positive_int, help="query length (clattn-bench's: 1024)")
-    ap.add_argument("--seq-kv", type=positive_int, help="key/value length, core only (= seq)")
+    ap.add_argument("--seq", type=positive_int,
+                    help="query length (clattn-bench's: 1024; --decode: 1)")
+    ap.add_argument("--seq-kv", type=positive_int,
+                    help="key/value length, core only (= seq; --decode: 4096)")
     ap.add_argument("--head-dim", type=positive_int,
-                    help="head dimension (clattn-bench's: 64, or d_model / heads with --mha)")
+                    help="head dimension (clattn-bench's: 64, or d_model / heads with --mha; "
+                         "--decode: 128)")
     ap.add_argument("--causal", action="store_true", help="causal mask, bottom-right aligned")
     ap.add_argument("--rounds", type=positive_int, default=3,
                     help="clattn-bench runs and PyTorch timings, alternately (3)")
@@ -241,6 +281,8 @@ def main():
         ap.error("--mha needs --d-model")
     if args.d_model is not None:
         args.mha = True
+    if args.mha and args.decode:
+        ap.error("--decode times the attention core: drop --mha / --d-model")
     if args.mha and args.seq_kv is not None and args.seq_kv != args.seq:
         ap.error("--mha times self-attention: --seq-kv must equal --seq")
     # What nn.MultiheadAttention cannot run, refused before clattn-bench runs (TorchLayer
@@ -261,12 +303,13 @@ def main():
     torch.set_num_threads(args.threads)
 
     cmd = bench_command(args)
-    mode = "layer" if args.mha else "core"
+    mode = "layer" if args.mha else "decode" if args.decode else "core"
     rounds = []
     model = None
     try:
         for r in range(args.rounds):
-            out, fused = run_bench(cmd)
+            out, results = run_bench(cmd, args.impl)
+            fused = results[args.impl[0]]
             if model is None:
                 shape = out["shape"]
                 model = (TorchLayer if args.mha else TorchCore)(torch, shape, args.seed)
@@ -274,7 +317,7 @@ def main():
                 first = out
             torch_ms, torch_min = time_torch(torch, model, args.reps, args.warmup)
             clattn_ms = fused["ms"]
-            rounds.append({
+            row = {
                 "round": r + 1,
                 "clattn_ms": clattn_ms,
                 "clattn_ms_min": fused.get("ms_min"),
@@ -285,7 +328,24 @@ def main():
                 "peak_gflops": out.get("peak_gflops"),
                 "clattn_gflops": flops / (clattn_ms * 1e6) if clattn_ms else None,
                 "torch_gflops": flops / (torch_ms * 1e6),
-            })
+                "clattn": {name: {k: r.get(k) for k in ("ms", "ms_min", "kv_gbps",
+                                                         "pct_copy_bandwidth",
+                                                         "pct_read_bandwidth")
+                                  if k in r}
+                           for name, r in results.items()},
+            }
+            if args.decode:
+                kv = out.get("kv_bytes_per_call", kv_bytes(shape))
+                row.update({
+                    "copy_gbps": out.get("copy_gbps"),
+                    "read_gbps": out.get("read_gbps"),
+                    "clattn_kv_gbps": fused.get("kv_gbps"),
+                    "clattn_pct_copy_bandwidth": fused.get("pct_copy_bandwidth"),
+                    "torch_kv_gbps": kv / (torch_ms * 1e6),
+                    "torch_pct_copy_bandwidth": pct(kv / (torch_ms * 1e6), out.get("copy_gbps")),
+                    "torch_pct_read_bandwidth": pct(kv / (torch_ms * 1e6), out.get("read_gbps")),
+                })
+            rounds.append(row)
     except (RuntimeError, OSError) as e:
         print(f"peer_torch: {e}", file=sys.stderr)
         return 1
@@ -295,6 +355,18 @@ def main():
         return statistics.median(values) if values else None
 
     overall = {k: med(k) for k in ("clattn_ms", "torch_ms", "clattn_pct_peak", "peak_gflops")}
+    overall["clattn"] = {}
+    for name in args.impl:
+        values = {}
+        for k in ("ms", "kv_gbps", "pct_copy_bandwidth", "pct_read_bandwidth"):
+            xs = [x["clattn"][name][k] for x in rounds if x["clattn"][name].get(k) is not None]
+            if xs:
+                values[k] = statistics.median(xs)
+        overall["clattn"][name] = values
+    if args.decode:
+        for k in ("copy_gbps", "read_gbps", "clattn_kv_gbps", "clattn_pct_copy_bandwidth",
+                  "torch_kv_gbps", "torch_pct_copy_bandwidth", "torch_pct_read_bandwidth"):
+            overall[k] = med(k)
     overall["torch_over_clattn"] = (overall["torch_ms"] / overall["clattn_ms"]
                                     if overall["clattn_ms"] else None)
     overall["clattn_gflops"] = (flops / (overall["clattn_ms"] * 1e6) if overall["clattn_ms"]
@@ -316,9 +388,20 @@ def main():
         "rounds": rounds,
         "overall": overall,
     }
+    warnings_ = []
     if abs(expected_flops - flops) > 1e-6 * flops:
-        result["warning"] = (f"clattn-bench counts {flops:.6g} flops per call, this script "
-                             f"{expected_flops:.6g}")
+        warnings_.append(f"clattn-bench counts {flops:.6g} flops per call, this script "
+                         f"{expected_flops:.6g}")
+    if args.decode:
+        result["kv_bytes_per_call"] = first.get("kv_bytes_per_call")
+        if first.get("kv_bytes_per_call") != kv_bytes(shape):
+            warnings_.append(f"clattn-bench counts {first.get('kv_bytes_per_call')} bytes of K "
+                             f"and V per call, this script {kv_bytes(shape):.17g}")
+        if first.get("device_type") != "CPU":
+            warnings_.append("clattn-bench's device is not a CPU: PyTorch's share of its copy "
+                             "bandwidth compares different memories")
+    if warnings_:
+        result["warning"] = "; ".join(warnings_)
 
     if args.json:
         print(json.dumps(result))
@@ -328,21 +411,46 @@ def main():
         what = (f"layer d_model={s['d_model']} H={s['heads_q']} D={s['head_dim']} "
                 f"B={s['batch']} N={s['seq_q']}")
     else:
-        what = (f"core B={s['batch']} Hq={s['heads_q']} Hkv={s['heads_kv']} Nq={s['seq_q']} "
+        what = (f"{mode} B={s['batch']} Hq={s['heads_q']} Hkv={s['heads_kv']} Nq={s['seq_q']} "
                 f"Nkv={s['seq_kv']} D={s['head_dim']}")
     print(f"shape         {what}{', causal' if s['causal'] else ''}, fp32; "
-          f"{flops * 1e-9:.4g} GFLOP per call")
+          f"{flops * 1e-9:.4g} GFLOP per call"
+          + (f", {result['kv_bytes_per_call'] / 2**20:.4g} MB of K and V read" if args.decode
+             else ""))
     print(f"clattn        {first.get('device')}: {shlex.join(cmd)}")
     print(f"torch         {torch.__version__}, {torch.get_num_threads()} threads, no_grad: "
           f"{model.command}")
-    print(f"\n{'round':<7} {'clattn ms':>10} {'torch ms':>10} {'torch/clattn':>13} "
-          f"{'clattn % peak':>14} {'peak GFLOP/s':>13}")
+    others = args.impl[1:]
+    head = f"\n{'round':<7} {args.impl[0] + ' ms':>14}"
+    head += "".join(f" {o + ' ms':>14}" for o in others)
+    head += f" {'torch ms':>10} {'torch/clattn':>13}"
+    if args.decode:
+        head += (f" {'clattn GB/s':>12} {'torch GB/s':>11} {'copy GB/s':>10} {'clattn % copy':>14} "
+                 f"{'torch % copy':>13}")
+    else:
+        head += f" {'clattn % peak':>14} {'peak GFLOP/s':>13}"
+    print(head)
+
+    def pct_text(v):
+        return "-" if v is None else f"{v:.1f}%"
+
     for x in rounds + [dict(overall, round="all")]:
-        pct = "-" if x["clattn_pct_peak"] is None else f"{x['clattn_pct_peak']:.1f}%"
-        print(f"{str(x['round']):<7} {fmt(x['clattn_ms'], '10.3f')} {fmt(x['torch_ms'], '10.3f')} "
-              f"{fmt(x['torch_over_clattn'], '13.2f')} {pct:>14} {fmt(x['peak_gflops'], '13.1f')}")
+        line = f"{str(x['round']):<7} {fmt(x['clattn_ms'], '14.3f')}"
+        for o in others:
+            line += f" {fmt(x['clattn'][o].get('ms'), '14.3f')}"
+        line += f" {fmt(x['torch_ms'], '10.3f')} {fmt(x['torch_over_clattn'], '13.2f')}"
+        if args.decode:
+            line += (f" {fmt(x['clattn_kv_gbps'], '12.2f')} {fmt(x['torch_kv_gbps'], '11.2f')} "
+                     f"{fmt(x['copy_gbps'], '10.1f')} "
+                     f"{pct_text(x['clattn_pct_copy_bandwidth']):>14} "
+                     f"{pct_text(x['torch_pct_copy_bandwidth']):>13}")
+        else:
+            line += f" {pct_text(x['clattn_pct_peak']):>14} {fmt(x['peak_gflops'], '13.1f')}"
+        print(line)
     print(f"\nmedians of {args.reps} calls per round ({args.warmup} warm-up); 'all' is the median "
-          f"of the rounds. torch/clattn above 1: clattn is faster.")
+          f"of the rounds. torch/clattn above 1: {args.impl[0]} is faster."
+          + (" GB/s: bytes of K and V read per call over the median time; copy GB/s counts "
+             "bytes read + written (clattn-bench's copy kernel, same run)." if args.decode else ""))
     if "warning" in result:
         print(f"warning: {result['warning']}")
     return 0

@@ -15,9 +15,9 @@
 /* Stages of the unfused paths, timed with markers between them. */
 #define MAX_STAGES 5
 
-enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_NAIVE, IMPL_REFERENCE, IMPL_COUNT };
-/* "fused", "unfused_clblast", "naive", "reference", then NULL: --impl's words (the
- * parser's list ends at the NULL) and the report's. */
+enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_NAIVE, IMPL_REFERENCE, IMPL_CACHED, IMPL_COUNT };
+/* "fused", "unfused_clblast", "naive", "reference", "cached", then NULL: --impl's words
+ * (the parser's list ends at the NULL) and the report's. */
 extern const char* const bench_impl_names[IMPL_COUNT + 1];
 
 typedef struct bench_options {
@@ -29,14 +29,31 @@ typedef struct bench_options {
   size_t d_model;
   int head_dim_given;
   clattn_variant variant;
-  unsigned block_m, block_n, rows_per_item, threads_per_row;
+  unsigned block_m, block_n, rows_per_item, threads_per_row, num_splits;
+  /* Decode mode (--decode): the core's shape with decode defaults, K and V bytes reported. */
+  int decode;
+  size_t block_tokens; /* cached: the KV cache's tokens per block (0: the library's) */
   int reps, warmup;
   double max_seconds;     /* per implementation: stop repeating once its calls took this long */
   double reference_limit; /* largest B*Hq*Nq*Nkv*D the timed reference runs */
   int want[IMPL_COUNT];
   uint64_t seed;
   int json, no_peak, startup, startup_child;
+  /* Memory bandwidth: a copy of bandwidth_mb MB and a read of twice that (--no-bandwidth). */
+  int no_bandwidth;
+  size_t bandwidth_mb;
 } bench_options;
+
+/* One of the bandwidth kernels (bandwidth.c): its launch, the bytes one run moves, and the
+ * GB/s of every run (the best is the figure). */
+typedef struct bench_bandwidth {
+  cl_kernel kernel;
+  size_t global, local;
+  double bytes_read, bytes_written;
+  double best_gbps;
+  double* gbps;
+  int runs, cap;
+} bench_bandwidth;
 
 /* What every implementation shares: the device, the shape, inputs, output and reference. */
 typedef struct bench {
@@ -77,6 +94,11 @@ typedef struct bench {
   size_t peak_global, peak_local; /* local 0: the driver's choice */
   int peak_iters, peak_vec, peak_chains, peak_runs;
   double peak_gflops;
+  /* Bandwidth: the program (NULL when not measured), its buffers and its two kernels. */
+  cl_program band_program;
+  cl_mem band_src, band_dst, band_out;
+  int band_vec;
+  bench_bandwidth band_copy, band_read;
 } bench;
 
 typedef struct impl {
@@ -96,6 +118,8 @@ typedef struct impl {
   cl_mem scratch;
   cl_mem qkv, concat, ones; /* unfused layer: projected rows, heads' outputs, a column of 1 */
   double* ref_out;          /* reference impl: full double output */
+  clattn_kv_cache* cache;   /* cached impl: the cache holding K and V */
+  clattn_attention_desc cached_desc; /* cached impl: the call's descriptor (seq_kv 0) */
   /* results */
   double first_ms;
   double* times;
@@ -131,6 +155,12 @@ int bench_peak_setup(bench* B, char* err, size_t err_size);
 double bench_peak_run(bench* B, double* ms_out);
 void bench_peak_release(bench* B);
 
+/* bandwidth.c: sets up the copy and read kernels and runs each three times (0, or -1 with
+ * err set); one more run of each; what the set-up made. */
+int bench_bandwidth_setup(bench* B, char* err, size_t err_size);
+void bench_bandwidth_run(bench* B);
+void bench_bandwidth_release(bench* B);
+
 /* impl.c: an implementation's set-up and one call (with clFinish) in the current mode; 0 on
  * success, else -1 with m->error set. A set-up may skip instead (m->skipped, m->skip_reason). */
 int bench_impl_setup(bench* B, impl* m);
@@ -158,6 +188,9 @@ int bench_naive_setup(bench* B, impl* m);
 int bench_naive_run(bench* B, impl* m);
 int bench_reference_setup(bench* B, impl* m);
 int bench_reference_run(bench* B, impl* m);
+int bench_cached_setup(bench* B, impl* m);
+int bench_cached_run(bench* B, impl* m);
+int bench_layer_cached_setup(bench* B, impl* m);
 int bench_layer_fused_setup(bench* B, impl* m);
 int bench_layer_fused_run(bench* B, impl* m);
 int bench_layer_unfused_setup(bench* B, impl* m);

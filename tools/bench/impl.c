@@ -6,8 +6,8 @@
 
 #include "bench.h"
 
-const char* const bench_impl_names[IMPL_COUNT + 1] = {"fused", "unfused_clblast", "naive",
-                                                      "reference", NULL};
+const char* const bench_impl_names[IMPL_COUNT + 1] = {"fused",     "unfused_clblast", "naive",
+                                                      "reference", "cached",          NULL};
 
 const char* bench_config_origin(clattn_config_source s) {
   switch (s) {
@@ -46,14 +46,15 @@ size_t bench_heads_kv(const clattn_attention_desc* d) {
 
 typedef int (*impl_fn)(bench*, impl*);
 static const impl_fn setup_fns[IMPL_COUNT] = {bench_fused_setup, bench_unfused_setup,
-                                              bench_naive_setup, bench_reference_setup};
+                                              bench_naive_setup, bench_reference_setup,
+                                              bench_cached_setup};
 static const impl_fn run_fns[IMPL_COUNT] = {bench_fused_run, bench_unfused_run, bench_naive_run,
-                                            bench_reference_run};
+                                            bench_reference_run, bench_cached_run};
 static const impl_fn layer_setup_fns[IMPL_COUNT] = {
     bench_layer_fused_setup, bench_layer_unfused_setup, bench_layer_naive_setup,
-    bench_layer_reference_setup};
+    bench_layer_reference_setup, bench_layer_cached_setup};
 static const impl_fn layer_run_fns[IMPL_COUNT] = {bench_layer_fused_run, bench_layer_unfused_run,
-                                                  NULL, bench_layer_reference_run};
+                                                  NULL, bench_layer_reference_run, NULL};
 
 int bench_impl_setup(bench* B, impl* m) {
   return (B->layer ? layer_setup_fns : setup_fns)[m->id](B, m);
@@ -66,6 +67,7 @@ void bench_impl_release(impl* m) {
   for (int t = 0; t < 4; ++t) {
     if (mems[t]) clReleaseMemObject(mems[t]);
   }
+  clattn_kv_cache_destroy(m->cache);
   free(m->ref_out);
   free(m->times);
   for (int t = 0; t < MAX_STAGES; ++t) free(m->stage_times[t]);

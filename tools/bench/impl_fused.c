@@ -11,6 +11,7 @@ int bench_fused_setup(bench* B, impl* m) {
   m->requested.block_n = o->block_n;
   m->requested.rows_per_item = o->rows_per_item;
   m->requested.threads_per_row = o->threads_per_row;
+  m->requested.num_splits = o->num_splits;
   m->used = (clattn_attention_config)CLATTN_ATTENTION_CONFIG_INIT;
   clattn_status st = clattn_attention_get_config(B->ctx, &B->desc, &m->requested, &m->used);
   if (st != CLATTN_SUCCESS) {
@@ -26,9 +27,9 @@ int bench_fused_setup(bench* B, impl* m) {
   const clattn_attention_config* c = &m->used;
   snprintf(m->config_json, sizeof m->config_json,
            "{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
-           "\"threads_per_row\":%u,\"source\":\"%s\"}",
+           "\"threads_per_row\":%u,\"num_splits\":%u,\"source\":\"%s\"}",
            clattn_variant_name(c->variant), c->block_m, c->block_n, c->rows_per_item,
-           c->threads_per_row, bench_config_origin(c->source));
+           c->threads_per_row, c->num_splits, bench_config_origin(c->source));
   char tiles[96];
   clattn_attention_config_describe(c, tiles, sizeof tiles, NULL);
   snprintf(m->config_text, sizeof m->config_text, "%s (%s)", tiles, bench_config_origin(c->source));

@@ -7,16 +7,26 @@
  *                    strided-batched GEMM for O = P·V (S stored in full: N×N per head);
  *   naive            one work-item per query row, scalar, online softmax;
  *   reference        the double-precision CPU reference (reference/reference.c), only where the
- *                    shape is small enough (--reference-limit).
+ *                    shape is small enough (--reference-limit);
+ *   cached           clattn_attention_cached over a KV cache holding the same K and V
+ *                    (appended once at set-up), the path a decode step takes.
  * The peak is measured by a throughput kernel (tools/bench/peak.cl): many independent FMA
  * chains in the device's widest vectors, the best of several runs spread over the whole
- * benchmark. Implementations run in turns (one call each per round), so that load changes on
- * a shared machine hit all of them alike and their ratios stay meaningful.
+ * benchmark. So is the memory bandwidth (tools/bench/bandwidth.cl): a copy of --bandwidth-mb
+ * MB (256) into as many, counted as bytes read + bytes written, and a read of twice that.
+ * Implementations run in turns (one call each per round), so that load changes on a shared machine
+ * hit all of them alike and their ratios stay meaningful.
  *
  * --mha --d-model E times the whole layer instead (projections, attention, output projection;
  * self-attention): `fused` is clattn_mha_forward, `unfused_clblast` the same CLBlast GEMMs for
  * the projections around the unfused attention above, `reference` the double-precision layer
  * (reference/reference.c); there is no naive layer. GFLOP/s count the projections too.
+ *
+ * --decode times decode steps: the core on one query row per sequence (--seq, 1) against a
+ * long K/V (--seq-kv, 4096; --heads 32, --head-dim 128 unless given), `fused` and `cached`
+ * unless --impl says otherwise, and reports per implementation the bytes of K and V one call
+ * reads (2*B*Hkv*Nkv*D*4), the GB/s that makes and its share of the copy and read
+ * bandwidths measured in the same run.
  *
  * --startup measures context creation plus the first attention call in fresh processes: once
  * with an empty PoCL kernel cache (cold) and once with the cache that run filled (warm).
@@ -93,7 +103,8 @@ int main(int argc, char** argv) {
                      .max_seconds = 30.0,
                      .reference_limit = 1e9,
                      .want = {1, 1, 1, 1},
-                     .seed = 1};
+                     .seed = 1,
+                     .bandwidth_mb = 256};
   const int parsed = bench_parse_options(argc, argv, &o);
   if (parsed != 0) {
     if (parsed == 1) return 0; /* --help, --version */
@@ -103,6 +114,10 @@ int main(int argc, char** argv) {
   const int layer_mode = o.mha || o.d_model;
   if (layer_mode && !o.d_model) {
     fprintf(stderr, "clattn-bench: --mha needs --d-model\n");
+    return 2;
+  }
+  if (layer_mode && o.decode) {
+    fprintf(stderr, "clattn-bench: --decode times the attention core; drop --mha\n");
     return 2;
   }
   if (layer_mode && (o.startup || o.startup_child)) {
@@ -159,6 +174,13 @@ int main(int argc, char** argv) {
     goto cleanup;
   }
 
+  if (!o.no_bandwidth && bench_bandwidth_setup(&B, err, sizeof err) != 0) {
+    char message[1100];
+    snprintf(message, sizeof message, "bandwidth: %s", err);
+    report_failure(&o, message);
+    goto cleanup;
+  }
+
   for (int i = 0; i < IMPL_COUNT; ++i) {
     impl* m = &impls[i];
     m->id = i;
@@ -178,7 +200,8 @@ int main(int argc, char** argv) {
     m->active = 1;
   }
 
-  /* Rounds: every active implementation once, and one run of the peak kernel. */
+  /* Rounds: every active implementation once, one run of the peak kernel and one of each
+   * bandwidth kernel. */
   for (long round = 0; round < o.reps; ++round) {
     int any = 0;
     for (int i = 0; i < IMPL_COUNT; ++i) {
@@ -197,6 +220,7 @@ int main(int argc, char** argv) {
       any = 1;
     }
     if (!o.no_peak) bench_peak_run(&B, NULL);
+    bench_bandwidth_run(&B);
     if (!any) break;
   }
 
@@ -216,6 +240,7 @@ int main(int argc, char** argv) {
 cleanup:
   for (int i = 0; i < IMPL_COUNT; ++i) bench_impl_release(&impls[i]);
   bench_peak_release(&B);
+  bench_bandwidth_release(&B);
   bench_core_release(&B);
   bench_layer_release(&B);
   clattn_context_destroy(B.ctx);

@@ -4,6 +4,29 @@
 
 #include "bench.h"
 
+/* Bytes of K and V one call reads at least (each element once): 2*B*Hkv*Nkv*D*4. */
+static double kv_bytes(const clattn_attention_desc* d) {
+  return 2.0 * (double)d->batch * (double)bench_heads_kv(d) * (double)d->seq_kv *
+         (double)d->head_dim * sizeof(float);
+}
+
+static double bw_median(const bench_bandwidth* s) {
+  return clattn_tool_median(s->gbps, (size_t)s->runs);
+}
+
+/* The share of a bandwidth figure, NaN when it was not measured. */
+static double pct_of(double gbps, const bench_bandwidth* s) {
+  return s->runs && s->best_gbps > 0 ? 100.0 * gbps / s->best_gbps : (double)NAN;
+}
+
+static void print_pct(double v) {
+  if (isfinite(v)) {
+    printf(" %6.1f%%", v);
+  } else {
+    printf(" %7s", "-");
+  }
+}
+
 void bench_print_text(const bench* B, const impl* impls) {
   const clattn_attention_desc* d = &B->desc;
   printf("device   %s (%s, %s, %u compute units)\n", B->info.name,
@@ -29,14 +52,36 @@ void bench_print_text(const bench* B, const impl* impls) {
   } else {
     printf("peak     not measured\n");
   }
+  if (B->band_copy.runs && B->band_read.runs) {
+    printf(
+        "copy     %.1f GB/s counting bytes read + written (median %.1f): best of %d runs, %.0f MB "
+        "-> %.0f MB, float%d, %zu work-items per group\n",
+        B->band_copy.best_gbps, bw_median(&B->band_copy), B->band_copy.runs,
+        B->band_copy.bytes_read / 1048576.0, B->band_copy.bytes_written / 1048576.0, B->band_vec,
+        B->band_copy.local);
+    printf(
+        "read     %.1f GB/s counting bytes read (median %.1f): best of %d runs, %.0f MB summed "
+        "into one float per work-item, float%d, %zu work-items\n",
+        B->band_read.best_gbps, bw_median(&B->band_read), B->band_read.runs,
+        B->band_read.bytes_read / 1048576.0, B->band_vec, B->band_read.global);
+  } else {
+    printf("copy     bandwidth not measured\n");
+  }
+  if (B->o->decode) {
+    printf("K, V     %.4g MB read per call at least (2*B*Hkv*Nkv*D*4 bytes)\n",
+           kv_bytes(d) / 1048576.0);
+  }
   if (B->layer) {
     printf("errors   against the double-precision layer reference on every element of y\n");
   } else {
     printf("errors   against the double-precision reference on every %zu%s query row\n",
            B->rows_step, B->rows_step == 1 ? "st" : "th");
   }
-  printf("\n%-16s %-52s %10s %10s %9s %7s %10s %9s %12s\n", "impl", "config", "median ms", "min ms",
-         "GFLOP/s", "% peak", "max |err|", "err/tol", "device bytes");
+  const int decode = B->o->decode;
+  printf("\n%-16s %-52s %10s %10s %9s %7s", "impl", "config", "median ms", "min ms", "GFLOP/s",
+         "% peak");
+  if (decode) printf(" %9s %7s %7s", "K,V GB/s", "% copy", "% read");
+  printf(" %10s %9s %12s\n", "max |err|", "err/tol", "device bytes");
   for (int i = 0; i < IMPL_COUNT; ++i) {
     const impl* m = &impls[i];
     if (!B->o->want[i]) continue;
@@ -56,6 +101,12 @@ void bench_print_text(const bench* B, const impl* impls) {
       printf("%6.1f%%", 100.0 * g / B->peak_gflops);
     } else {
       printf("%7s", "-");
+    }
+    if (decode) {
+      const double kv = kv_bytes(d) / (med * 1e6);
+      printf(" %9.2f", kv);
+      print_pct(pct_of(kv, &B->band_copy));
+      print_pct(pct_of(kv, &B->band_read));
     }
     printf(" %10.3g %9.3g", m->max_abs_err, m->max_err_over_tol);
     if (m->bytes_known) {
@@ -123,8 +174,11 @@ void bench_print_json(const bench* B, const impl* impls, int argc, char** argv) 
   printf(
       ",\"mode\":\"%s\",\"shape\":{\"batch\":%zu,\"heads_q\":%zu,\"heads_kv\":%zu,\"seq_q\":%zu,"
       "\"seq_kv\":%zu,\"head_dim\":%zu,\"causal\":%s,",
-      B->layer ? "layer" : "core", d->batch, d->heads_q, bench_heads_kv(d), d->seq_q, d->seq_kv,
-      d->head_dim, d->causal ? "true" : "false");
+      B->layer       ? "layer"
+      : B->o->decode ? "decode"
+                     : "core",
+      d->batch, d->heads_q, bench_heads_kv(d), d->seq_q, d->seq_kv, d->head_dim,
+      d->causal ? "true" : "false");
   if (B->layer) {
     printf("\"d_model\":%zu,\"bias\":true,\"dtype\":\"f32\"}", B->e);
   } else {
@@ -141,6 +195,32 @@ void bench_print_json(const bench* B, const impl* impls, int argc, char** argv) 
   } else {
     printf("null");
   }
+  const int bw = B->band_copy.runs && B->band_read.runs;
+  printf(",\"copy_gbps\":");
+  clattn_tool_json_number(stdout, bw ? B->band_copy.best_gbps : (double)NAN);
+  printf(",\"read_gbps\":");
+  clattn_tool_json_number(stdout, bw ? B->band_read.best_gbps : (double)NAN);
+  printf(",\"bandwidth\":");
+  if (bw) {
+    const bench_bandwidth* both[2] = {&B->band_copy, &B->band_read};
+    const char* names[2] = {"copy", "read"};
+    const char* counts[2] = {"bytes_read+bytes_written", "bytes_read"};
+    for (int k = 0; k < 2; ++k) {
+      const bench_bandwidth* s = both[k];
+      printf("%s\"%s\":{\"gbps\":", k ? "," : "{", names[k]);
+      clattn_tool_json_number(stdout, s->best_gbps);
+      printf(",\"gbps_median\":");
+      clattn_tool_json_number(stdout, bw_median(s));
+      printf(
+          ",\"counts\":\"%s\",\"bytes_read\":%.17g,\"bytes_written\":%.17g,\"vector_width\":%d,"
+          "\"local_size\":%zu,\"work_items\":%zu,\"runs\":%d,\"statistic\":\"best\"}",
+          counts[k], s->bytes_read, s->bytes_written, B->band_vec, s->local, s->global, s->runs);
+    }
+    printf("}");
+  } else {
+    printf("null");
+  }
+  if (B->o->decode) printf(",\"kv_bytes_per_call\":%.17g", kv_bytes(d));
   if (B->layer) {
     printf(",\"check\":{\"rows_step\":1}");
   } else {
@@ -164,6 +244,15 @@ void bench_print_json(const bench* B, const impl* impls, int argc, char** argv) 
     clattn_tool_json_number(stdout, g);
     printf(",\"pct_peak\":");
     clattn_tool_json_number(stdout, B->peak_runs ? 100.0 * g / B->peak_gflops : (double)NAN);
+    if (B->o->decode) {
+      const double kv = kv_bytes(d) / (med * 1e6);
+      printf(",\"kv_gbps\":");
+      clattn_tool_json_number(stdout, kv);
+      printf(",\"pct_copy_bandwidth\":");
+      clattn_tool_json_number(stdout, pct_of(kv, &B->band_copy));
+      printf(",\"pct_read_bandwidth\":");
+      clattn_tool_json_number(stdout, pct_of(kv, &B->band_read));
+    }
     printf(",\"max_abs_err\":");
     clattn_tool_json_number(stdout, m->max_abs_err);
     printf(",\"max_err_over_tol\":");
