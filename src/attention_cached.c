@@ -44,7 +44,7 @@ static clattn_status attend_paged(clattn_kv_cache* c, const clattn__kv_step* ste
   const clattn__paged_kv paged = {.block_table = c->table,
                                   .table_stride = c->table_stride,
                                   .block_tokens = c->block_tokens,
-                                  .block_stride = c->block_stride,
+                                  .block_stride = c->block_tokens * c->head_dim,
                                   .seq_ids = step->seq_ids};
   return clattn__plan_enqueue(ctx, plan, sh, &b, buffers->workspace, buffers->workspace_offset,
                               queue, num_wait, wait, event, &paged);
@@ -116,6 +116,7 @@ static clattn_status attend_gathered(clattn_kv_cache* c, const clattn__kv_step* 
   clattn__arg_uint(kn, &a, c->block_tokens, &err);
   clattn__arg_uint(kn, &a, dim, &err);
   clattn__arg_uint(kn, &a, c->heads_kv, &err);
+  clattn__arg_uint(kn, &a, c->num_blocks, &err);
   clattn__arg_uint(kn, &a, len, &err);
   clattn__arg_mem(kn, &a, lease.mem, &err);
   clattn__arg_uint(kn, &a, 0, &err);
@@ -191,8 +192,8 @@ clattn_status clattn__kv_step_attend(clattn_kv_cache* c, const clattn__kv_step* 
 
   clattn__attention_shape paged = sh;
   paged.paged = 1;
-  paged.k = paged.v =
-      (clattn_strides){.batch = 0, .head = c->block_tokens * c->head_dim, .seq = c->head_dim};
+  paged.k = paged.v = (clattn_strides){
+      .batch = 0, .head = c->num_blocks * c->block_tokens * c->head_dim, .seq = c->head_dim};
   if (reads_pages(ctx, &paged, config)) {
     return attend_paged(c, step, &paged, buffers, config, queue, num_wait, wait, event);
   }

@@ -185,12 +185,13 @@ unsigned clattn__seq_bucket(size_t n);
 typedef struct clattn__plan clattn__plan;
 
 /* K and V read in place from a KV cache's pages (src/kv_cache.c), for a variant whose
- * reads_pages is set. The pools hold blocks of [heads_kv][block_tokens][head_dim] elements
- * (block_stride elements each); token j of the sequence of batch index b is row j % block_tokens
- * of block block_table[seq_ids[b] * table_stride + j / block_tokens]. The shape of such a call
- * has seq_kv = the longest length in the batch, k and v strides {0, block_tokens * head_dim,
- * head_dim}, causal CLATTN__CAUSAL_PER_LENGTH, and its buffers' k and v are the pools and
- * kv_lengths the per-batch lengths (int32 [batch], offset 0). */
+ * reads_pages is set. Token j of head hk of the sequence of batch index b starts at element
+ * block * block_stride + hk * k.head + (j % block_tokens) * k.seq of the pool, with block =
+ * block_table[seq_ids[b] * table_stride + j / block_tokens] (the cache's layout is
+ * head-major, [heads_kv][blocks][block_tokens][head_dim]: block_stride = block_tokens *
+ * head_dim, k.head = blocks * block_stride). The shape of such a call has seq_kv = the
+ * longest length in the batch, causal CLATTN__CAUSAL_PER_LENGTH, and its buffers' k and v are
+ * the pools and kv_lengths the per-batch lengths (int32 [batch], offset 0). */
 typedef struct clattn__paged_kv {
   cl_mem block_table; /* int32 [max_sequences * table_stride] */
   size_t table_stride;

@@ -420,6 +420,7 @@ clattn_status clattn__kv_step_append(clattn_kv_cache* c, const clattn__kv_step* 
   clattn__arg_uint(kn, &a, c->block_tokens, &err);
   clattn__arg_uint(kn, &a, c->head_dim, &err);
   clattn__arg_uint(kn, &a, c->heads_kv, &err);
+  clattn__arg_uint(kn, &a, c->num_blocks, &err);
   clattn__arg_uint(kn, &a, step->tokens, &err);
   CLATTN__CL_CHECK(ctx, err);
   size_t global[3], local[3];
@@ -620,7 +621,7 @@ clattn_status clattn_kv_cache_read(clattn_kv_cache* c, int32_t id, float* k, flo
     const size_t block = (size_t)c->host_table[(size_t)id * c->table_stride + b];
     const size_t rows = len - b * bt < bt ? len - b * bt : bt;
     for (size_t h = 0; h < c->heads_kv; ++h) {
-      const size_t src = (block * c->block_stride + h * bt * dim) * sizeof(float);
+      const size_t src = ((h * c->num_blocks + block) * bt * dim) * sizeof(float);
       const size_t dst = (h * len + b * bt) * dim;
       const size_t bytes = rows * dim * sizeof(float);
       CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, c->k_pool, CL_FALSE, src, bytes,

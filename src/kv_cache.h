@@ -21,7 +21,8 @@ typedef struct clattn__kv_slot {
 struct clattn_kv_cache {
   clattn_context* ctx;
   size_t max_sequences, heads_kv, head_dim, block_tokens, max_seq_len;
-  size_t num_blocks, block_stride, table_stride;
+  size_t num_blocks, table_stride;
+  size_t block_stride;   /* elements of one block over all heads (the pool is head-major) */
   cl_mem k_pool, v_pool; /* num_blocks * block_stride floats each */
   cl_mem table;          /* int32 [max_sequences * table_stride] */
   cl_kernel append, gather;
