@@ -67,6 +67,12 @@ ParameterizedTestParameters(decode, lengths) {
 /* Nq 1, 4 and 16 over key lengths from 1 to 16384 (up to 300 under CLATTN_TEST_SMALL),
  * GQA 8:2, head_dim 128, causal off and on (Nq > 1 causal: each row one key further). */
 ParameterizedTest(variant_param* param, decode, lengths, .timeout = 900.0) {
+  /* On the simulator only the variants decode shapes choose: the prefill variants' kernels
+   * are checked there by test_attention's twin. */
+  if (test_small() && param->variant != CLATTN_VARIANT_SPLIT_KV &&
+      param->variant != CLATTN_VARIANT_AUTO) {
+    cr_skip_test("prefill variants on decode shapes: not under CLATTN_TEST_SMALL");
+  }
   static const size_t lens[] = {1, 2, 17, 255, 1000, 4096, 16384};
   static const size_t small_lens[] = {1, 2, 17, 300};
   static const size_t nqs[] = {1, 4, 16};
@@ -129,6 +135,7 @@ Test(decode, kv_lengths, .timeout = 600.0) {
   const int32_t more[2] = {(int32_t)nkv + 9, 257};
   clattn_context* ctx = test_context(NULL);
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
+    if (test_small() && kAllVariants[v] != CLATTN_VARIANT_SPLIT_KV) continue;
     for (size_t nq = 1; nq <= 5; nq += 4) {
       for (int causal = 0; causal <= 1; ++causal) {
         clattn_attention_desc desc = test_desc(6, 4, 2, nq, nkv, 32, causal);
@@ -147,6 +154,7 @@ Test(decode, strides, .timeout = 600.0) {
   const size_t nkv = test_len(700);
   clattn_context* ctx = test_context(NULL);
   for (size_t v = 0; v < NUM_VARIANTS; ++v) {
+    if (test_small() && kAllVariants[v] != CLATTN_VARIANT_SPLIT_KV) continue;
     for (int causal = 0; causal <= 1; ++causal) {
       clattn_attention_desc desc = test_desc(3, 8, 2, 2, nkv, 40, causal);
       desc.layout = CLATTN_LAYOUT_BNHD;
