@@ -527,12 +527,13 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
  * k_dim = v_dim = E these are exactly nn.MultiheadAttention's q/k/v_proj_weight (or the
  * thirds of in_proj_weight), in_proj_bias and out_proj.
  *
- * Data path of one forward call, all on one in-order queue: one CLBlast GEMM projects x
- * into a [batch·seq, (H + 2·Hkv)·D] buffer (Q | K | V per row; for cross-attention one GEMM
- * for Q and one for K | V); the attention core reads the heads from it through strides and
- * writes [batch, seq, H·D], which is the heads' concatenation; a bias kernel fills y with
- * bo and one CLBlast GEMM adds the output projection. Memory is O(batch·seq·E); no
- * seq × seq buffer is ever made.
+ * Data path of one forward call, all on one in-order queue: three CLBlast GEMMs project x
+ * (or key and value) into Q [batch·seq, H·D], K and V [batch·seq_kv, Hkv·D] in the layer's
+ * workspace, biases broadcast into them first by buffer copies; with rope set, one kernel
+ * rotates Q and K; the attention core reads the heads through strides and writes
+ * [batch, seq, H·D], which is the heads' concatenation; y gets bo by buffer copies and one
+ * CLBlast GEMM adds the output projection. Memory is O(batch·seq·E); no seq × seq buffer is
+ * ever made.
  *
  * Not supported (PyTorch options): add_bias_kv, add_zero_attn, dropout, arbitrary float
  * attn_mask, returned attention weights. Masks are the causal flag and per-sequence key
