@@ -12,25 +12,18 @@
 
 #if PV_VEC == 16
 typedef float16 pv_t;
-#define PV_LOAD(i, p) vload16((i), (p))
-#define PV_STORE(x, i, p) vstore16((x), (i), (p))
 #elif PV_VEC == 8
 typedef float8 pv_t;
-#define PV_LOAD(i, p) vload8((i), (p))
-#define PV_STORE(x, i, p) vstore8((x), (i), (p))
 #elif PV_VEC == 4
 typedef float4 pv_t;
-#define PV_LOAD(i, p) vload4((i), (p))
-#define PV_STORE(x, i, p) vstore4((x), (i), (p))
 #elif PV_VEC == 2
 typedef float2 pv_t;
-#define PV_LOAD(i, p) vload2((i), (p))
-#define PV_STORE(x, i, p) vstore2((x), (i), (p))
 #else
 typedef float pv_t;
-#define PV_LOAD(i, p) ((p)[(i)])
-#define PV_STORE(x, i, p) ((p)[(i)] = (x))
 #endif
+/* PV_VEC values of V (storage KV_DTYPE) and of O (storage QO_DTYPE). */
+#define PV_LOAD(i, p) LOAD_KV(PV_VEC, i, p)
+#define PV_STORE(x, i, p) STORE_QO(PV_VEC, x, i, p)
 
 #define PV_VECS (HEAD_DIM / PV_VEC)
 
@@ -46,7 +39,7 @@ typedef float pv_t;
  * BLOCK_N x HEAD_DIM block a step of the main kernel reads is contiguous:
  * kt[bh][j / BLOCK_N][d][j % BLOCK_N] = K[b][hk][j][d], zero for j >= seq_kv. Each work-item
  * writes 16 consecutive keys of one dim as one vector (BLOCK_N is a multiple of 16). */
-__kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint k_sb, uint k_sh,
+__kernel void clattn_stage_kt(__global const KV_T* restrict k, uint k_off, uint k_sb, uint k_sh,
                               uint k_sn, uint heads_kv, uint seq_kv, __global float* restrict kt,
                               uint kt_off, uint kt_stride) {
   const uint j0 = get_global_id(0) * 16;
@@ -54,10 +47,10 @@ __kernel void clattn_stage_kt(__global const float* restrict k, uint k_off, uint
   const uint bh = get_global_id(2);
   const uint b = bh / heads_kv;
   const uint hk = bh % heads_kv;
-  __global const float* src = k + k_off + b * k_sb + hk * k_sh + d;
+  __global const KV_T* src = k + k_off + b * k_sb + hk * k_sh + d;
   float x[16];
 #pragma unroll
-  for (int t = 0; t < 16; ++t) x[t] = j0 + t < seq_kv ? src[(j0 + t) * k_sn] : 0.0f;
+  for (int t = 0; t < 16; ++t) x[t] = j0 + t < seq_kv ? LOAD_KV(1, (j0 + t) * k_sn, src) : 0.0f;
   const float16 v = (float16)(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10],
                               x[11], x[12], x[13], x[14], x[15]);
   vstore16(v, 0,
@@ -127,7 +120,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
       clattn_row_limit(min(row0 + ROWS, (int)seq_q) - 1, seq_q, seq_kv, kv_len, causal);
 
   __global const float* ktb = kt + kt_off + (b * heads_kv + hk) * HEAD_DIM * kt_stride;
-  __global const float* vb = v + v_off + b * v_sb + hk * v_sh;
+  __global const KV_T* vb = v + v_off + b * v_sb + hk * v_sh;
 
   float qr[ROWS][HEAD_DIM];
   pv_t acc[ROWS][PV_VECS];
@@ -140,8 +133,8 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
     l[r] = 0.0f;
     for (int i = 0; i < PV_VECS; ++i) acc[r][i] = (pv_t)(0.0f);
     if (row < (int)seq_q) {
-      __global const float* qrow = q + q_off + b * q_sb + h * q_sh + (uint)row * q_sn;
-      for (int d = 0; d < HEAD_DIM; ++d) qr[r][d] = qrow[d] * scale_log2;
+      __global const QO_T* qrow = q + q_off + b * q_sb + h * q_sh + (uint)row * q_sn;
+      for (int d = 0; d < HEAD_DIM; ++d) qr[r][d] = LOAD_QO(1, d, qrow) * scale_log2;
     } else {
       for (int d = 0; d < HEAD_DIM; ++d) qr[r][d] = 0.0f;
     }
@@ -189,7 +182,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
      * at a time so that the ROWS x PV_STEP accumulators stay in registers and each value
      * vector and broadcast weight loaded feeds several multiply-adds. */
     const int n = min(BLOCK_N, max_limit - j0);
-    __global const float* vcol = vb + (uint)j0 * v_sn;
+    __global const KV_T* vcol = vb + (uint)j0 * v_sn;
     for (int i = 0; i < PV_VECS; i += PV_STEP) {
       pv_t a[ROWS][PV_STEP];
 #pragma unroll
@@ -240,7 +233,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
     const int row = row0 + r;
     if (row >= (int)seq_q) break;
     const float inv = clattn_inv_sum(l[r]);
-    __global float* orow = o + o_off + b * o_sb + h * o_sh + (uint)row * o_sn;
+    __global QO_T* orow = o + o_off + b * o_sb + h * o_sh + (uint)row * o_sn;
     for (int i = 0; i < PV_VECS; ++i) PV_STORE(acc[r][i] * inv, i, orow);
     if (has_lse) lse[lse_off + (b * heads_q + h) * seq_q + (uint)row] = clattn_lse(m[r], l[r]);
   }

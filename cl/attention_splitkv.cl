@@ -22,8 +22,6 @@
 
 #if VEC == 16
 typedef float16 vec_t;
-#define VLOAD(i, p) vload16((i), (p))
-#define VSTORE(x, i, p) vstore16((x), (i), (p))
 inline float vsum(float16 x) {
   float8 a = x.lo + x.hi;
   float4 b = a.lo + a.hi;
@@ -32,8 +30,6 @@ inline float vsum(float16 x) {
 }
 #elif VEC == 8
 typedef float8 vec_t;
-#define VLOAD(i, p) vload8((i), (p))
-#define VSTORE(x, i, p) vstore8((x), (i), (p))
 inline float vsum(float8 x) {
   float4 b = x.lo + x.hi;
   float2 c = b.lo + b.hi;
@@ -41,25 +37,26 @@ inline float vsum(float8 x) {
 }
 #elif VEC == 4
 typedef float4 vec_t;
-#define VLOAD(i, p) vload4((i), (p))
-#define VSTORE(x, i, p) vstore4((x), (i), (p))
 inline float vsum(float4 x) {
   float2 c = x.lo + x.hi;
   return c.x + c.y;
 }
 #elif VEC == 2
 typedef float2 vec_t;
-#define VLOAD(i, p) vload2((i), (p))
-#define VSTORE(x, i, p) vstore2((x), (i), (p))
 inline float vsum(float2 x) { return x.x + x.y; }
 #else
 typedef float vec_t;
-#define VLOAD(i, p) ((p)[(i)])
-#define VSTORE(x, i, p) ((p)[(i)] = (x))
 inline float vsum(float x) { return x; }
 #endif
 
 #define DV (HEAD_DIM / VEC)
+
+/* VEC elements of Q or O (QO_DTYPE), of K or V (KV_DTYPE), and of the float workspace. */
+#define VLOAD_Q(i, p) LOAD_QO(VEC, i, p)
+#define VSTORE_O(x, i, p) STORE_QO(VEC, x, i, p)
+#define VLOAD_KV(i, p) LOAD_KV(VEC, i, p)
+#define VLOAD_WS(i, p) CLATTN_LOAD(0, VEC, i, p)
+#define VSTORE_WS(x, i, p) CLATTN_STORE(0, VEC, x, i, p)
 
 /* max, not fmax: a NaN score makes the row NaN either way. */
 inline float hmax16(float16 x) {
@@ -102,8 +99,8 @@ __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* re
       const uint h = hk * group + gr / seq_q;
       const uint qi = gr % seq_q;
       limit[r] = clattn_row_limit((int)qi, seq_q, seq_kv, kv_len, causal);
-      __global const float* qrow = q + q_off + b * q_sb + h * q_sh + qi * q_sn;
-      for (int i = 0; i < DV; ++i) qv[r][i] = VLOAD(i, qrow) * scale_log2;
+      __global const QO_T* qrow = q + q_off + b * q_sb + h * q_sh + qi * q_sn;
+      for (int i = 0; i < DV; ++i) qv[r][i] = VLOAD_Q(i, qrow) * scale_log2;
     } else {
       limit[r] = 0;
       for (int i = 0; i < DV; ++i) qv[r][i] = (vec_t)(0.0f);
@@ -147,10 +144,10 @@ __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* re
         for (int i = 0; i < DV; ++i) qr[i] = qv[r][i];
         float s[BLOCK_N];
         for (int jj = 0; jj < nr; ++jj) {
-          __global const float* krow = k + kbase + (uint)jj * k_sn;
-          vec_t t = qr[0] * VLOAD(0, krow);
+          __global const KV_T* krow = k + kbase + (uint)jj * k_sn;
+          vec_t t = qr[0] * VLOAD_KV(0, krow);
 #pragma unroll
-          for (int i = 1; i < DV; ++i) t = fma(qr[i], VLOAD(i, krow), t);
+          for (int i = 1; i < DV; ++i) t = fma(qr[i], VLOAD_KV(i, krow), t);
           s[jj] = vsum(t);
         }
         /* Online softmax: the step's maximum, the old state rescaled, the weights. */
@@ -186,10 +183,10 @@ __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* re
 #pragma unroll
         for (int i = 0; i < DV; ++i) a[i] = acc[r][i] * corr;
         for (int jj = 0; jj < nr; ++jj) {
-          __global const float* vrow = v + vbase + (uint)jj * v_sn;
+          __global const KV_T* vrow = v + vbase + (uint)jj * v_sn;
           const vec_t p = (vec_t)(s[jj]);
 #pragma unroll
-          for (int i = 0; i < DV; ++i) a[i] = fma(p, VLOAD(i, vrow), a[i]);
+          for (int i = 0; i < DV; ++i) a[i] = fma(p, VLOAD_KV(i, vrow), a[i]);
         }
 #pragma unroll
         for (int i = 0; i < DV; ++i) acc[r][i] = a[i];
@@ -208,13 +205,13 @@ __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* re
     const uint row = (b * heads_q + h) * seq_q + qi;
     if (num_splits == 1) {
       const float inv = clattn_inv_sum(l[r]);
-      __global float* orow = o + o_off + b * o_sb + h * o_sh + qi * o_sn;
-      for (int i = 0; i < DV; ++i) VSTORE(acc[r][i] * inv, i, orow);
+      __global QO_T* orow = o + o_off + b * o_sb + h * o_sh + qi * o_sn;
+      for (int i = 0; i < DV; ++i) VSTORE_O(acc[r][i] * inv, i, orow);
       if (has_lse) lse[lse_off + row] = clattn_lse(m[r], l[r]);
     } else {
       const uint slot = row * num_splits + split;
       __global float* a = ws + ws_off + slot * HEAD_DIM;
-      for (int i = 0; i < DV; ++i) VSTORE(acc[r][i], i, a);
+      for (int i = 0; i < DV; ++i) VSTORE_WS(acc[r][i], i, a);
       ws[ml_off + 2 * slot] = m[r];
       ws[ml_off + 2 * slot + 1] = l[r];
     }
@@ -224,7 +221,7 @@ __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* re
 /* One work-item per output row (batch, head, position): combines the row's splits exactly,
  * each weighted by 2^(m_s - M) with M the largest running maximum. A split that saw no key
  * has l = 0 and acc = 0 and adds nothing; a row no split saw writes 0 and LSE -INFINITY. */
-__kernel void clattn_splitkv_merge(__global float* restrict o, uint o_off, uint o_sb, uint o_sh,
+__kernel void clattn_splitkv_merge(__global QO_T* restrict o, uint o_off, uint o_sb, uint o_sh,
                                    uint o_sn, __global float* restrict lse, uint lse_off,
                                    int has_lse, uint heads_q, uint seq_q,
                                    __global const float* restrict ws, uint ws_off, uint ml_off,
@@ -243,10 +240,10 @@ __kernel void clattn_splitkv_merge(__global float* restrict o, uint o_off, uint 
     const float w = exp2(ml[2 * s] - mx);
     l = fma(ml[2 * s + 1], w, l);
     __global const float* a = ws + ws_off + (row * num_splits + s) * HEAD_DIM;
-    for (int i = 0; i < DV; ++i) acc[i] = fma((vec_t)(w), VLOAD(i, a), acc[i]);
+    for (int i = 0; i < DV; ++i) acc[i] = fma((vec_t)(w), VLOAD_WS(i, a), acc[i]);
   }
   const float inv = clattn_inv_sum(l);
-  __global float* orow = o + o_off + b * o_sb + h * o_sh + qi * o_sn;
-  for (int i = 0; i < DV; ++i) VSTORE(acc[i] * inv, i, orow);
+  __global QO_T* orow = o + o_off + b * o_sb + h * o_sh + qi * o_sn;
+  for (int i = 0; i < DV; ++i) VSTORE_O(acc[i] * inv, i, orow);
   if (has_lse) lse[lse_off + row] = clattn_lse(mx, l);
 }

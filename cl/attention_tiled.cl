@@ -48,15 +48,15 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
 
   float4 qr[SLICE];
   float4 acc[SLICE];
-  __global const float* qrow = q + q_off + b * q_sb + h * q_sh + (uint)row * q_sn;
+  __global const QO_T* qrow = q + q_off + b * q_sb + h * q_sh + (uint)row * q_sn;
   for (int i = 0; i < SLICE; ++i) {
     const int d = 4 * (t + TPR * i);
     float4 x = (float4)(0.0f);
     if (row < (int)seq_q) {
-      if (d < HEAD_DIM) x.s0 = qrow[d];
-      if (d + 1 < HEAD_DIM) x.s1 = qrow[d + 1];
-      if (d + 2 < HEAD_DIM) x.s2 = qrow[d + 2];
-      if (d + 3 < HEAD_DIM) x.s3 = qrow[d + 3];
+      if (d < HEAD_DIM) x.s0 = LOAD_QO(1, d, qrow);
+      if (d + 1 < HEAD_DIM) x.s1 = LOAD_QO(1, d + 1, qrow);
+      if (d + 2 < HEAD_DIM) x.s2 = LOAD_QO(1, d + 2, qrow);
+      if (d + 3 < HEAD_DIM) x.s3 = LOAD_QO(1, d + 3, qrow);
     }
     qr[i] = x * scale_log2;
     acc[i] = (float4)(0.0f);
@@ -71,8 +71,8 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
       const int d = idx % DPAD;
       float kx = 0.0f, vx = 0.0f;
       if (j < group_limit && d < HEAD_DIM) {
-        kx = k[kbase + (uint)j * k_sn + (uint)d];
-        vx = v[vbase + (uint)j * v_sn + (uint)d];
+        kx = LOAD_KV(1, kbase + (uint)j * k_sn + (uint)d, k);
+        vx = LOAD_KV(1, vbase + (uint)j * v_sn + (uint)d, v);
       }
       ks[idx] = kx;
       vs[idx] = vx;
@@ -119,14 +119,14 @@ __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void clattn_attentio
 
   if (row < (int)seq_q) {
     const float inv = clattn_inv_sum(l);
-    __global float* orow = o + o_off + b * o_sb + h * o_sh + (uint)row * o_sn;
+    __global QO_T* orow = o + o_off + b * o_sb + h * o_sh + (uint)row * o_sn;
     for (int i = 0; i < SLICE; ++i) {
       const int d = 4 * (t + TPR * i);
       const float4 x = acc[i] * inv;
-      if (d < HEAD_DIM) orow[d] = x.s0;
-      if (d + 1 < HEAD_DIM) orow[d + 1] = x.s1;
-      if (d + 2 < HEAD_DIM) orow[d + 2] = x.s2;
-      if (d + 3 < HEAD_DIM) orow[d + 3] = x.s3;
+      if (d < HEAD_DIM) STORE_QO(1, x.s0, d, orow);
+      if (d + 1 < HEAD_DIM) STORE_QO(1, x.s1, d + 1, orow);
+      if (d + 2 < HEAD_DIM) STORE_QO(1, x.s2, d + 2, orow);
+      if (d + 3 < HEAD_DIM) STORE_QO(1, x.s3, d + 3, orow);
     }
     if (has_lse && t == 0) {
       lse[lse_off + (b * heads_q + h) * seq_q + (uint)row] = clattn_lse(m, l);

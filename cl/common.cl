@@ -1,5 +1,78 @@
 /* Prepended by the host to every clattn kernel file. OpenCL C 1.2. */
 
+/* Storage types. Build macros QO_DTYPE (Q and O) and KV_DTYPE (K and V), both 0 by default:
+ * 0 float; 1 half (IEEE binary16, read through vload_half and written through
+ * vstore_half_rte, which core OpenCL 1.2 has without cl_khr_fp16: a half is never a value of
+ * the kernel, only a pointer's target); 2 bfloat16 (the upper half of a float's bits, held as
+ * ushort: widened by a shift, stored rounded to nearest even, a NaN stored as 0x7fc0 as
+ * PyTorch does). Every arithmetic operation is in float. QO_T and KV_T name the pointer
+ * types; CLATTN_LOAD(dt, n, i, p) reads the n elements (1, 2, 4, 8 or 16) from element i * n
+ * of p as a float or floatn, CLATTN_STORE(dt, n, x, i, p) writes them (global memory). */
+#ifndef QO_DTYPE
+#define QO_DTYPE 0
+#endif
+#ifndef KV_DTYPE
+#define KV_DTYPE 0
+#endif
+
+#define CLATTN_CAT_(a, b) a##b
+#define CLATTN_CAT(a, b) CLATTN_CAT_(a, b)
+
+#define CLATTN_T_0 float
+#define CLATTN_T_1 half
+#define CLATTN_T_2 ushort
+#define QO_T CLATTN_CAT(CLATTN_T_, QO_DTYPE)
+#define KV_T CLATTN_CAT(CLATTN_T_, KV_DTYPE)
+
+#define CLATTN_LOAD(dt, n, i, p) CLATTN_CAT(CLATTN_CAT(CLATTN_LD_, dt), CLATTN_CAT(_, n))(i, p)
+#define CLATTN_STORE(dt, n, x, i, p) \
+  CLATTN_CAT(CLATTN_CAT(CLATTN_ST_, dt), CLATTN_CAT(_, n))(x, i, p)
+
+#define CLATTN_LD_0_1(i, p) ((p)[(i)])
+#define CLATTN_LD_0_2(i, p) vload2((i), (p))
+#define CLATTN_LD_0_4(i, p) vload4((i), (p))
+#define CLATTN_LD_0_8(i, p) vload8((i), (p))
+#define CLATTN_LD_0_16(i, p) vload16((i), (p))
+#define CLATTN_ST_0_1(x, i, p) ((p)[(i)] = (x))
+#define CLATTN_ST_0_2(x, i, p) vstore2((x), (i), (p))
+#define CLATTN_ST_0_4(x, i, p) vstore4((x), (i), (p))
+#define CLATTN_ST_0_8(x, i, p) vstore8((x), (i), (p))
+#define CLATTN_ST_0_16(x, i, p) vstore16((x), (i), (p))
+
+#define CLATTN_LD_1_1(i, p) vload_half((i), (p))
+#define CLATTN_LD_1_2(i, p) vload_half2((i), (p))
+#define CLATTN_LD_1_4(i, p) vload_half4((i), (p))
+#define CLATTN_LD_1_8(i, p) vload_half8((i), (p))
+#define CLATTN_LD_1_16(i, p) vload_half16((i), (p))
+#define CLATTN_ST_1_1(x, i, p) vstore_half_rte((x), (i), (p))
+#define CLATTN_ST_1_2(x, i, p) vstore_half2_rte((x), (i), (p))
+#define CLATTN_ST_1_4(x, i, p) vstore_half4_rte((x), (i), (p))
+#define CLATTN_ST_1_8(x, i, p) vstore_half8_rte((x), (i), (p))
+#define CLATTN_ST_1_16(x, i, p) vstore_half16_rte((x), (i), (p))
+
+#define CLATTN_LD_2_1(i, p) as_float((uint)(p)[(i)] << 16)
+#define CLATTN_LD_2_2(i, p) as_float2(convert_uint2(vload2((i), (p))) << 16)
+#define CLATTN_LD_2_4(i, p) as_float4(convert_uint4(vload4((i), (p))) << 16)
+#define CLATTN_LD_2_8(i, p) as_float8(convert_uint8(vload8((i), (p))) << 16)
+#define CLATTN_LD_2_16(i, p) as_float16(convert_uint16(vload16((i), (p))) << 16)
+/* Round to nearest even: add 0x7fff plus the lowest kept bit, keep the upper half. */
+#define CLATTN_BF16_ROUND(n, x)                                                            \
+  convert_ushort##n(select((as_uint##n(x) + 0x7fffu + ((as_uint##n(x) >> 16) & 1u)) >> 16, \
+                           (uint##n)(0x7fc0u), isnan(x)))
+#define CLATTN_ST_2_1(x, i, p)           \
+  ((p)[(i)] = isnan(x) ? (ushort)0x7fc0u \
+                       : (ushort)((as_uint(x) + 0x7fffu + ((as_uint(x) >> 16) & 1u)) >> 16))
+#define CLATTN_ST_2_2(x, i, p) vstore2(CLATTN_BF16_ROUND(2, x), (i), (p))
+#define CLATTN_ST_2_4(x, i, p) vstore4(CLATTN_BF16_ROUND(4, x), (i), (p))
+#define CLATTN_ST_2_8(x, i, p) vstore8(CLATTN_BF16_ROUND(8, x), (i), (p))
+#define CLATTN_ST_2_16(x, i, p) vstore16(CLATTN_BF16_ROUND(16, x), (i), (p))
+
+/* Shorthands for the attention tensors: Q and O in QO_DTYPE, K and V in KV_DTYPE. */
+#define LOAD_QO(n, i, p) CLATTN_LOAD(QO_DTYPE, n, i, p)
+#define LOAD_KV(n, i, p) CLATTN_LOAD(KV_DTYPE, n, i, p)
+#define STORE_QO(n, x, i, p) CLATTN_STORE(QO_DTYPE, n, x, i, p)
+#define STORE_KV(n, x, i, p) CLATTN_STORE(KV_DTYPE, n, x, i, p)
+
 /* A masked score: a large finite negative, never -INFINITY, so that max() and differences
  * stay finite and a row with no visible key cannot produce NaN. */
 #define CLATTN_MASKED (-FLT_MAX)
@@ -8,10 +81,10 @@
  * them). Offsets and strides are in elements; the head_dim stride is 1. lse and kv_lengths
  * may be NULL, with has_lse / has_lengths 0. */
 #define CLATTN_ATTENTION_ARGS                                                             \
-  __global const float *restrict q, uint q_off, uint q_sb, uint q_sh, uint q_sn,          \
-      __global const float *restrict k, uint k_off, uint k_sb, uint k_sh, uint k_sn,      \
-      __global const float *restrict v, uint v_off, uint v_sb, uint v_sh, uint v_sn,      \
-      __global float *restrict o, uint o_off, uint o_sb, uint o_sh, uint o_sn,            \
+  __global const QO_T *restrict q, uint q_off, uint q_sb, uint q_sh, uint q_sn,           \
+      __global const KV_T *restrict k, uint k_off, uint k_sb, uint k_sh, uint k_sn,       \
+      __global const KV_T *restrict v, uint v_off, uint v_sb, uint v_sh, uint v_sn,       \
+      __global QO_T *restrict o, uint o_off, uint o_sb, uint o_sh, uint o_sn,             \
       __global float *restrict lse, uint lse_off, int has_lse,                            \
       __global const int *restrict kv_lengths, int has_lengths, uint heads_q, uint group, \
       uint seq_q, uint seq_kv, float scale_log2, int causal

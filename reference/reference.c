@@ -55,7 +55,11 @@ static int ref_geometry_init(const clattn_attention_desc* desc, ref_geometry* g)
   if (desc->struct_size < offsetof(clattn_attention_desc, o_strides) + sizeof(clattn_strides)) {
     return -1;
   }
-  if (desc->dtype != CLATTN_DTYPE_F32) return -1;
+  /* The inputs are the float values of any storage type (exact for 16-bit ones). */
+  if (desc->dtype != CLATTN_DTYPE_F32 && desc->dtype != CLATTN_DTYPE_F16 &&
+      desc->dtype != CLATTN_DTYPE_BF16) {
+    return -1;
+  }
   if (desc->layout != CLATTN_LAYOUT_BHND && desc->layout != CLATTN_LAYOUT_BNHD) return -1;
   g->batch = desc->batch;
   g->heads_q = desc->heads_q;
@@ -469,4 +473,28 @@ done:
   free(score);
   free(ss);
   return rc;
+}
+
+double clattn_ref_dtype_rounding(clattn_dtype dtype, double x) {
+  /* Unit roundoff 2^-p for p significand bits (24, 11, 8), and half the subnormal spacing
+   * 2^(emin - p + 1) / 2 (emin -126, -14, -126). */
+  double u, floor_abs;
+  switch (dtype) {
+    case CLATTN_DTYPE_F32:
+      u = ldexp(1.0, -24);
+      floor_abs = ldexp(1.0, -150);
+      break;
+    case CLATTN_DTYPE_F16:
+      u = ldexp(1.0, -11);
+      floor_abs = ldexp(1.0, -25);
+      break;
+    case CLATTN_DTYPE_BF16:
+      u = ldexp(1.0, -8);
+      floor_abs = ldexp(1.0, -134);
+      break;
+    default:
+      return NAN;
+  }
+  const double r = u * fabs(x);
+  return r > floor_abs ? r : floor_abs;
 }

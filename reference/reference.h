@@ -10,7 +10,9 @@
 #include "clattn/clattn.h"
 
 /* Computes O (and LSE, natural log) for one descriptor, reading and writing through the
- * descriptor's strides and layout exactly as clattn_attention does (offset 0). Rows with no
+ * descriptor's strides and layout exactly as clattn_attention does (offset 0). q, k and v are
+ * the float values of the tensors whatever desc->dtype says (16-bit values are exact in
+ * float). Rows with no
  * visible key get O = 0 and LSE = -INFINITY. o and lse are double arrays sized like the
  * float tensors (clattn_attention_tensor_size). lse and kv_lengths may be NULL.
  * rows_step > 1 computes only every rows_step-th query row (others untouched), for large
@@ -31,6 +33,15 @@ double clattn_ref_row_tolerance(const clattn_attention_desc* desc, const float* 
 
 /* Fills n floats with uniform values in [lo, hi) from a fixed-seed generator (xorshift). */
 void clattn_ref_fill_uniform(float* x, size_t n, float lo, float hi, uint64_t* state);
+
+/* ------------------------------------------------------------ storage types */
+
+/* The largest error of rounding a real x to a dtype, to nearest: half an ulp, at most
+ * u·|x| with u = 2^-24 (F32), 2^-11 (F16), 2^-8 (BF16), and at least half the spacing of
+ * its subnormals (2^-150, 2^-25, 2^-134). NAN for an unknown dtype. A float32 result within
+ * tol of the reference is, once rounded to the dtype, within
+ * tol + clattn_ref_dtype_rounding(dtype, |ref| + tol) of it. */
+double clattn_ref_dtype_rounding(clattn_dtype dtype, double x);
 
 /* ------------------------------------------------------------ the multi-head attention layer */
 

@@ -16,36 +16,38 @@ static clattn_status buffer_check(const clattn_context* ctx, cl_mem mem, const c
   return clattn__buffer_check(ctx, mem, name, offset, elements, item, MAX_INDEX + (size_t)1);
 }
 
-/* 1 when [a, a + na) and [b, b + nb) share an element. */
-static int ranges_overlap(size_t a, size_t na, size_t b, size_t nb) {
-  return a < b + nb && b < a + na;
-}
-
-/* One tensor of a call: its buffer, offset and the elements it spans. */
+/* One tensor of a call: its buffer, offset, the elements it spans and their size. */
 typedef struct tensor_ref {
   const char* name;
   cl_mem mem;
-  size_t offset, span;
+  size_t offset, span, item;
 } tensor_ref;
 
 enum { T_Q, T_K, T_V, T_O, T_LSE, T_COUNT };
 
 static void tensor_refs(const clattn__attention_shape* sh, const clattn_attention_buffers* b,
                         tensor_ref t[T_COUNT]) {
-  t[T_Q] = (tensor_ref){"q", b->q, b->q_offset, clattn__tensor_span(sh, 'q')};
-  t[T_K] = (tensor_ref){"k", b->k, b->k_offset, clattn__tensor_span(sh, 'k')};
-  t[T_V] = (tensor_ref){"v", b->v, b->v_offset, clattn__tensor_span(sh, 'v')};
-  t[T_O] = (tensor_ref){"o", b->o, b->o_offset, clattn__tensor_span(sh, 'o')};
-  t[T_LSE] = (tensor_ref){"lse", b->lse, b->lse_offset, clattn__tensor_span(sh, 'l')};
+  const size_t qo = clattn__dtype_size(sh->dtype), kv = clattn__dtype_size(sh->kv_dtype);
+  t[T_Q] = (tensor_ref){"q", b->q, b->q_offset, clattn__tensor_span(sh, 'q'), qo};
+  t[T_K] = (tensor_ref){"k", b->k, b->k_offset, clattn__tensor_span(sh, 'k'), kv};
+  t[T_V] = (tensor_ref){"v", b->v, b->v_offset, clattn__tensor_span(sh, 'v'), kv};
+  t[T_O] = (tensor_ref){"o", b->o, b->o_offset, clattn__tensor_span(sh, 'o'), qo};
+  t[T_LSE] =
+      (tensor_ref){"lse", b->lse, b->lse_offset, clattn__tensor_span(sh, 'l'), sizeof(float)};
+}
+
+/* 1 when two tensors share a byte of one cl_mem (elements may differ in size). */
+static int tensors_overlap(const tensor_ref* a, const tensor_ref* b) {
+  return a->mem && a->mem == b->mem && a->offset * a->item < (b->offset + b->span) * b->item &&
+         b->offset * b->item < (a->offset + a->span) * a->item;
 }
 
 /* Outputs written while the inputs are read: O or the LSE may not share elements with Q, K
  * or V (nor with each other) in one cl_mem. */
 static clattn_status aliasing_check(const clattn_context* ctx, const tensor_ref t[T_COUNT]) {
   for (int o = T_O; o <= T_LSE; ++o) {
-    if (!t[o].mem) continue;
     for (int i = T_Q; i <= T_V; ++i) {
-      if (t[o].mem == t[i].mem && ranges_overlap(t[o].offset, t[o].span, t[i].offset, t[i].span)) {
+      if (tensors_overlap(&t[o], &t[i])) {
         return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                             "%s overlaps %s in the same cl_mem (elements %zu..%zu and %zu..%zu): "
                             "outputs must not alias inputs",
@@ -54,8 +56,7 @@ static clattn_status aliasing_check(const clattn_context* ctx, const tensor_ref 
       }
     }
   }
-  if (t[T_LSE].mem == t[T_O].mem && t[T_LSE].mem &&
-      ranges_overlap(t[T_O].offset, t[T_O].span, t[T_LSE].offset, t[T_LSE].span)) {
+  if (tensors_overlap(&t[T_LSE], &t[T_O])) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "lse overlaps o in the same cl_mem");
   }
   return CLATTN_SUCCESS;
@@ -87,7 +88,7 @@ clattn_status clattn__attention_buffers_check(const clattn_context* ctx,
   tensor_refs(sh, b, t);
   for (int i = 0; i < T_COUNT; ++i) {
     if (!t[i].mem) continue; /* the LSE is optional */
-    CLATTN__CHECK(buffer_check(ctx, t[i].mem, t[i].name, t[i].offset, t[i].span, sizeof(float)));
+    CLATTN__CHECK(buffer_check(ctx, t[i].mem, t[i].name, t[i].offset, t[i].span, t[i].item));
   }
   if (b->kv_lengths) {
     CLATTN__CHECK(buffer_check(ctx, b->kv_lengths, "kv_lengths", 0, sh->batch, sizeof(int32_t)));
@@ -138,14 +139,14 @@ cleanup:
   return status;
 }
 
-/* A device buffer holding `elements` floats (or ints), filled from host when src != NULL. */
+/* A device buffer of `bytes`, filled from host when src != NULL. */
 static clattn_status host_buffer(clattn_context* ctx, cl_mem_flags flags, size_t bytes,
                                  const void* src, cl_mem* out) {
   return clattn__buffer_create(ctx, flags, bytes, src, out);
 }
 
 clattn_status clattn_attention_host(clattn_context* ctx, const clattn_attention_desc* desc,
-                                    const float* q, const float* k, const float* v, float* o,
+                                    const void* q, const void* k, const void* v, void* o,
                                     float* lse, const int32_t* kv_lengths,
                                     const clattn_attention_config* config) {
   if (!ctx) return CLATTN_ERROR_INVALID_ARGUMENT;
@@ -158,14 +159,14 @@ clattn_status clattn_attention_host(clattn_context* ctx, const clattn_attention_
 
   clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
   cl_event done = NULL;
-  const size_t f = sizeof(float);
+  const size_t f = sizeof(float), e = clattn__dtype_size(sh.dtype); /* LSE, tensors */
   const size_t o_span = clattn__tensor_span(&sh, 'o');
   /* Where O has gaps between rows, upload it so that reading it back leaves them intact. */
   const int o_dense = o_span == sh.batch * sh.heads_q * sh.seq_q * sh.head_dim;
-  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'q') * f, q, &b.q));
-  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'k') * f, k, &b.k));
-  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'v') * f, v, &b.v));
-  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_WRITE, o_span * f, o_dense ? NULL : o, &b.o));
+  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'q') * e, q, &b.q));
+  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'k') * e, k, &b.k));
+  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'v') * e, v, &b.v));
+  CLATTN__CHECK(host_buffer(ctx, CL_MEM_READ_WRITE, o_span * e, o_dense ? NULL : o, &b.o));
   if (lse) {
     CLATTN__CHECK(
         host_buffer(ctx, CL_MEM_WRITE_ONLY, clattn__tensor_span(&sh, 'l') * f, NULL, &b.lse));
@@ -176,7 +177,7 @@ clattn_status clattn_attention_host(clattn_context* ctx, const clattn_attention_
   }
   CLATTN__CHECK(clattn_attention(ctx, desc, &b, config, ctx->queue, 0, NULL, &done));
   CLATTN__CL_CHECK(
-      ctx, clEnqueueReadBuffer(ctx->queue, b.o, CL_FALSE, 0, o_span * f, o, 1, &done, NULL));
+      ctx, clEnqueueReadBuffer(ctx->queue, b.o, CL_FALSE, 0, o_span * e, o, 1, &done, NULL));
   if (lse) {
     CLATTN__CL_CHECK(
         ctx, clEnqueueReadBuffer(ctx->queue, b.lse, CL_FALSE, 0, clattn__tensor_span(&sh, 'l') * f,

@@ -80,8 +80,9 @@ static clattn_status attend_gathered(clattn_kv_cache* c, const clattn__kv_step* 
   const size_t cap_elements = step->count * c->heads_kv * cap.seq_kv * dim;
   const int own_scratch = buffers->workspace == NULL;
   const size_t scratch = own_scratch ? clattn__plan_workspace_bytes(plan, &cap) : 0;
-  const size_t scratch_offset = (2 * elements * sizeof(float) + 15) / 16 * 16;
-  const size_t gather_cap = (2 * cap_elements * sizeof(float) + 15) / 16 * 16;
+  const size_t item = clattn__dtype_size(c->dtype); /* gathered in the cache's dtype */
+  const size_t scratch_offset = (2 * elements * item + 15) / 16 * 16;
+  const size_t gather_cap = (2 * cap_elements * item + 15) / 16 * 16;
   const size_t bytes =
       scratch == SIZE_MAX || scratch > SIZE_MAX - gather_cap ? SIZE_MAX : gather_cap + scratch;
   if (cap_elements > MAX_INDEX / 2 || bytes > ctx->info.max_mem_alloc_size) {
@@ -185,6 +186,7 @@ clattn_status clattn__kv_step_attend(clattn_kv_cache* c, const clattn__kv_step* 
   }
   clattn__attention_shape sh = *q_shape;
   sh.heads_kv = c->heads_kv;
+  sh.kv_dtype = c->dtype;
   /* A batch of empty sequences still runs: every length is 0, so every row sees no key. */
   sh.seq_kv = step->max_length ? step->max_length : 1;
   sh.causal = q_shape->causal ? CLATTN__CAUSAL_PER_LENGTH : 0;
@@ -267,7 +269,7 @@ clattn_status clattn_attention_cached(clattn_kv_cache* c, const clattn_attention
 }
 
 clattn_status clattn_attention_cached_host(clattn_kv_cache* c, const clattn_attention_desc* desc,
-                                           const int32_t* seq_ids, const float* q, float* o,
+                                           const int32_t* seq_ids, const void* q, void* o,
                                            float* lse, const clattn_attention_config* config) {
   if (!c) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = c->ctx;
@@ -275,20 +277,20 @@ clattn_status clattn_attention_cached_host(clattn_kv_cache* c, const clattn_atte
   clattn__attention_shape sh;
   clattn_status status = cached_shape(c, desc, &sh);
   if (status != CLATTN_SUCCESS) return status;
-  const size_t f = sizeof(float);
+  const size_t f = sizeof(float), e = clattn__dtype_size(sh.dtype); /* LSE, Q and O */
   const size_t o_span = clattn__tensor_span(&sh, 'o'), l_span = clattn__tensor_span(&sh, 'l');
   /* Where O has gaps between rows, upload it so that reading it back leaves them intact. */
   const int o_dense = o_span == sh.batch * sh.heads_q * sh.seq_q * sh.head_dim;
   clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
   cl_event done = NULL;
   CLATTN__CHECK(
-      clattn__buffer_create(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'q') * f, q, &b.q));
+      clattn__buffer_create(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'q') * e, q, &b.q));
   CLATTN__CHECK(
-      clattn__buffer_create(ctx, CL_MEM_READ_WRITE, o_span * f, o_dense ? NULL : o, &b.o));
+      clattn__buffer_create(ctx, CL_MEM_READ_WRITE, o_span * e, o_dense ? NULL : o, &b.o));
   if (lse) CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_WRITE_ONLY, l_span * f, NULL, &b.lse));
   CLATTN__CHECK(clattn_attention_cached(c, desc, seq_ids, &b, config, ctx->queue, 0, NULL, &done));
   CLATTN__CL_CHECK(
-      ctx, clEnqueueReadBuffer(ctx->queue, b.o, CL_FALSE, 0, o_span * f, o, 1, &done, NULL));
+      ctx, clEnqueueReadBuffer(ctx->queue, b.o, CL_FALSE, 0, o_span * e, o, 1, &done, NULL));
   if (lse) {
     CLATTN__CL_CHECK(
         ctx, clEnqueueReadBuffer(ctx->queue, b.lse, CL_FALSE, 0, l_span * f, lse, 1, &done, NULL));

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "clattn/clattn.h"
@@ -132,6 +133,21 @@ void clattn__set_build_log(const clattn_context* ctx, const char* log);
 /* Checks that a queue is in-order and belongs to the context's cl_context and device. */
 clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue queue);
 
+/* ------------------------------------------------------------ storage types (src/dtype.c) */
+
+/* Bytes of one element of a dtype; 0 for a value that names none. */
+size_t clattn__dtype_size(clattn_dtype dtype);
+
+/* Exact conversions, rounding to nearest even (see clattn_convert). */
+uint16_t clattn__f32_to_f16(float f);
+float clattn__f16_to_f32(uint16_t h);
+uint16_t clattn__f32_to_bf16(float f);
+float clattn__bf16_to_f32(uint16_t b);
+
+/* Element i of an array of a dtype, as a float; and the reverse, rounded. */
+float clattn__load_element(const void* p, clattn_dtype dtype, size_t i);
+void clattn__store_element(void* p, clattn_dtype dtype, size_t i, float x);
+
 /* ------------------------------------------------------------ descriptors (src/shape.c) */
 
 /* Checks the struct_size of a caller's descriptor and copies it over a zero-filled `out` of
@@ -149,7 +165,8 @@ clattn_status clattn__struct_copy(const clattn_context* ctx, const char* type, c
 #define CLATTN__CAUSAL_PER_LENGTH 2
 
 typedef struct clattn__attention_shape {
-  clattn_dtype dtype;
+  clattn_dtype dtype;    /* storage of Q and O */
+  clattn_dtype kv_dtype; /* storage of K and V: dtype, except over a KV cache of another */
   size_t batch, heads_q, heads_kv, seq_q, seq_kv, head_dim;
   float scale;
   int causal;
@@ -239,7 +256,8 @@ typedef struct clattn__variant {
                          const clattn_attention_config* c);
   /* Steps a default config that did not fit down to a smaller one; 0 when there is none. */
   int (*shrink)(clattn_attention_config* c);
-  /* The -D build options of a config (they may depend on head_dim and dtype only). */
+  /* The -D build options of a config (they may depend on head_dim only; plan.c appends the
+   * storage types, QO_DTYPE and KV_DTYPE). */
   void (*build_options)(const clattn__attention_shape* shape, const clattn_attention_config* c,
                         char* options, size_t size);
   /* Work-items per work-group of the main kernel. */
@@ -291,7 +309,7 @@ int clattn__config_fits(const clattn_device_info* info, size_t head_dim,
 /* What a plan depends on: a call whose shape and requested config give the same key reuses
  * the plan. The variants' defaults and build options, and tuning entries, read only these. */
 typedef struct clattn__plan_key {
-  clattn_dtype dtype;
+  clattn_dtype dtype, kv_dtype;
   size_t head_dim;
   size_t group; /* heads_q / heads_kv */
   int causal;
@@ -366,12 +384,13 @@ clattn_status clattn__kv_step_begin(clattn_kv_cache* cache, size_t count, const 
 clattn_status clattn__kv_step_end(clattn_kv_cache* cache, clattn__kv_step* step,
                                   clattn_status status);
 /* Enqueues the copy of the step's new K and V ([count] sequences of `tokens` rows, the
- * shape's strides: batch = the i-th sequence, head, seq) into their blocks. */
-clattn_status clattn__kv_step_append(clattn_kv_cache* cache, const clattn__kv_step* step, cl_mem k,
-                                     size_t k_offset, const clattn_strides* k_strides, cl_mem v,
-                                     size_t v_offset, const clattn_strides* v_strides,
-                                     cl_command_queue queue, cl_uint num_wait, const cl_event* wait,
-                                     cl_event* event);
+ * shape's strides: batch = the i-th sequence, head, seq) into their blocks, converting them
+ * from src_dtype (the cache's own, or F32) to the cache's. */
+clattn_status clattn__kv_step_append(clattn_kv_cache* cache, const clattn__kv_step* step,
+                                     clattn_dtype src_dtype, cl_mem k, size_t k_offset,
+                                     const clattn_strides* k_strides, cl_mem v, size_t v_offset,
+                                     const clattn_strides* v_strides, cl_command_queue queue,
+                                     cl_uint num_wait, const cl_event* wait, cl_event* event);
 /* Enqueues attention of Q (the shape's q strides, seq_q rows per sequence) over the step's
  * sequences into O (and LSE): SPLIT_KV in place where the plan's variant reads pages, else a
  * gather into workspace first. shape: batch = count, heads, head_dim and q/o strides set;

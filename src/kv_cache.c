@@ -8,6 +8,7 @@
 #include "kv_cache.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,6 +101,7 @@ clattn_status clattn_kv_cache_destroy(clattn_kv_cache* c) {
   }
   if (c->table_ready) clReleaseEvent(c->table_ready);
   if (c->append) clReleaseKernel(c->append);
+  if (c->append_f32) clReleaseKernel(c->append_f32);
   if (c->gather) clReleaseKernel(c->gather);
   free(c->lengths);
   free(c->host_table);
@@ -112,9 +114,10 @@ clattn_status clattn_kv_cache_destroy(clattn_kv_cache* c) {
 /* Checks a descriptor and fills the cache's dimensions. */
 static clattn_status dims_resolve(clattn_context* ctx, const clattn_kv_cache_desc* d,
                                   clattn_kv_cache* c) {
-  if (d->dtype != CLATTN_DTYPE_F32) {
+  if (!clattn__dtype_size(d->dtype)) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "unknown dtype %d", (int)d->dtype);
   }
+  c->dtype = d->dtype;
   if (!d->max_sequences || !d->heads_kv || !d->head_dim || !d->capacity) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
                         "max_sequences, heads_kv, head_dim and capacity must be at least 1");
@@ -149,7 +152,7 @@ static clattn_status dims_resolve(clattn_context* ctx, const clattn_kv_cache_des
                         "a block table of %zu sequences x %zu blocks is beyond 32-bit indexing",
                         c->max_sequences, c->table_stride);
   }
-  const size_t pool_bytes = pool_elements * sizeof(float);
+  const size_t pool_bytes = pool_elements * clattn__dtype_size(c->dtype);
   if (pool_bytes > ctx->info.max_mem_alloc_size) {
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY,
                         "the cache's pool of K (%zu bytes) exceeds the device's allocation limit "
@@ -163,10 +166,14 @@ static clattn_status dims_resolve(clattn_context* ctx, const clattn_kv_cache_des
 static clattn_status kernels_create(clattn_context* ctx, clattn_kv_cache* c) {
   clattn_status status = CLATTN_SUCCESS;
   size_t limit = clattn__max_group(&ctx->info);
-  CLATTN__CHECK(clattn__kernel_create(ctx, "kv_cache", "", "clattn_kv_append", &c->append));
-  CLATTN__CHECK(clattn__kernel_create(ctx, "kv_cache", "", "clattn_kv_gather", &c->gather));
-  cl_kernel kernels[2] = {c->append, c->gather};
-  for (int i = 0; i < 2; ++i) {
+  char options[32];
+  snprintf(options, sizeof options, "-DKV_DTYPE=%d", (int)c->dtype);
+  CLATTN__CHECK(clattn__kernel_create(ctx, "kv_cache", options, "clattn_kv_append", &c->append));
+  CLATTN__CHECK(
+      clattn__kernel_create(ctx, "kv_cache", options, "clattn_kv_append_f32", &c->append_f32));
+  CLATTN__CHECK(clattn__kernel_create(ctx, "kv_cache", options, "clattn_kv_gather", &c->gather));
+  cl_kernel kernels[3] = {c->append, c->append_f32, c->gather};
+  for (int i = 0; i < 3; ++i) {
     size_t wg = 0;
     CLATTN__CL_CHECK(
         ctx, clGetKernelWorkGroupInfo(kernels[i], ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg,
@@ -208,7 +215,7 @@ clattn_status clattn_kv_cache_create(clattn_context* ctx, const clattn_kv_cache_
     goto cleanup;
   }
   free_stack_reset(c);
-  const size_t pool_bytes = c->num_blocks * c->block_stride * sizeof(float);
+  const size_t pool_bytes = c->num_blocks * c->block_stride * clattn__dtype_size(c->dtype);
   CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, pool_bytes, NULL, &c->k_pool));
   CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, pool_bytes, NULL, &c->v_pool));
   /* Uploaded from the zeroed host mirror: every entry names a valid block from the start. */
@@ -379,11 +386,11 @@ clattn_status clattn__kv_step_end(clattn_kv_cache* c, clattn__kv_step* step, cla
   return status;
 }
 
-clattn_status clattn__kv_step_append(clattn_kv_cache* c, const clattn__kv_step* step, cl_mem k,
-                                     size_t k_offset, const clattn_strides* ks, cl_mem v,
-                                     size_t v_offset, const clattn_strides* vs,
-                                     cl_command_queue queue, cl_uint num_wait, const cl_event* wait,
-                                     cl_event* event) {
+clattn_status clattn__kv_step_append(clattn_kv_cache* c, const clattn__kv_step* step,
+                                     clattn_dtype src_dtype, cl_mem k, size_t k_offset,
+                                     const clattn_strides* ks, cl_mem v, size_t v_offset,
+                                     const clattn_strides* vs, cl_command_queue queue,
+                                     cl_uint num_wait, const cl_event* wait, cl_event* event) {
   clattn_context* ctx = c->ctx;
   if (event) *event = NULL;
   if (!queue) queue = ctx->queue;
@@ -399,12 +406,16 @@ clattn_status clattn__kv_step_append(clattn_kv_cache* c, const clattn__kv_step* 
                           "K or V offsets and strides beyond 32-bit indexing");
     }
   }
+  if (src_dtype != c->dtype && src_dtype != CLATTN_DTYPE_F32) {
+    return clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "no append from dtype %d into a cache of %d",
+                        (int)src_dtype, (int)c->dtype);
+  }
   clattn_status status = CLATTN_SUCCESS;
   cl_event stack[STACK_WAITS];
   cl_event* waits = stack;
   const cl_uint n = clattn__kv_waits(num_wait, wait, step->ready, NULL, stack, STACK_WAITS, &waits);
   if (!waits) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
-  cl_kernel kn = c->append;
+  cl_kernel kn = src_dtype == c->dtype ? c->append : c->append_f32;
   cl_int err = CL_SUCCESS;
   cl_uint a = 0;
   clattn__arg_mem(kn, &a, k, &err);
@@ -466,7 +477,7 @@ static clattn_status append_shape(clattn_kv_cache* c, const clattn_kv_append_des
                         c->max_sequences);
   }
   clattn_attention_desc a = CLATTN_ATTENTION_DESC_INIT;
-  a.dtype = CLATTN_DTYPE_F32;
+  a.dtype = c->dtype;
   a.batch = d->count;
   a.heads_q = c->heads_kv;
   a.heads_kv = c->heads_kv;
@@ -495,11 +506,12 @@ clattn_status clattn_kv_cache_append(clattn_kv_cache* c, const clattn_kv_append_
   clattn_status status = append_shape(c, desc, &d, &sh);
   if (status != CLATTN_SUCCESS) return status;
   if (!k || !v) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "k and v must not be NULL");
-  status = clattn__buffer_check(ctx, k, "k", k_offset, clattn__tensor_span(&sh, 'k'), sizeof(float),
+  const size_t item = clattn__dtype_size(c->dtype);
+  status = clattn__buffer_check(ctx, k, "k", k_offset, clattn__tensor_span(&sh, 'k'), item,
                                 MAX_INDEX + 1);
   if (status == CLATTN_SUCCESS) {
-    status = clattn__buffer_check(ctx, v, "v", v_offset, clattn__tensor_span(&sh, 'v'),
-                                  sizeof(float), MAX_INDEX + 1);
+    status = clattn__buffer_check(ctx, v, "v", v_offset, clattn__tensor_span(&sh, 'v'), item,
+                                  MAX_INDEX + 1);
   }
   if (status != CLATTN_SUCCESS) return status;
   if (queue && queue != ctx->queue) {
@@ -511,13 +523,13 @@ clattn_status clattn_kv_cache_append(clattn_kv_cache* c, const clattn_kv_append_
   clattn__kv_step step;
   status = clattn__kv_step_begin(c, d.count, d.seq_ids, d.tokens, queue, &step);
   if (status != CLATTN_SUCCESS) return status;
-  status = clattn__kv_step_append(c, &step, k, k_offset, &sh.k, v, v_offset, &sh.v, queue,
+  status = clattn__kv_step_append(c, &step, c->dtype, k, k_offset, &sh.k, v, v_offset, &sh.v, queue,
                                   num_wait_events, wait_events, event);
   return clattn__kv_step_end(c, &step, status);
 }
 
 clattn_status clattn_kv_cache_append_host(clattn_kv_cache* c, const clattn_kv_append_desc* desc,
-                                          const float* k, const float* v) {
+                                          const void* k, const void* v) {
   if (!c) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = c->ctx;
   clattn_kv_append_desc d;
@@ -526,10 +538,11 @@ clattn_status clattn_kv_cache_append_host(clattn_kv_cache* c, const clattn_kv_ap
   if (status != CLATTN_SUCCESS) return status;
   if (!k || !v) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "k and v must not be NULL");
   cl_mem kb = NULL, vb = NULL;
-  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY,
-                                      clattn__tensor_span(&sh, 'k') * sizeof(float), k, &kb));
-  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY,
-                                      clattn__tensor_span(&sh, 'v') * sizeof(float), v, &vb));
+  const size_t item = clattn__dtype_size(c->dtype);
+  CLATTN__CHECK(
+      clattn__buffer_create(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'k') * item, k, &kb));
+  CLATTN__CHECK(
+      clattn__buffer_create(ctx, CL_MEM_READ_ONLY, clattn__tensor_span(&sh, 'v') * item, v, &vb));
   CLATTN__CHECK(clattn_kv_cache_append(c, desc, kb, 0, vb, 0, ctx->queue, 0, NULL, NULL));
   CLATTN__CL_CHECK(ctx, clFinish(ctx->queue));
 cleanup:
@@ -592,7 +605,7 @@ clattn_status clattn_kv_cache_get_usage(const clattn_kv_cache* c, clattn_kv_cach
   clattn_status status =
       clattn__struct_copy(c->ctx, "clattn_kv_cache_usage", usage, sizeof u, sizeof u, &u);
   if (status != CLATTN_SUCCESS) return status;
-  const size_t block_bytes = 2 * c->block_stride * sizeof(float); /* K and V */
+  const size_t block_bytes = 2 * c->block_stride * clattn__dtype_size(c->dtype); /* K and V */
   lock(c);
   u.block_tokens = c->block_tokens;
   u.blocks_total = c->num_blocks;
@@ -605,13 +618,14 @@ clattn_status clattn_kv_cache_get_usage(const clattn_kv_cache* c, clattn_kv_cach
   return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_kv_cache_read(clattn_kv_cache* c, int32_t id, float* k, float* v) {
+clattn_status clattn_kv_cache_read(clattn_kv_cache* c, int32_t id, void* k, void* v) {
   if (!c) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = c->ctx;
   clattn_status status = id_check(c, id);
   if (status != CLATTN_SUCCESS) return status;
   lock(c);
   const size_t len = c->lengths[id], bt = c->block_tokens, dim = c->head_dim;
+  const size_t item = clattn__dtype_size(c->dtype);
   if (len && (!k || !v)) {
     status = clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "k and v must not be NULL");
     goto cleanup;
@@ -621,13 +635,13 @@ clattn_status clattn_kv_cache_read(clattn_kv_cache* c, int32_t id, float* k, flo
     const size_t block = (size_t)c->host_table[(size_t)id * c->table_stride + b];
     const size_t rows = len - b * bt < bt ? len - b * bt : bt;
     for (size_t h = 0; h < c->heads_kv; ++h) {
-      const size_t src = ((h * c->num_blocks + block) * bt * dim) * sizeof(float);
-      const size_t dst = (h * len + b * bt) * dim;
-      const size_t bytes = rows * dim * sizeof(float);
+      const size_t src = ((h * c->num_blocks + block) * bt * dim) * item;
+      const size_t dst = (h * len + b * bt) * dim * item;
+      const size_t bytes = rows * dim * item;
       CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, c->k_pool, CL_FALSE, src, bytes,
-                                                k + dst, 0, NULL, NULL));
+                                                (char*)k + dst, 0, NULL, NULL));
       CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, c->v_pool, CL_FALSE, src, bytes,
-                                                v + dst, 0, NULL, NULL));
+                                                (char*)v + dst, 0, NULL, NULL));
     }
   }
 cleanup:

@@ -20,12 +20,15 @@ typedef struct clattn__kv_slot {
 
 struct clattn_kv_cache {
   clattn_context* ctx;
+  clattn_dtype dtype; /* of K and V in the pools */
   size_t max_sequences, heads_kv, head_dim, block_tokens, max_seq_len;
   size_t num_blocks, table_stride;
   size_t block_stride;   /* elements of one block over all heads (the pool is head-major) */
-  cl_mem k_pool, v_pool; /* num_blocks * block_stride floats each */
+  cl_mem k_pool, v_pool; /* num_blocks * block_stride elements of dtype each */
   cl_mem table;          /* int32 [max_sequences * table_stride] */
-  cl_kernel append, gather;
+  /* Appends from sources of the cache's dtype (the public append) and from float32 ones (the
+   * layer's projections); the gather for variants that do not read pages. */
+  cl_kernel append, append_f32, gather;
   size_t copy_group; /* work-items per group of both kernels (dimension 0) */
 
   /* Held for every call, and from step_begin to step_end. */

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,11 +14,13 @@
 /* The bias kernel indexes with 32-bit unsigned integers, as the core does. */
 #define MAX_INDEX ((size_t)UINT32_MAX)
 
-/* The workspace's buffers. */
-enum { WS_Q, WS_K, WS_V, WS_O, WS_TEMP, WS_CORE, WS_COUNT };
+/* The workspace's buffers: the projections and the heads' output, CLBlast's and the core's
+ * scratch, and in a 16-bit layer the float32 copies of x, key, value and y. */
+enum { WS_Q, WS_K, WS_V, WS_O, WS_TEMP, WS_CORE, WS_X, WS_KEY, WS_VALUE, WS_Y, WS_COUNT };
 
 struct clattn_mha {
   clattn_context* ctx; /* borrowed: must outlive the layer */
+  clattn_dtype dtype;  /* storage of x, key, value, y and the given weights */
   size_t d_model, heads, heads_kv, head_dim, k_dim, v_dim;
   float scale;
   size_t q_width;  /* H·D: width of Q, of O and of the attention output */
@@ -40,6 +43,10 @@ struct clattn_mha {
   cl_mem rope_freq;
   cl_kernel rope_kernel;
   size_t rope_local; /* its work-group size */
+  /* A 16-bit layer's conversions (cl/convert.cl): x, key and value widened into the
+   * workspace, y rounded from it; NULL in a float32 layer. Arguments set under `lock`. */
+  cl_kernel widen, narrow;
+  size_t convert_local;
 
   /* Everything below is per-call state, guarded by `lock`. */
   pthread_mutex_t lock;
@@ -66,59 +73,58 @@ static size_t add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a +
 
 static int tensor_given(const clattn_mha_tensor* t) { return t->host != NULL || t->mem != NULL; }
 
-/* Checks that a weight tensor is usable for `elements` floats: not both sources, and a
- * buffer of the context that is large enough. */
-static clattn_status tensor_check(const clattn_context* ctx, const clattn_mha_tensor* t,
-                                  const char* name, size_t elements) {
+/* Checks that a weight tensor is usable for `elements` elements of the layer's dtype: not
+ * both sources, and a buffer of the context that is large enough. */
+static clattn_status tensor_check(const clattn_mha* m, const clattn_mha_tensor* t, const char* name,
+                                  size_t elements) {
   if (t->host && t->mem) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+    return clattn__fail(m->ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "%s: give either a host array or a cl_mem, not both", name);
   }
   if (!t->mem) return CLATTN_SUCCESS;
   /* A buffer of the layer's cl_context, large enough (desc_resolve bounds the sizes). */
-  return clattn__buffer_check(ctx, t->mem, name, t->offset, elements, sizeof(float), SIZE_MAX);
+  return clattn__buffer_check(m->ctx, t->mem, name, t->offset, elements,
+                              clattn__dtype_size(m->dtype), SIZE_MAX);
 }
 
-/* Enqueues the copy of `elements` floats of a given tensor into dst at dst_offset (floats). */
-static clattn_status tensor_upload(clattn_context* ctx, const clattn_mha_tensor* t, cl_mem dst,
-                                   size_t dst_offset, size_t elements) {
+/* Reads n elements of a given tensor from element `first` on into dst as float32, converting
+ * from the layer's dtype (a cl_mem is read back on ctx->queue, blocking). */
+static clattn_status tensor_read(const clattn_mha* m, const clattn_mha_tensor* t, size_t first,
+                                 size_t n, float* dst) {
+  clattn_context* ctx = m->ctx;
   clattn_status status = CLATTN_SUCCESS;
-  const size_t f = sizeof(float);
-  if (t->host) {
-    /* Blocking: the caller's array may go away as soon as clattn_mha_create returns. */
-    CLATTN__CL_CHECK(ctx, clEnqueueWriteBuffer(ctx->queue, dst, CL_TRUE, dst_offset * f,
-                                               elements * f, t->host, 0, NULL, NULL));
-  } else if (t->mem) {
-    CLATTN__CL_CHECK(ctx, clEnqueueCopyBuffer(ctx->queue, t->mem, dst, t->offset * f,
-                                              dst_offset * f, elements * f, 0, NULL, NULL));
+  const size_t item = clattn__dtype_size(m->dtype);
+  void* read = NULL;
+  const void* src = t->host ? (const char*)t->host + first * item : NULL;
+  if (!src) {
+    read = clattn__malloc(n * item);
+    if (!read) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    CLATTN__CL_CHECK(
+        ctx, clEnqueueReadBuffer(ctx->queue, t->mem, CL_TRUE, (t->offset + first) * item, n * item,
+                                 read, 0, NULL, NULL));
+    src = read;
   }
+  clattn_convert(src, m->dtype, dst, CLATTN_DTYPE_F32, n);
 cleanup:
+  free(read);
   return status;
 }
 
-/* Creates *out holding Wᵀ [cols, rows], the transpose of `rows` rows of a row-major weight
- * W [.., cols] from its row `first` on, given as a host array or a cl_mem (read back on
- * ctx->queue; finished before returning). Transposed on the host: once per layer, and no
+/* Creates *out holding Wᵀ [cols, rows] in float32, the transpose of `rows` rows of a row-major
+ * weight W [.., cols] from its row `first` on. Transposed on the host: once per layer, and no
  * kernel to build. */
-static clattn_status weight_load_transposed(clattn_context* ctx, const clattn_mha_tensor* t,
+static clattn_status weight_load_transposed(const clattn_mha* m, const clattn_mha_tensor* t,
                                             size_t first, size_t rows, size_t cols, cl_mem* out) {
+  clattn_context* ctx = m->ctx;
   clattn_status status = CLATTN_SUCCESS;
   const size_t f = sizeof(float), n = rows * cols;
-  float* read = NULL;
+  float* w = clattn__malloc(n * f);
   float* wt = clattn__malloc(n * f);
-  if (!wt) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
-  const float* w = t->host ? t->host + first * cols : NULL;
-  if (!w) {
-    read = clattn__malloc(n * f);
-    if (!read) {
-      status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
-      goto cleanup;
-    }
-    CLATTN__CL_CHECK(
-        ctx, clEnqueueReadBuffer(ctx->queue, t->mem, CL_TRUE, (t->offset + first * cols) * f, n * f,
-                                 read, 0, NULL, NULL));
-    w = read;
+  if (!w || !wt) {
+    status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    goto cleanup;
   }
+  CLATTN__CHECK(tensor_read(m, t, first * cols, n, w));
   /* In 32x32 blocks, so that neither side strides through memory a float at a time. */
   enum { BLOCK = 32 };
   for (size_t r0 = 0; r0 < rows; r0 += BLOCK) {
@@ -132,7 +138,7 @@ static clattn_status weight_load_transposed(clattn_context* ctx, const clattn_mh
   }
   CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, n * f, wt, out));
 cleanup:
-  free(read);
+  free(w);
   free(wt);
   return status;
 }
@@ -209,6 +215,13 @@ static clattn_status desc_resolve(const clattn_context* ctx, const clattn_mha_de
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "scale is not finite");
   }
   CLATTN__CHECK(rope_resolve(ctx, d, head_dim, m));
+  /* 0.3's struct ended at rope_theta, and its sizeof reaches over `dtype` as padding, which
+   * its _INIT macro zero-fills (C11 6.7.9: the remainder is initialized as static storage,
+   * padding to zero bits): F32. Another value there is refused, not guessed at. */
+  if (!clattn__dtype_size(d->dtype)) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "unknown dtype %d", (int)d->dtype);
+  }
+  m->dtype = d->dtype;
   m->d_model = d->d_model;
   m->heads = d->heads;
   m->heads_kv = heads_kv;
@@ -228,7 +241,8 @@ cleanup:
   return status;
 }
 
-/* Uploads the weights into the layer's buffers (ctx->queue; finished before returning). */
+/* Uploads the weights into the layer's buffers in float32 (every copy is blocking: the
+ * caller may release its arrays and buffers once clattn_mha_create returns). */
 static clattn_status weights_load(clattn_context* ctx, const clattn_mha_weights* given,
                                   clattn_mha* m) {
   if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "weights is NULL");
@@ -239,6 +253,7 @@ static clattn_status weights_load(clattn_context* ctx, const clattn_mha_weights*
   if (copied != CLATTN_SUCCESS) return copied;
   const clattn_mha_weights* w = &copy;
   clattn_status status = CLATTN_SUCCESS;
+  float* bias = NULL;
   const size_t f = sizeof(float);
   const size_t hq = m->q_width, hk = m->kv_width, e = m->d_model;
   const size_t wq_n = hq * e, wk_n = hk * m->k_dim, wv_n = hk * m->v_dim;
@@ -271,52 +286,82 @@ static clattn_status weights_load(clattn_context* ctx, const clattn_mha_weights*
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "give either in_proj_bias or q/k/v_proj_bias, not both");
   }
-  CLATTN__CHECK(tensor_check(ctx, &w->in_proj_weight, "in_proj_weight", wq_n + wk_n + wv_n));
-  CLATTN__CHECK(tensor_check(ctx, &w->q_proj_weight, "q_proj_weight", wq_n));
-  CLATTN__CHECK(tensor_check(ctx, &w->k_proj_weight, "k_proj_weight", wk_n));
-  CLATTN__CHECK(tensor_check(ctx, &w->v_proj_weight, "v_proj_weight", wv_n));
-  CLATTN__CHECK(tensor_check(ctx, &w->in_proj_bias, "in_proj_bias", hq + 2 * hk));
-  CLATTN__CHECK(tensor_check(ctx, &w->q_proj_bias, "q_proj_bias", hq));
-  CLATTN__CHECK(tensor_check(ctx, &w->k_proj_bias, "k_proj_bias", hk));
-  CLATTN__CHECK(tensor_check(ctx, &w->v_proj_bias, "v_proj_bias", hk));
-  CLATTN__CHECK(tensor_check(ctx, &w->out_proj_weight, "out_proj_weight", e * hq));
-  CLATTN__CHECK(tensor_check(ctx, &w->out_proj_bias, "out_proj_bias", e));
+  CLATTN__CHECK(tensor_check(m, &w->in_proj_weight, "in_proj_weight", wq_n + wk_n + wv_n));
+  CLATTN__CHECK(tensor_check(m, &w->q_proj_weight, "q_proj_weight", wq_n));
+  CLATTN__CHECK(tensor_check(m, &w->k_proj_weight, "k_proj_weight", wk_n));
+  CLATTN__CHECK(tensor_check(m, &w->v_proj_weight, "v_proj_weight", wv_n));
+  CLATTN__CHECK(tensor_check(m, &w->in_proj_bias, "in_proj_bias", hq + 2 * hk));
+  CLATTN__CHECK(tensor_check(m, &w->q_proj_bias, "q_proj_bias", hq));
+  CLATTN__CHECK(tensor_check(m, &w->k_proj_bias, "k_proj_bias", hk));
+  CLATTN__CHECK(tensor_check(m, &w->v_proj_bias, "v_proj_bias", hk));
+  CLATTN__CHECK(tensor_check(m, &w->out_proj_weight, "out_proj_weight", e * hq));
+  CLATTN__CHECK(tensor_check(m, &w->out_proj_bias, "out_proj_bias", e));
 
   if (packed) {
-    CLATTN__CHECK(weight_load_transposed(ctx, &w->in_proj_weight, 0, hq, e, &m->w_q));
-    CLATTN__CHECK(weight_load_transposed(ctx, &w->in_proj_weight, hq, hk, e, &m->w_k));
-    CLATTN__CHECK(weight_load_transposed(ctx, &w->in_proj_weight, hq + hk, hk, e, &m->w_v));
+    CLATTN__CHECK(weight_load_transposed(m, &w->in_proj_weight, 0, hq, e, &m->w_q));
+    CLATTN__CHECK(weight_load_transposed(m, &w->in_proj_weight, hq, hk, e, &m->w_k));
+    CLATTN__CHECK(weight_load_transposed(m, &w->in_proj_weight, hq + hk, hk, e, &m->w_v));
   } else {
-    CLATTN__CHECK(weight_load_transposed(ctx, &w->q_proj_weight, 0, hq, e, &m->w_q));
-    CLATTN__CHECK(weight_load_transposed(ctx, &w->k_proj_weight, 0, hk, m->k_dim, &m->w_k));
-    CLATTN__CHECK(weight_load_transposed(ctx, &w->v_proj_weight, 0, hk, m->v_dim, &m->w_v));
+    CLATTN__CHECK(weight_load_transposed(m, &w->q_proj_weight, 0, hq, e, &m->w_q));
+    CLATTN__CHECK(weight_load_transposed(m, &w->k_proj_weight, 0, hk, m->k_dim, &m->w_k));
+    CLATTN__CHECK(weight_load_transposed(m, &w->v_proj_weight, 0, hk, m->v_dim, &m->w_v));
   }
-  if (packed_bias || separate_bias) {
-    CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, (hq + 2 * hk) * f, NULL, &m->b_in));
-    if (packed_bias) {
-      CLATTN__CHECK(tensor_upload(ctx, &w->in_proj_bias, m->b_in, 0, hq + 2 * hk));
-    } else {
-      /* Biases left out are zeros. */
-      const cl_float zero = 0.0f;
-      CLATTN__CL_CHECK(ctx, clEnqueueFillBuffer(ctx->queue, m->b_in, &zero, sizeof zero, 0,
-                                                (hq + 2 * hk) * f, 0, NULL, NULL));
-      CLATTN__CHECK(tensor_upload(ctx, &w->q_proj_bias, m->b_in, 0, hq));
-      CLATTN__CHECK(tensor_upload(ctx, &w->k_proj_bias, m->b_in, hq, hk));
-      CLATTN__CHECK(tensor_upload(ctx, &w->v_proj_bias, m->b_in, hq + hk, hk));
+  /* The biases in float32, [bq; bk; bv] in one buffer (those left out are zeros) and bo. */
+  bias = clattn__calloc(hq + 2 * hk + e, f);
+  if (!bias) {
+    status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    goto cleanup;
+  }
+  if (packed_bias) {
+    CLATTN__CHECK(tensor_read(m, &w->in_proj_bias, 0, hq + 2 * hk, bias));
+  } else if (separate_bias) {
+    if (tensor_given(&w->q_proj_bias)) CLATTN__CHECK(tensor_read(m, &w->q_proj_bias, 0, hq, bias));
+    if (tensor_given(&w->k_proj_bias)) {
+      CLATTN__CHECK(tensor_read(m, &w->k_proj_bias, 0, hk, bias + hq));
+    }
+    if (tensor_given(&w->v_proj_bias)) {
+      CLATTN__CHECK(tensor_read(m, &w->v_proj_bias, 0, hk, bias + hq + hk));
     }
   }
-  CLATTN__CHECK(weight_load_transposed(ctx, &w->out_proj_weight, 0, e, hq, &m->w_out));
-  if (tensor_given(&w->out_proj_bias)) {
-    CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, e * f, NULL, &m->b_out));
-    CLATTN__CHECK(tensor_upload(ctx, &w->out_proj_bias, m->b_out, 0, e));
+  if (packed_bias || separate_bias) {
+    CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, (hq + 2 * hk) * f, bias, &m->b_in));
   }
-  /* Device-to-device copies read the caller's buffers, which it may release after we return. */
-  CLATTN__CL_CHECK(ctx, clFinish(ctx->queue));
+  CLATTN__CHECK(weight_load_transposed(m, &w->out_proj_weight, 0, e, hq, &m->w_out));
+  if (tensor_given(&w->out_proj_bias)) {
+    float* bo = bias + hq + 2 * hk;
+    CLATTN__CHECK(tensor_read(m, &w->out_proj_bias, 0, e, bo));
+    CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, e * f, bo, &m->b_out));
+  }
 cleanup:
+  free(bias);
   return status;
 }
 
 /* The rotary embeddings' table and kernel (ctx->queue; finished before returning). */
+/* A 16-bit layer's conversion kernels (none for float32). */
+static clattn_status convert_create(clattn_context* ctx, clattn_mha* m) {
+  if (m->dtype == CLATTN_DTYPE_F32) return CLATTN_SUCCESS;
+  clattn_status status = CLATTN_SUCCESS;
+  char options[32];
+  snprintf(options, sizeof options, "-DQO_DTYPE=%d", (int)m->dtype);
+  CLATTN__CHECK(clattn__kernel_create(ctx, "convert", options, "clattn_convert_widen", &m->widen));
+  CLATTN__CHECK(
+      clattn__kernel_create(ctx, "convert", options, "clattn_convert_narrow", &m->narrow));
+  size_t limit = clattn__max_group(&ctx->info);
+  cl_kernel kernels[2] = {m->widen, m->narrow};
+  for (int i = 0; i < 2; ++i) {
+    size_t wg = 0;
+    CLATTN__CL_CHECK(
+        ctx, clGetKernelWorkGroupInfo(kernels[i], ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg,
+                                      &wg, NULL));
+    if (wg && wg < limit) limit = wg;
+  }
+  m->convert_local = 64;
+  while (m->convert_local > 1 && m->convert_local > limit) m->convert_local /= 2;
+cleanup:
+  return status;
+}
+
 static clattn_status rope_create(clattn_context* ctx, clattn_mha* m) {
   if (!m->rope_half) return CLATTN_SUCCESS;
   clattn_status status = CLATTN_SUCCESS;
@@ -361,6 +406,7 @@ clattn_status clattn_mha_create(clattn_context* ctx, const clattn_mha_desc* desc
   CLATTN__CHECK(desc_resolve(ctx, desc, m));
   CLATTN__CHECK(weights_load(ctx, weights, m));
   CLATTN__CHECK(rope_create(ctx, m));
+  CLATTN__CHECK(convert_create(ctx, m));
   *out = m;
   m = NULL;
 cleanup:
@@ -375,6 +421,8 @@ clattn_status clattn_mha_destroy(clattn_mha* m) {
     if (mems[i]) clReleaseMemObject(mems[i]);
   }
   if (m->rope_kernel) clReleaseKernel(m->rope_kernel);
+  if (m->widen) clReleaseKernel(m->widen);
+  if (m->narrow) clReleaseKernel(m->narrow);
   for (int i = 0; i < WS_COUNT; ++i) {
     if (m->ws[i].mem) clReleaseMemObject(m->ws[i].mem);
   }
@@ -548,6 +596,14 @@ static clattn_status plan_make(const clattn_mha* m, const clattn_mha_forward_des
   return plan_sizes(m, given, cross, 1, p);
 }
 
+/* Bytes of the float32 copies of x, key, value and y a 16-bit layer keeps (0 in float32). */
+static size_t convert_bytes(const clattn_mha* m, const mha_plan* p) {
+  if (m->dtype == CLATTN_DTYPE_F32) return 0;
+  size_t n = mul(mul(p->rows, m->d_model), 2);
+  if (p->cross) n = add(n, mul(p->rows_kv, add(m->k_dim, m->v_dim)));
+  return mul(n, sizeof(float));
+}
+
 clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_forward_desc* fwd,
                                         int cross, size_t* bytes) {
   if (!mha || !bytes) return CLATTN_ERROR_INVALID_ARGUMENT;
@@ -557,8 +613,8 @@ clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_
    * at another offset may need more, for CLBlast's copy of that matrix). */
   if (status == CLATTN_SUCCESS) status = plan_temp(mha, &p, NULL);
   if (status == CLATTN_SUCCESS) {
-    *bytes =
-        add(add(mul(add(p.q_floats, p.kv_floats), 2 * sizeof(float)), p.temp_bytes), p.core_bytes);
+    *bytes = add(add(mul(add(p.q_floats, p.kv_floats), 2 * sizeof(float)), p.temp_bytes),
+                 add(p.core_bytes, convert_bytes(mha, &p)));
   }
   return status;
 }
@@ -573,7 +629,7 @@ static clattn_status buffers_check(const clattn_mha* m, const mha_plan* p,
                                    const clattn_mha_buffers* b) {
   const clattn_context* ctx = m->ctx;
   clattn_status status = CLATTN_SUCCESS;
-  const size_t f = sizeof(float);
+  const size_t f = clattn__dtype_size(m->dtype);
   CLATTN__CHECK(io_check(ctx, b->x, "x", b->x_offset, mul(p->rows, m->d_model), f));
   CLATTN__CHECK(io_check(ctx, b->y, "y", b->y_offset, mul(p->rows, m->d_model), f));
   if (p->cross) {
@@ -618,6 +674,14 @@ static clattn_status workspace_reserve_all(clattn_mha* m, const mha_plan* p) {
   CLATTN__CHECK(workspace_reserve(m, WS_O, p->q_floats * f));
   CLATTN__CHECK(workspace_reserve(m, WS_TEMP, p->temp_bytes));
   CLATTN__CHECK(workspace_reserve(m, WS_CORE, p->core_bytes));
+  if (m->dtype != CLATTN_DTYPE_F32) {
+    CLATTN__CHECK(workspace_reserve(m, WS_X, mul(p->rows, m->d_model) * f));
+    CLATTN__CHECK(workspace_reserve(m, WS_Y, mul(p->rows, m->d_model) * f));
+    if (p->cross) {
+      CLATTN__CHECK(workspace_reserve(m, WS_KEY, mul(p->rows_kv, m->k_dim) * f));
+      CLATTN__CHECK(workspace_reserve(m, WS_VALUE, mul(p->rows_kv, m->v_dim) * f));
+    }
+  }
 cleanup:
   return status;
 }
@@ -637,6 +701,89 @@ static clattn_status bias_rows(clattn_context* ctx, cl_command_queue queue, cl_m
     /* The same buffer, regions apart: [0, done) rows to [done, done + n). */
     CLATTN__CL_CHECK(ctx,
                      clEnqueueCopyBuffer(queue, c, c, at, at + done * row, n * row, 0, NULL, NULL));
+  }
+cleanup:
+  return status;
+}
+
+/* The float32 buffers a call computes on: the caller's own in a float32 layer; in a 16-bit
+ * one, the workspace's widened x, key and value and the float32 y the output projection
+ * writes (all at offset 0), which convert_inputs and convert_output fill and read. */
+static clattn_mha_buffers f32_view(const clattn_mha* m, const clattn_mha_buffers* b) {
+  clattn_mha_buffers f = *b;
+  if (m->dtype == CLATTN_DTYPE_F32) return f;
+  f.x = m->ws[WS_X].mem;
+  f.y = m->ws[WS_Y].mem;
+  f.x_offset = f.y_offset = 0;
+  if (b->key) {
+    f.key = m->ws[WS_KEY].mem;
+    f.key_offset = 0;
+  }
+  if (b->value) {
+    f.value = m->ws[WS_VALUE].mem;
+    f.value_offset = 0;
+  }
+  return f;
+}
+
+/* One conversion launch of n elements (the caller holds m->lock: the kernel's arguments). */
+static clattn_status convert(clattn_mha* m, cl_kernel kernel, cl_mem src, size_t src_offset,
+                             cl_mem dst, size_t dst_offset, size_t n, cl_command_queue queue,
+                             cl_event* event) {
+  clattn_context* ctx = m->ctx;
+  clattn_status status = CLATTN_SUCCESS;
+  const size_t local = m->convert_local, global = add(n, local - 1) / local * local;
+  if (global > MAX_INDEX) {
+    return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED, "a conversion beyond 32-bit indexing");
+  }
+  cl_uint i = 0;
+  cl_int err = CL_SUCCESS;
+  clattn__arg_mem(kernel, &i, src, &err);
+  clattn__arg_uint(kernel, &i, src_offset, &err);
+  clattn__arg_mem(kernel, &i, dst, &err);
+  clattn__arg_uint(kernel, &i, dst_offset, &err);
+  clattn__arg_uint(kernel, &i, n, &err);
+  CLATTN__CL_CHECK(ctx, err);
+  CLATTN__CL_CHECK(ctx,
+                   clEnqueueNDRangeKernel(queue, kernel, 1, NULL, &global, &local, 0, NULL, event));
+cleanup:
+  return status;
+}
+
+/* A 16-bit layer's inputs widened into the float32 view f (nothing in a float32 layer). */
+static clattn_status convert_inputs(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
+                                    const clattn_mha_buffers* f, cl_command_queue queue) {
+  if (m->dtype == CLATTN_DTYPE_F32) return CLATTN_SUCCESS;
+  clattn_status status = CLATTN_SUCCESS;
+  CLATTN__CHECK(
+      convert(m, m->widen, b->x, b->x_offset, f->x, 0, mul(p->rows, m->d_model), queue, NULL));
+  if (b->key) {
+    CLATTN__CHECK(convert(m, m->widen, b->key, b->key_offset, f->key, 0, mul(p->rows_kv, m->k_dim),
+                          queue, NULL));
+  }
+  if (b->value) {
+    CLATTN__CHECK(convert(m, m->widen, b->value, b->value_offset, f->value, 0,
+                          mul(p->rows_kv, m->v_dim), queue, NULL));
+  }
+cleanup:
+  return status;
+}
+
+/* The output projection into the float32 view's y, and in a 16-bit layer y rounded from it
+ * into the caller's; *event gets the call's last command. */
+static clattn_status project_output(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
+                                    const clattn_mha_buffers* f, const clattn__gemm_args* g,
+                                    cl_command_queue queue, cl_event* event) {
+  clattn_context* ctx = m->ctx;
+  clattn_status status = CLATTN_SUCCESS;
+  const size_t e = m->d_model;
+  const int narrow = m->dtype != CLATTN_DTYPE_F32;
+  /* y = bo, then y += O·Woᵀ; without bo, y = O·Woᵀ (CLBlast does not read C when beta is 0,
+   * so whatever y held, NaN included, is overwritten). */
+  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, f->y, f->y_offset, m->b_out, 0, p->rows, e));
+  CLATTN__CHECK(clattn__gemm(ctx, queue, g, narrow ? NULL : event));
+  if (narrow) {
+    CLATTN__CHECK(convert(m, m->narrow, f->y, 0, b->y, b->y_offset, mul(p->rows, e), queue, event));
   }
 cleanup:
   return status;
@@ -727,9 +874,12 @@ static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha
   cl_event done = NULL;
   int enqueued = 0;
   clattn__gemm_args g[GEMM_COUNT];
-  CLATTN__CHECK(plan_temp(m, p, b));
+  /* The GEMMs run on the float32 view: the caller's buffers, or in a 16-bit layer the
+   * workspace's copies at offset 0 (CLBlast's copies depend on the offsets alone). */
+  CLATTN__CHECK(plan_temp(m, p, m->dtype == CLATTN_DTYPE_F32 ? b : NULL));
   CLATTN__CHECK(workspace_reserve_all(m, p));
-  gemms_make(m, p, b, g);
+  const clattn_mha_buffers f = f32_view(m, b);
+  gemms_make(m, p, &f, g);
 
   /* CLBlast takes no wait list: a marker carries the caller's events and the previous call's
    * last command (the workspace is shared, possibly with another queue). */
@@ -745,14 +895,11 @@ static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha
     CLATTN__CL_CHECK(ctx, clEnqueueMarkerWithWaitList(queue, count, waits, NULL));
   }
   enqueued = 1;
+  CLATTN__CHECK(convert_inputs(m, p, b, &f, queue));
   CLATTN__CHECK(project_inputs(m, p, g, queue));
   CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows_kv, p->seq_kv, NULL, queue));
   CLATTN__CHECK(attend(m, p, b, queue));
-  /* y = bo, then y += O·Woᵀ; without bo, y = O·Woᵀ (CLBlast does not read C when beta is 0,
-   * so whatever y held, NaN included, is overwritten). */
-  const size_t e = m->d_model;
-  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, b->y, b->y_offset, m->b_out, 0, p->rows, e));
-  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_OUT], &done));
+  CLATTN__CHECK(project_output(m, p, b, &f, &g[GEMM_OUT], queue, &done));
 cleanup:
   if (enqueued && !done) {
     /* Some commands may be in flight on the workspace: the next call must still wait. */
@@ -817,8 +964,8 @@ cleanup:
 }
 
 clattn_status clattn_mha_forward_host(clattn_mha* m, const clattn_mha_forward_desc* fwd,
-                                      const float* x, const float* key, const float* value,
-                                      float* y, const int32_t* kv_lengths) {
+                                      const void* x, const void* key, const void* value, void* y,
+                                      const int32_t* kv_lengths) {
   if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = m->ctx;
   if (!x || !y) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must be set");
@@ -847,7 +994,7 @@ clattn_status clattn_mha_forward_host(clattn_mha* m, const clattn_mha_forward_de
       }
     }
   }
-  const size_t f = sizeof(float), io = p.rows * m->d_model * f;
+  const size_t f = clattn__dtype_size(m->dtype), io = p.rows * m->d_model * f;
   CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, io, x, &b.x));
   CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, io, NULL, &b.y));
   if (key) {
@@ -888,9 +1035,10 @@ static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache
   cl_event done = NULL;
   int enqueued = 0;
   clattn__gemm_args g[GEMM_COUNT];
-  CLATTN__CHECK(plan_temp(m, p, b));
+  CLATTN__CHECK(plan_temp(m, p, m->dtype == CLATTN_DTYPE_F32 ? b : NULL));
   CLATTN__CHECK(workspace_reserve_all(m, p));
-  gemms_make(m, p, b, g);
+  const clattn_mha_buffers f = f32_view(m, b);
+  gemms_make(m, p, &f, g);
 
   /* A marker carries the caller's events, the previous call's last command and the upload of
    * the step's arrays (CLBlast takes no wait list). */
@@ -909,12 +1057,13 @@ static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache
   }
   enqueued = 1;
   /* Q, K, V of the new tokens; Q and K rotated from each sequence's cached length on. */
+  CLATTN__CHECK(convert_inputs(m, p, b, &f, queue));
   CLATTN__CHECK(project_inputs(m, p, g, queue));
   CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows, p->seq, step->start, queue));
   const size_t hq = m->q_width, hk = m->kv_width, dh = m->head_dim;
   const clattn_strides kv = {.batch = p->seq * hk, .head = dh, .seq = hk};
-  CLATTN__CHECK(clattn__kv_step_append(cache, step, m->ws[WS_K].mem, 0, &kv, m->ws[WS_V].mem, 0,
-                                       &kv, queue, 0, NULL, NULL));
+  CLATTN__CHECK(clattn__kv_step_append(cache, step, CLATTN_DTYPE_F32, m->ws[WS_K].mem, 0, &kv,
+                                       m->ws[WS_V].mem, 0, &kv, queue, 0, NULL, NULL));
   /* The queries over each sequence's whole cache, into O [batch, seq, H·D]. */
   clattn_attention_desc d = CLATTN_ATTENTION_DESC_INIT;
   d.dtype = CLATTN_DTYPE_F32;
@@ -935,9 +1084,7 @@ static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache
   ab.q = m->ws[WS_Q].mem;
   ab.o = m->ws[WS_O].mem;
   CLATTN__CHECK(clattn__kv_step_attend(cache, step, &q_shape, &ab, NULL, queue, 0, NULL, NULL));
-  const size_t e = m->d_model;
-  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, b->y, b->y_offset, m->b_out, 0, p->rows, e));
-  CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_OUT], &done));
+  CLATTN__CHECK(project_output(m, p, b, &f, &g[GEMM_OUT], queue, &done));
 cleanup:
   if (enqueued && !done) clEnqueueMarkerWithWaitList(queue, 0, NULL, &done);
   if (done) {
@@ -1031,7 +1178,7 @@ cleanup:
 
 clattn_status clattn_mha_forward_cached_host(clattn_mha* m, clattn_kv_cache* cache,
                                              const clattn_mha_forward_desc* fwd,
-                                             const int32_t* seq_ids, const float* x, float* y) {
+                                             const int32_t* seq_ids, const void* x, void* y) {
   if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = m->ctx;
   if (!x || !y) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must be set");
@@ -1041,7 +1188,7 @@ clattn_status clattn_mha_forward_cached_host(clattn_mha* m, clattn_kv_cache* cac
   cl_event done = NULL;
   clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
   CLATTN__CHECK(cached_plan(m, cache, fwd, &p));
-  const size_t io = p.rows * m->d_model * sizeof(float);
+  const size_t io = p.rows * m->d_model * clattn__dtype_size(m->dtype);
   CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, io, x, &b.x));
   CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, io, NULL, &b.y));
   CLATTN__CHECK(clattn_mha_forward_cached(m, cache, fwd, seq_ids, &b, ctx->queue, 0, NULL, &done));
@@ -1051,4 +1198,21 @@ cleanup:
   if (b.x) clReleaseMemObject(b.x);
   if (b.y) clReleaseMemObject(b.y);
   return status;
+}
+
+clattn_status clattn_mha_get_info(const clattn_mha* m, clattn_mha_info* info) {
+  if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
+  if (!info) return clattn__fail(m->ctx, CLATTN_ERROR_INVALID_ARGUMENT, "info is NULL");
+  clattn_mha_info i;
+  clattn_status status =
+      clattn__struct_copy(m->ctx, "clattn_mha_info", info, sizeof i, sizeof i, &i);
+  if (status != CLATTN_SUCCESS) return status;
+  i.dtype = m->dtype;
+  i.gemm_path = m->dtype == CLATTN_DTYPE_F32 ? CLATTN_MHA_GEMM_F32 : CLATTN_MHA_GEMM_F32_CONVERTED;
+  const size_t weights = m->q_width * (m->d_model + m->d_model) +
+                         m->kv_width * (m->k_dim + m->v_dim); /* Wq, Wo, Wk, Wv */
+  const size_t biases = (m->b_in ? m->q_width + 2 * m->kv_width : 0) + (m->b_out ? m->d_model : 0);
+  i.weight_bytes = (weights + biases) * sizeof(float);
+  *info = i;
+  return CLATTN_SUCCESS;
 }

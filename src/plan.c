@@ -6,6 +6,7 @@
  * (TUNED), else the preferred variant's default for the device (HEURISTIC), shrunk step by
  * step where it does not fit (FALLBACK). */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,7 @@ static clattn__plan_key make_key(const clattn__attention_shape* sh,
   clattn__plan_key k;
   memset(&k, 0, sizeof k); /* compared with memcmp: no stray padding */
   k.dtype = sh->dtype;
+  k.kv_dtype = sh->kv_dtype;
   k.head_dim = sh->head_dim;
   k.group = sh->heads_q / sh->heads_kv;
   k.causal = sh->causal;
@@ -74,8 +76,13 @@ static clattn__plan_key make_key(const clattn__attention_shape* sh,
 static clattn_status kernels_create(clattn_context* ctx, const clattn__attention_shape* sh,
                                     const clattn__variant* v, const clattn_attention_config* c,
                                     clattn__plan* p) {
+  /* The variant's tile macros, then the storage types, which every kernel file reads through
+   * common.cl's macros. */
   char options[256];
   v->build_options(sh, c, options, sizeof options);
+  const size_t used = strlen(options);
+  snprintf(options + used, sizeof options - used, " -DQO_DTYPE=%d -DKV_DTYPE=%d", (int)sh->dtype,
+           (int)sh->kv_dtype);
   clattn_status status = CLATTN_SUCCESS;
   for (int i = 0; i < CLATTN__VARIANT_MAX_KERNELS && v->kernels[i]; ++i) {
     CLATTN__CHECK(clattn__kernel_create(ctx, v->source, options, v->kernels[i], &p->kernels[i]));

@@ -129,7 +129,7 @@ clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
                           sizeof(clattn_attention_desc), &copy);
   if (status != CLATTN_SUCCESS) return status;
   const clattn_attention_desc* d = &copy;
-  if (d->dtype != CLATTN_DTYPE_F32) {
+  if (!clattn__dtype_size(d->dtype)) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "unknown dtype %d", (int)d->dtype);
   }
   if (d->layout != CLATTN_LAYOUT_BHND && d->layout != CLATTN_LAYOUT_BNHD) {
@@ -156,6 +156,7 @@ clattn_status clattn__attention_shape_resolve(const clattn_context* ctx,
   }
   memset(sh, 0, sizeof *sh);
   sh->dtype = d->dtype;
+  sh->kv_dtype = d->dtype;
   sh->batch = d->batch;
   sh->heads_q = d->heads_q;
   sh->heads_kv = heads_kv;

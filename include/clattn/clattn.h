@@ -191,9 +191,37 @@ CLATTN_API clattn_status clattn_context_get_build_log(const clattn_context* ctx,
 
 /* ---------------------------------------------------------------- attention core */
 
+/* Storage type of tensors (since 0.4 also 16-bit). Arithmetic is always float32: 16-bit
+ * elements are widened when read, and results are rounded to the storage type once, when
+ * written (round to nearest even; a value beyond the type's range becomes ±Inf; NaN stays
+ * NaN). The LSE and every accumulation are float32. */
 typedef enum clattn_dtype {
-  CLATTN_DTYPE_F32 = 0 /* the only dtype in this version */
+  CLATTN_DTYPE_F32 = 0, /* IEEE binary32 */
+  CLATTN_DTYPE_F16 = 1, /* IEEE binary16 (PyTorch's float16), stored as uint16_t bits */
+  CLATTN_DTYPE_BF16 = 2 /* bfloat16 (the upper 16 bits of a float32), stored as uint16_t */
 } clattn_dtype;
+
+/* Bytes of one element of a dtype (4 or 2). Returns CLATTN_ERROR_INVALID_ARGUMENT for an
+ * unknown dtype or a NULL bytes. (Since 0.4.) */
+CLATTN_API clattn_status clattn_dtype_size(clattn_dtype dtype, size_t* bytes);
+
+/* The dtype's name: "f32", "f16" or "bf16"; NULL for an unknown value. (Since 0.4.) */
+CLATTN_API const char* clattn_dtype_name(clattn_dtype dtype);
+
+/* Parses a dtype name: one clattn_dtype_name returns, or "fp32", "float32", "fp16",
+ * "float16", "half", "bfloat16", in any case. Returns CLATTN_ERROR_INVALID_ARGUMENT, with
+ * *dtype unchanged, for any other text. (Since 0.4.) */
+CLATTN_API clattn_status clattn_dtype_from_name(const char* name, clattn_dtype* dtype);
+
+/* Converts `count` elements from src (of src_dtype) to dst (of dst_dtype), on the host,
+ * rounding as PyTorch's Tensor.to does: to nearest even, overflow to ±Inf, f16 subnormals
+ * kept; 16-bit to float32 is exact. A NaN stays NaN (float32 to bf16 gives 0x7fc0, PyTorch's
+ * scalar conversion; f16 NaNs keep their sign and become quiet). src and dst may be the same
+ * array when the element sizes are equal, and must not otherwise overlap. Returns
+ * CLATTN_ERROR_INVALID_ARGUMENT for an unknown dtype or a NULL pointer with count > 0.
+ * (Since 0.4.) */
+CLATTN_API clattn_status clattn_convert(const void* src, clattn_dtype src_dtype, void* dst,
+                                        clattn_dtype dst_dtype, size_t count);
 
 /* Memory layout used when all strides of a tensor are 0. */
 typedef enum clattn_layout {
@@ -223,14 +251,14 @@ typedef struct clattn_strides {
  * O like Q. Query head h reads key/value head h / (heads_q / heads_kv) (MHA, GQA, MQA). */
 typedef struct clattn_attention_desc {
   size_t struct_size; /* sizeof(clattn_attention_desc) */
-  clattn_dtype dtype;
-  size_t batch;    /* >= 1 */
-  size_t heads_q;  /* >= 1 */
-  size_t heads_kv; /* >= 1, divides heads_q; 0 means heads_q */
-  size_t seq_q;    /* >= 1 */
-  size_t seq_kv;   /* >= 1 */
-  size_t head_dim; /* 1 .. 256 */
-  float scale;     /* 0: 1/sqrt(head_dim) */
+  clattn_dtype dtype; /* storage of Q, K, V and O (over a KV cache: of Q and O) */
+  size_t batch;       /* >= 1 */
+  size_t heads_q;     /* >= 1 */
+  size_t heads_kv;    /* >= 1, divides heads_q; 0 means heads_q */
+  size_t seq_q;       /* >= 1 */
+  size_t seq_kv;      /* >= 1 */
+  size_t head_dim;    /* 1 .. 256 */
+  float scale;        /* 0: 1/sqrt(head_dim) */
   /* Nonzero: query i sees key j only when j <= i + (seq_kv - seq_q) (bottom-right aligned,
    * as in FlashAttention-2). With seq_q > seq_kv the first rows see no key. */
   int causal;
@@ -367,10 +395,12 @@ CLATTN_API clattn_status clattn_attention(clattn_context* ctx, const clattn_atte
 
 /* Blocking host-pointer form: copies q, k, v (and kv_lengths) to the device, runs, and reads
  * o (and lse) back. Each array holds the elements the descriptor's shape and strides address,
- * from index 0 (lse: batch*heads_q*seq_q floats). lse and kv_lengths may be NULL. */
+ * from index 0, of the descriptor's dtype (float, or uint16_t bits for F16 and BF16; since
+ * 0.4 the pointers are void*); lse is batch*heads_q*seq_q floats. lse and kv_lengths may be
+ * NULL. */
 CLATTN_API clattn_status clattn_attention_host(clattn_context* ctx,
-                                               const clattn_attention_desc* desc, const float* q,
-                                               const float* k, const float* v, float* o, float* lse,
+                                               const clattn_attention_desc* desc, const void* q,
+                                               const void* k, const void* v, void* o, float* lse,
                                                const int32_t* kv_lengths,
                                                const clattn_attention_config* config);
 
@@ -397,7 +427,7 @@ typedef struct clattn_kv_cache clattn_kv_cache;
 
 typedef struct clattn_kv_cache_desc {
   size_t struct_size;   /* sizeof(clattn_kv_cache_desc) */
-  clattn_dtype dtype;   /* storage type of K and V */
+  clattn_dtype dtype;   /* storage type of K and V (any clattn_dtype since 0.4) */
   size_t max_sequences; /* sequence ids are 0 .. max_sequences - 1; >= 1 */
   size_t heads_kv;      /* >= 1 */
   size_t head_dim;      /* 1 .. 256 */
@@ -428,7 +458,8 @@ typedef struct clattn_kv_append_desc {
   size_t tokens;          /* new tokens per sequence, >= 1 */
   /* K and V of the new tokens, [count, heads_kv, tokens, head_dim] (BHND) or
    * [count, tokens, heads_kv, head_dim] (BNHD) when the strides are all 0, else strides as in
-   * the attention core (batch = the i-th sequence of seq_ids). */
+   * the attention core (batch = the i-th sequence of seq_ids); elements of the cache's
+   * dtype. */
   clattn_layout layout;
   clattn_strides k_strides, v_strides;
 } clattn_kv_append_desc;
@@ -447,10 +478,11 @@ CLATTN_API clattn_status clattn_kv_cache_append(clattn_kv_cache* cache,
                                                 cl_command_queue queue, cl_uint num_wait_events,
                                                 const cl_event* wait_events, cl_event* event);
 
-/* Blocking host form on the context's queue (k and v as the descriptor addresses them). */
+/* Blocking host form on the context's queue (k and v as the descriptor addresses them, of the
+ * cache's dtype). */
 CLATTN_API clattn_status clattn_kv_cache_append_host(clattn_kv_cache* cache,
                                                      const clattn_kv_append_desc* desc,
-                                                     const float* k, const float* v);
+                                                     const void* k, const void* v);
 
 /* The number of tokens a sequence holds. */
 CLATTN_API clattn_status clattn_kv_cache_seq_length(const clattn_kv_cache* cache, int32_t seq_id,
@@ -483,13 +515,15 @@ CLATTN_API clattn_status clattn_kv_cache_get_usage(const clattn_kv_cache* cache,
                                                    clattn_kv_cache_usage* usage);
 
 /* Copies a sequence's K and V out (blocking, after the context's queue has finished):
- * k and v get [heads_kv, length, head_dim] floats each, length its current length. */
-CLATTN_API clattn_status clattn_kv_cache_read(clattn_kv_cache* cache, int32_t seq_id, float* k,
-                                              float* v);
+ * k and v get [heads_kv, length, head_dim] elements of the cache's dtype each, length its
+ * current length. */
+CLATTN_API clattn_status clattn_kv_cache_read(clattn_kv_cache* cache, int32_t seq_id, void* k,
+                                              void* v);
 
 /* The attention core over a cache: O = softmax(Q·Kᵀ·scale + mask)·V where K and V are the
- * cached tokens of each sequence. desc gives Q and O as for clattn_attention: batch is the
- * number of sequences (the i-th reads sequence seq_ids[i]; seq_ids NULL: 0 .. batch - 1),
+ * cached tokens of each sequence. desc gives Q and O as for clattn_attention (desc->dtype is
+ * their storage; the cache's dtype may differ, e.g. float32 queries over an f16 cache): batch is
+ * the number of sequences (the i-th reads sequence seq_ids[i]; seq_ids NULL: 0 .. batch - 1),
  * heads_kv and head_dim must equal the cache's, seq_kv must be 0 (each sequence's length
  * comes from the cache) and k/v strides are ignored. Causal masks are aligned to each
  * sequence's own length: with L tokens cached, query i sees key j when j <= i + L - seq_q
@@ -502,12 +536,12 @@ CLATTN_API clattn_status clattn_attention_cached(
     const clattn_attention_buffers* buffers, const clattn_attention_config* config,
     cl_command_queue queue, cl_uint num_wait_events, const cl_event* wait_events, cl_event* event);
 
-/* Blocking host form: q as the descriptor addresses it, o likewise, lse [batch, heads_q,
- * seq_q] or NULL. */
+/* Blocking host form: q as the descriptor addresses it, o likewise (desc->dtype), lse
+ * [batch, heads_q, seq_q] floats or NULL. */
 CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
                                                       const clattn_attention_desc* desc,
-                                                      const int32_t* seq_ids, const float* q,
-                                                      float* o, float* lse,
+                                                      const int32_t* seq_ids, const void* q,
+                                                      void* o, float* lse,
                                                       const clattn_attention_config* config);
 
 /* ---------------------------------------------------------------- layer: multi-head attention */
@@ -518,7 +552,8 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
  *   O_h = softmax(Q_h·K_gᵀ·scale + mask)·V_g   for each head h, g = h / (heads / heads_kv)
  *   y = concat(O_0 .. O_{heads-1})·Woᵀ + bo
  *
- * Shapes (E = d_model, H = heads, Hkv = heads_kv, D = head_dim, all row-major float32):
+ * Shapes (E = d_model, H = heads, Hkv = heads_kv, D = head_dim, all row-major, elements of
+ * the layer's dtype):
  *   x, y            [batch, seq, E]
  *   key, value      [batch, seq_kv, k_dim] and [batch, seq_kv, v_dim] (cross-attention)
  *   Wq [H·D, E]     Wk [Hkv·D, k_dim]     Wv [Hkv·D, v_dim]     Wo [E, H·D]
@@ -534,6 +569,13 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
  * [batch, seq, H·D], which is the heads' concatenation; y gets bo by buffer copies and one
  * CLBlast GEMM adds the output projection. Memory is O(batch·seq·E); no seq × seq buffer is
  * ever made.
+ *
+ * A layer of dtype F16 or BF16 (since 0.4) keeps its weights and computes in float32: they
+ * are widened once at creation, a conversion kernel widens x (key, value) into the
+ * workspace before the GEMMs and rounds y to the dtype after them, and Q, K, V and the
+ * heads' output stay float32 in between. The result is float32's, rounded once: more
+ * accurate than a computation in the 16-bit type (CLBlast's HGEMM accumulates in half
+ * precision). clattn_mha_get_info reports the path.
  *
  * Not supported (PyTorch options): add_bias_kv, add_zero_attn, dropout, arbitrary float
  * attn_mask, returned attention weights. Masks are the causal flag and per-sequence key
@@ -572,15 +614,18 @@ typedef struct clattn_mha_desc {
   clattn_rope_style rope;
   size_t rope_dims; /* even, <= head_dim; 0: head_dim */
   float rope_theta; /* 0: 10000 */
+  /* Storage of x, key, value, y and of the weights and biases given (since 0.4; 0: F32). */
+  clattn_dtype dtype;
 } clattn_mha_desc;
 
 #define CLATTN_MHA_DESC_INIT \
   { .struct_size = sizeof(clattn_mha_desc) }
 
 /* One weight or bias: a host array, or a device buffer of the layer's cl_context (elements
- * from `offset`). Both NULL: absent (a bias of zeros; an error for a weight). */
+ * from `offset`), of the layer's dtype (float, or uint16_t bits; void* since 0.4). Both NULL:
+ * absent (a bias of zeros; an error for a weight). */
 typedef struct clattn_mha_tensor {
-  const float* host;
+  const void* host;
   cl_mem mem;
   size_t offset; /* elements, for mem only */
 } clattn_mha_tensor;
@@ -678,8 +723,8 @@ CLATTN_API clattn_status clattn_mha_forward(clattn_mha* mha, const clattn_mha_fo
  * d_model], kv_lengths int32 [batch] or NULL. Returns CLATTN_ERROR_INVALID_ARGUMENT for a
  * key length below 0 or above seq_kv. */
 CLATTN_API clattn_status clattn_mha_forward_host(clattn_mha* mha,
-                                                 const clattn_mha_forward_desc* fwd, const float* x,
-                                                 const float* key, const float* value, float* y,
+                                                 const clattn_mha_forward_desc* fwd, const void* x,
+                                                 const void* key, const void* value, void* y,
                                                  const int32_t* kv_lengths);
 
 /* Bytes of device workspace a forward call of these sizes needs (self-attention when
@@ -712,11 +757,33 @@ CLATTN_API clattn_status clattn_mha_forward_cached(clattn_mha* mha, clattn_kv_ca
                                                    cl_command_queue queue, cl_uint num_wait_events,
                                                    const cl_event* wait_events, cl_event* event);
 
-/* Blocking host form: x and y [batch, seq, d_model]. */
+/* Blocking host form: x and y [batch, seq, d_model] of the layer's dtype. */
 CLATTN_API clattn_status clattn_mha_forward_cached_host(clattn_mha* mha, clattn_kv_cache* cache,
                                                         const clattn_mha_forward_desc* fwd,
-                                                        const int32_t* seq_ids, const float* x,
-                                                        float* y);
+                                                        const int32_t* seq_ids, const void* x,
+                                                        void* y);
+
+/* How a layer runs its projections (since 0.4). */
+typedef enum clattn_mha_gemm_path {
+  /* float32 storage: CLBlast's SGEMM reads x and writes y where they are. */
+  CLATTN_MHA_GEMM_F32 = 0,
+  /* 16-bit storage: weights widened to float32 at creation; x (key, value) widened into the
+   * workspace and y rounded from it by a conversion kernel around SGEMM. */
+  CLATTN_MHA_GEMM_F32_CONVERTED = 1
+} clattn_mha_gemm_path;
+
+typedef struct clattn_mha_info {
+  size_t struct_size; /* sizeof(clattn_mha_info), set by the caller */
+  clattn_dtype dtype; /* the layer's storage type */
+  clattn_mha_gemm_path gemm_path;
+  size_t weight_bytes; /* device memory the layer's weights and biases take */
+} clattn_mha_info;
+
+#define CLATTN_MHA_INFO_INIT \
+  { .struct_size = sizeof(clattn_mha_info) }
+
+/* Fills *info: the layer's dtype and how it computes (since 0.4). */
+CLATTN_API clattn_status clattn_mha_get_info(const clattn_mha* mha, clattn_mha_info* info);
 
 /* ---------------------------------------------------------------- workspace */
 

@@ -196,6 +196,9 @@ typedef struct clattn_tune_options {
   /* The query length tuned (since 0.3); 0: seq. Below seq it tunes a decode-like shape
    * (seq_q queries over seq keys, so the entry's seq_bucket is seq's). */
   size_t seq_q;
+  /* The storage type tuned (since 0.4; 0: F32); the entry serves shapes whose K and V are
+   * stored in it. Candidates are verified in float32 and in this type. */
+  clattn_dtype dtype;
 } clattn_tune_options;
 
 #define CLATTN_TUNE_OPTIONS_INIT \

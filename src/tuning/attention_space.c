@@ -68,8 +68,9 @@ static const vshape kWinnerShapes[] = {{1, 2, 131, 131}, {2, 1, 61, 131},  {1, 1
                                        {1, 2, 257, 67},  {1, 3, 509, 509}, {2, 2, 37, 1021},
                                        {1, 3, 1, 2039}};
 
-static clattn_attention_desc make_desc(const vshape* s, size_t d, int causal) {
+static clattn_attention_desc make_desc(const vshape* s, size_t d, int causal, clattn_dtype dtype) {
   clattn_attention_desc desc = CLATTN_ATTENTION_DESC_INIT;
+  desc.dtype = dtype;
   desc.batch = s->batch;
   desc.heads_q = s->heads;
   desc.seq_q = s->seq_q;
@@ -79,11 +80,41 @@ static clattn_attention_desc make_desc(const vshape* s, size_t d, int causal) {
   return desc;
 }
 
-/* Runs config on small shapes through the host API and compares every row with the
+/* Rounds n floats in place to a dtype's values (the inputs of a 16-bit run). */
+static void round_to(float* x, size_t n, clattn_dtype dtype) {
+  for (size_t i = 0; i < n; ++i) {
+    clattn__store_element(x, dtype, i, x[i]);
+    x[i] = clattn__load_element(x, dtype, i);
+  }
+}
+
+/* An output's allowance: the float32 tolerance, and in a 16-bit dtype its rounding. */
+static double output_tol(double tol, clattn_dtype dtype, double ref) {
+  const double u = dtype == CLATTN_DTYPE_F16 ? 0x1p-11 : dtype == CLATTN_DTYPE_BF16 ? 0x1p-8 : 0.0;
+  return tol + u * (fabs(ref) + tol);
+}
+
+/* clattn_attention_host in a 16-bit dtype, on float arrays that hold values of it. */
+static clattn_status host_16bit(clattn__tune_run* t, const clattn_attention_desc* desc,
+                                const float* q, size_t nq, const float* k, const float* v,
+                                size_t nk, float* o, const clattn_attention_config* c) {
+  uint16_t* bits = clattn__malloc((2 * nq + 2 * nk) * sizeof *bits);
+  if (!bits) return clattn__fail(t->ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  uint16_t *qb = bits, *kb = qb + nq, *vb = kb + nk, *ob = vb + nk;
+  clattn_convert(q, CLATTN_DTYPE_F32, qb, desc->dtype, nq);
+  clattn_convert(k, CLATTN_DTYPE_F32, kb, desc->dtype, nk);
+  clattn_convert(v, CLATTN_DTYPE_F32, vb, desc->dtype, nk);
+  const clattn_status status = clattn_attention_host(t->ctx, desc, qb, kb, vb, ob, NULL, NULL, c);
+  if (status == CLATTN_SUCCESS) clattn_convert(ob, desc->dtype, o, CLATTN_DTYPE_F32, nq);
+  free(bits);
+  return status;
+}
+
+/* Runs config on small shapes through the host API in `dtype` and compares every row with the
  * reference. Returns CLATTN_SUCCESS, CLATTN_ERROR_INVALID_CONFIG on a wrong result, or the
  * failing call's status. */
-static clattn_status verify_attention(clattn__tune_run* t, const clattn_attention_config* c,
-                                      const vshape* shapes, size_t count) {
+static clattn_status verify_in(clattn__tune_run* t, const clattn_attention_config* c,
+                               const vshape* shapes, size_t count, clattn_dtype dtype) {
   clattn_status status = CLATTN_SUCCESS;
   const size_t d = t->o.head_dim;
   float *q = NULL, *k = NULL, *v = NULL, *o = NULL;
@@ -104,8 +135,16 @@ static clattn_status verify_attention(clattn__tune_run* t, const clattn_attentio
       for (size_t i = 0; i < nq; ++i) q[i] = clattn__tune_unit(&r);
       for (size_t i = 0; i < nk; ++i) k[i] = clattn__tune_unit(&r);
       for (size_t i = 0; i < nk; ++i) v[i] = clattn__tune_unit(&r);
-      clattn_attention_desc desc = make_desc(sh, d, t->o.causal);
-      status = clattn_attention_host(t->ctx, &desc, q, k, v, o, NULL, NULL, c);
+      clattn_attention_desc desc = make_desc(sh, d, t->o.causal, dtype);
+      if (dtype != CLATTN_DTYPE_F32) {
+        /* The inputs take the dtype's values, so the reference reads what the device does. */
+        round_to(q, nq, dtype);
+        round_to(k, nk, dtype);
+        round_to(v, nk, dtype);
+      }
+      status = dtype == CLATTN_DTYPE_F32
+                   ? clattn_attention_host(t->ctx, &desc, q, k, v, o, NULL, NULL, c)
+                   : host_16bit(t, &desc, q, nq, k, v, nk, o, c);
       double worst = 0;
       for (size_t b = 0; status == CLATTN_SUCCESS && b < sh->batch; ++b) {
         for (size_t h = 0; h < sh->heads; ++h) {
@@ -113,7 +152,9 @@ static clattn_status verify_attention(clattn__tune_run* t, const clattn_attentio
             reference_row(q, k, v, sh->heads, sh->seq_q, sh->seq_kv, d, t->o.causal, b, h, i, ref);
             const float* row = o + ((b * sh->heads + h) * sh->seq_q + i) * d;
             for (size_t x = 0; x < d; ++x) {
-              double e = fabs((double)row[x] - ref[x]);
+              /* The error over the allowance, in units of the float32 tolerance. */
+              const double e = fabs((double)row[x] - ref[x]) * ATTENTION_TOL /
+                               output_tol(ATTENTION_TOL, dtype, ref[x]);
               if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
             }
           }
@@ -132,6 +173,17 @@ static clattn_status verify_attention(clattn__tune_run* t, const clattn_attentio
     q = k = v = o = NULL;
   }
   free(ref);
+  return status;
+}
+
+/* Verifies a config in float32, where its tiles are checked most strictly, and in the tuned
+ * dtype when that is 16-bit, where its loads and stores are. */
+static clattn_status verify_attention(clattn__tune_run* t, const clattn_attention_config* c,
+                                      const vshape* shapes, size_t count) {
+  clattn_status status = verify_in(t, c, shapes, count, CLATTN_DTYPE_F32);
+  if (status == CLATTN_SUCCESS && t->o.dtype != CLATTN_DTYPE_F32) {
+    status = verify_in(t, c, shapes, count, t->o.dtype);
+  }
   return status;
 }
 
@@ -158,7 +210,7 @@ static void timing_release(timing_bufs* tb) {
 static clattn_status timing_init(clattn__tune_run* t, timing_bufs* tb, const vshape* s) {
   clattn_status status = CLATTN_SUCCESS;
   memset(tb, 0, sizeof *tb);
-  tb->desc = make_desc(s, t->o.head_dim, t->o.causal);
+  tb->desc = make_desc(s, t->o.head_dim, t->o.causal, t->o.dtype);
   tb->b.struct_size = sizeof tb->b;
   const size_t nq = s->batch * s->heads * s->seq_q * t->o.head_dim;
   const size_t nk = s->batch * s->heads * s->seq_kv * t->o.head_dim;
@@ -172,10 +224,22 @@ static clattn_status timing_init(clattn__tune_run* t, timing_bufs* tb, const vsh
   for (size_t i = 0; i < nq; ++i) tb->q[i] = clattn__tune_unit(&r);
   for (size_t i = 0; i < nk; ++i) tb->k[i] = clattn__tune_unit(&r);
   for (size_t i = 0; i < nk; ++i) tb->v[i] = clattn__tune_unit(&r);
-  const size_t qbytes = nq * sizeof(float), kbytes = nk * sizeof(float);
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, qbytes, tb->q, &tb->b.q));
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, kbytes, tb->k, &tb->b.k));
-  CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, kbytes, tb->v, &tb->b.v));
+  /* The device's copies in the tuned dtype; the host keeps their values as floats. */
+  const clattn_dtype dtype = t->o.dtype;
+  const size_t item = clattn__dtype_size(dtype);
+  const size_t qbytes = nq * item;
+  float* src[3] = {tb->q, tb->k, tb->v};
+  const size_t counts[3] = {nq, nk, nk};
+  cl_mem* dst[3] = {&tb->b.q, &tb->b.k, &tb->b.v};
+  for (int i = 0; i < 3; ++i) {
+    round_to(src[i], counts[i], dtype);
+    void* bits = clattn__malloc(counts[i] * item);
+    if (!bits) return clattn__fail(t->ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    clattn_convert(src[i], CLATTN_DTYPE_F32, bits, dtype, counts[i]);
+    status = clattn__buffer_create(t->ctx, CL_MEM_READ_ONLY, counts[i] * item, bits, dst[i]);
+    free(bits);
+    if (status != CLATTN_SUCCESS) return status;
+  }
   CLATTN__CHECK(clattn__buffer_create(t->ctx, CL_MEM_READ_WRITE, qbytes, NULL, &tb->b.o));
 cleanup:
   return status;
@@ -223,8 +287,13 @@ static clattn_status verify_sampled(clattn__tune_run* t, timing_bufs* tb,
     goto cleanup;
   }
   CLATTN__CHECK(time_once(t, tb, c, &ms));
+  /* O in the tuned dtype, read into the float array (it is large enough) and widened there
+   * from the back. */
   CLATTN__CL_CHECK(t->ctx, clEnqueueReadBuffer(t->ctx->queue, tb->b.o, CL_TRUE, 0,
-                                               n * sizeof(float), o, 0, NULL, NULL));
+                                               n * clattn__dtype_size(s->dtype), o, 0, NULL, NULL));
+  for (size_t i = n; s->dtype != CLATTN_DTYPE_F32 && i > 0; --i) {
+    o[i - 1] = clattn__load_element(o, s->dtype, i - 1);
+  }
   clattn__tune_rng r = {0x99};
   for (int k = 0; k < 16; ++k) {
     size_t b = clattn__tune_rand(&r) % s->batch, h = clattn__tune_rand(&r) % s->heads_q;
@@ -234,7 +303,8 @@ static clattn_status verify_sampled(clattn__tune_run* t, timing_bufs* tb,
     const float* row = o + ((b * s->heads_q + h) * s->seq_q + i) * d;
     for (size_t x = 0; x < d; ++x) {
       /* Long rows sum more terms: allow for sqrt(N) growth of the rounding error. */
-      double tol = ATTENTION_TOL * sqrt((double)s->seq_kv / 128.0 + 1.0);
+      const double tol =
+          output_tol(ATTENTION_TOL * sqrt((double)s->seq_kv / 128.0 + 1.0), s->dtype, ref[x]);
       if (!(fabs((double)row[x] - ref[x]) <= tol)) {
         status = clattn__fail(t->ctx, CLATTN_ERROR_INVALID_CONFIG,
                               "wrong result on the tuned shape at row %zu", i);
@@ -396,7 +466,7 @@ static clattn_status heuristic(clattn__tune_run* t, clattn_variant v,
   clattn_attention_config req = CLATTN_ATTENTION_CONFIG_INIT;
   req.variant = v;
   vshape s = {t->o.batch, t->o.heads, t->o.seq_q, t->o.seq};
-  clattn_attention_desc desc = make_desc(&s, t->o.head_dim, t->o.causal);
+  clattn_attention_desc desc = make_desc(&s, t->o.head_dim, t->o.causal, t->o.dtype);
   return clattn_attention_get_config(t->ctx, &desc, &req, out);
 }
 
@@ -512,7 +582,7 @@ clattn_status clattn_tune_attention(clattn_context* ctx, const clattn_tune_optio
   /* The variant clattn would choose for the tuned shape leads; its default is the one to
    * beat. */
   vshape s = {t.o.batch, t.o.heads, t.o.seq_q, t.o.seq};
-  const clattn_attention_desc desc = make_desc(&s, d, t.o.causal);
+  const clattn_attention_desc desc = make_desc(&s, d, t.o.causal, t.o.dtype);
   clattn__attention_shape shape;
   CLATTN__CHECK(clattn__attention_shape_resolve(ctx, &desc, &shape));
   vorder = clattn__calloc(nv + 1, sizeof *vorder);

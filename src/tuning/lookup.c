@@ -205,7 +205,8 @@ int clattn__tuning_lookup(clattn_context* ctx, const clattn__attention_shape* sh
   unsigned best_dist = 0;
   for (size_t i = 0; i < ctx->tuning->count; ++i) {
     const clattn_tuning_entry* e = &ctx->tuning->entries[i];
-    if (e->dtype != shape->dtype || e->head_dim != shape->head_dim || e->causal != shape->causal) {
+    if (e->dtype != shape->kv_dtype || e->head_dim != shape->head_dim ||
+        e->causal != shape->causal) {
       continue;
     }
     /* Decode entries serve decode shapes only, prefill entries prefill shapes only. */

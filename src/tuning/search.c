@@ -77,10 +77,11 @@ clattn_status clattn__tune_run_init(clattn__tune_run* t, clattn_context* ctx,
   if (t->o.warmup <= 0) t->o.warmup = 1;
   if (t->o.reps <= 0) t->o.reps = DEFAULT_REPS;
   if (t->o.head_dim > CLATTN__MAX_HEAD_DIM ||
-      (t->o.variant != CLATTN_VARIANT_AUTO && !clattn__variant_find(t->o.variant))) {
+      (t->o.variant != CLATTN_VARIANT_AUTO && !clattn__variant_find(t->o.variant)) ||
+      !clattn__dtype_size(t->o.dtype)) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "tuning options: head_dim %zu or variant %d out of range", t->o.head_dim,
-                        (int)t->o.variant);
+                        "tuning options: head_dim %zu, variant %d or dtype %d out of range",
+                        t->o.head_dim, (int)t->o.variant, (int)t->o.dtype);
   }
   t->ctx = ctx;
   t->progress = progress;
