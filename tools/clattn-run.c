@@ -36,6 +36,7 @@ typedef struct options {
   int json;
   int check;
   int lse; /* pass an LSE buffer (its values are not checked) */
+  clattn_dtype dtype;
 } options;
 
 typedef struct results {
@@ -88,6 +89,7 @@ static clattn_flags_result parse_options(int argc, char** argv, options* o) {
       CLATTN_FLAG_DEF_SIZE("--head-dim", &o->head_dim, "head dimension, 1..256 (64)"),
       CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask, bottom-right aligned"),
       CLATTN_FLAG_DEF_SET("--lse", &o->lse, "also write each row's log-sum-exp (an extra buffer)"),
+      CLATTN_FLAG_DEF_DTYPE(&o->dtype),
       {.name = "--layout",
        .kind = CLATTN_FLAG_CHOICE,
        .ptr = &layout,
@@ -233,9 +235,10 @@ static double span_ms(cl_event marker, cl_event last) {
 
 static void print_text(const options* o, const clattn_attention_desc* d, const results* r) {
   printf("device     %s (%s, %s)\n", r->device_name, r->device_type, r->platform_name);
-  printf("shape      B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu %s%s, fp32\n", d->batch, d->heads_q,
+  printf("shape      B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu %s%s, %s\n", d->batch, d->heads_q,
          d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
-         d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd", d->causal ? ", causal" : "");
+         d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd", d->causal ? ", causal" : "",
+         clattn_dtype_name(d->dtype));
   printf(
       "config     %s block_m=%u block_n=%u rows_per_item=%u threads_per_row=%u num_splits=%u "
       "(source: %s)\n",
@@ -280,9 +283,10 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   clattn_tool_json_string(stdout, r->platform_name);
   printf(
       ",\"shape\":{\"batch\":%zu,\"heads_q\":%zu,\"heads_kv\":%zu,\"seq_q\":%zu,\"seq_kv\":%zu,"
-      "\"head_dim\":%zu,\"causal\":%s,\"layout\":\"%s\",\"dtype\":\"f32\"}",
+      "\"head_dim\":%zu,\"causal\":%s,\"layout\":\"%s\",\"dtype\":\"%s\"}",
       d->batch, d->heads_q, d->heads_kv, d->seq_q, d->seq_kv, d->head_dim,
-      d->causal ? "true" : "false", d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd");
+      d->causal ? "true" : "false", d->layout == CLATTN_LAYOUT_BNHD ? "bnhd" : "bhnd",
+      clattn_dtype_name(d->dtype));
   printf(
       ",\"config\":{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
       "\"threads_per_row\":%u,\"num_splits\":%u,\"source\":\"%s\"}",
@@ -378,6 +382,8 @@ static int run_core(int argc, char** argv) {
   cl_command_queue queue = NULL;
   cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL, blse = NULL;
   float *q = NULL, *k = NULL, *v = NULL, *out = NULL;
+  void *q_bits = NULL, *k_bits = NULL, *v_bits = NULL, *out_bits = NULL; /* in o.dtype */
+  size_t item = 4;
   double* ref = NULL;
   double *wall = NULL, *kern = NULL, *span = NULL;
   cl_event ev = NULL, marker = NULL;
@@ -403,7 +409,7 @@ static int run_core(int argc, char** argv) {
   clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue);
 
   clattn_attention_desc desc = CLATTN_ATTENTION_DESC_INIT;
-  desc.dtype = CLATTN_DTYPE_F32;
+  desc.dtype = o.dtype;
   desc.batch = o.batch;
   desc.heads_q = o.heads;
   desc.heads_kv = o.kv_heads ? o.kv_heads : o.heads;
@@ -457,17 +463,31 @@ static int run_core(int argc, char** argv) {
   clattn_ref_fill_uniform(q, nq, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(k, nk, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(v, nv, -1.0f, 1.0f, &state);
+  /* 16-bit inputs: the reference sees exactly the values the device reads. */
+  clattn_dtype_size(o.dtype, &item);
+  clattn_tool_round_floats(q, nq, o.dtype);
+  clattn_tool_round_floats(k, nk, o.dtype);
+  clattn_tool_round_floats(v, nv, o.dtype);
+  q_bits = clattn_tool_to_dtype(q, nq, o.dtype);
+  k_bits = clattn_tool_to_dtype(k, nk, o.dtype);
+  v_bits = clattn_tool_to_dtype(v, nv, o.dtype);
+  out_bits = malloc(no * item);
+  if (!q_bits || !k_bits || !v_bits || !out_bits) {
+    st = CLATTN_ERROR_OUT_OF_MEMORY;
+    report_clattn_error(&o, ctx, "malloc (host inputs)", st);
+    goto cleanup;
+  }
 
   cl_int err = CL_SUCCESS;
-  bq = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * sizeof *q, q, &err);
+  bq = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * item, q_bits, &err);
   if (err == CL_SUCCESS) {
-    bk = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * sizeof *k, k, &err);
+    bk = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * item, k_bits, &err);
   }
   if (err == CL_SUCCESS) {
-    bv = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nv * sizeof *v, v, &err);
+    bv = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nv * item, v_bits, &err);
   }
   if (err == CL_SUCCESS) {
-    bo = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, no * sizeof *out, NULL, &err);
+    bo = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, no * item, NULL, &err);
   }
   if (err == CL_SUCCESS && o.lse) {
     blse = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY,
@@ -540,12 +560,13 @@ static int run_core(int argc, char** argv) {
 
   exit_code = 0;
   if (o.check) {
-    err = clEnqueueReadBuffer(queue, bo, CL_TRUE, 0, no * sizeof *out, out, 0, NULL, NULL);
+    err = clEnqueueReadBuffer(queue, bo, CL_TRUE, 0, no * item, out_bits, 0, NULL, NULL);
     if (err != CL_SUCCESS) {
       report_cl_error(&o, "clEnqueueReadBuffer", err);
       exit_code = 1;
       goto cleanup;
     }
+    clattn_convert(out_bits, o.dtype, out, CLATTN_DTYPE_F32, no);
     ref = malloc(no * sizeof *ref);
     if (!ref) {
       report_clattn_error(&o, ctx, "malloc (reference)", CLATTN_ERROR_OUT_OF_MEMORY);
@@ -565,9 +586,12 @@ static int run_core(int argc, char** argv) {
     for (size_t b = 0; b < desc.batch; ++b) {
       for (size_t h = 0; h < desc.heads_q; ++h) {
         for (size_t i = 0; i < desc.seq_q; i += r.rows_step) {
-          double tol = clattn_ref_row_tolerance(&desc, q, k, v, NULL, b, h, i);
+          const double tol32 = clattn_ref_row_tolerance(&desc, q, k, v, NULL, b, h, i);
           size_t base = row_offset(&desc, b, h, i);
           for (size_t c = 0; c < desc.head_dim; ++c) {
+            /* The float32 result's bound, and its rounding to the output's dtype. */
+            const double tol =
+                tol32 + clattn_ref_dtype_rounding(o.dtype, fabs(ref[base + c]) + tol32);
             double e = fabs((double)out[base + c] - ref[base + c]);
             if (isnan(e)) {
               ++r.nan_count;
@@ -597,6 +621,10 @@ cleanup:
   if (marker) clReleaseEvent(marker);
   if (bq) clReleaseMemObject(bq);
   if (bk) clReleaseMemObject(bk);
+  free(q_bits);
+  free(k_bits);
+  free(v_bits);
+  free(out_bits);
   if (bv) clReleaseMemObject(bv);
   if (bo) clReleaseMemObject(bo);
   if (blse) clReleaseMemObject(blse);
@@ -620,6 +648,7 @@ typedef struct layer_options {
   int causal, bias, json, check;
   int reps, warmup;
   uint64_t seed;
+  clattn_dtype dtype;
 } layer_options;
 
 /* Parses the layer mode's flags into o; returns the parser's result. */
@@ -638,6 +667,7 @@ static clattn_flags_result parse_layer_options(int argc, char** argv, layer_opti
                            "input of this length (default: self-attention)"),
       CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask"),
       CLATTN_FLAG_DEF_CLEAR("--no-bias", &o->bias, "no projection biases"),
+      CLATTN_FLAG_DEF_DTYPE(&o->dtype),
       CLATTN_FLAG_DEF_INT("--reps", &o->reps, MAX_REPS, "timed repetitions (10)"),
       CLATTN_FLAG_DEF_INT("--warmup", &o->warmup, MAX_REPS,
                           "untimed repetitions after the first call (2)"),
@@ -691,6 +721,10 @@ static int run_layer(int argc, char** argv) {
   cl_command_queue queue = NULL;
   cl_mem bx = NULL, bkv = NULL, by = NULL;
   float *w_in = NULL, *b_in = NULL, *wo = NULL, *bo = NULL, *x = NULL, *kv = NULL, *y = NULL;
+  /* The same in the layer's dtype (rounded there, so the reference sees the same values). */
+  void *w_in_bits = NULL, *b_in_bits = NULL, *wo_bits = NULL, *bo_bits = NULL, *x_bits = NULL,
+       *kv_bits = NULL, *y_bits = NULL;
+  size_t item = 4;
   double *ref = NULL, *tol = NULL, *wall = NULL, *span = NULL;
   cl_event ev = NULL, marker = NULL;
   cl_int err = CL_SUCCESS;
@@ -711,6 +745,8 @@ static int run_layer(int argc, char** argv) {
   desc.heads = o.heads;
   desc.heads_kv = o.kv_heads;
   desc.head_dim = o.head_dim;
+  desc.dtype = o.dtype;
+  clattn_dtype_size(o.dtype, &item);
   st = clattn_tool_layer_desc_check(ctx, &desc);
   if (st != CLATTN_SUCCESS) {
     report_clattn_error(&report, ctx, "clattn_mha_create", st);
@@ -741,12 +777,35 @@ static int run_layer(int argc, char** argv) {
     report_clattn_error(&report, ctx, "malloc (host arrays)", CLATTN_ERROR_OUT_OF_MEMORY);
     goto cleanup;
   }
+  const size_t nw_in = (hd + 2 * kvd) * e;
+  clattn_tool_round_floats(w_in, nw_in, o.dtype);
+  clattn_tool_round_floats(wo, e * hd, o.dtype);
+  clattn_tool_round_floats(x, rows * e, o.dtype);
+  w_in_bits = clattn_tool_to_dtype(w_in, nw_in, o.dtype);
+  wo_bits = clattn_tool_to_dtype(wo, e * hd, o.dtype);
+  x_bits = clattn_tool_to_dtype(x, rows * e, o.dtype);
+  y_bits = malloc((rows * e > 0 ? rows * e : 1) * item);
+  if (o.bias) {
+    clattn_tool_round_floats(b_in, hd + 2 * kvd, o.dtype);
+    clattn_tool_round_floats(bo, e, o.dtype);
+    b_in_bits = clattn_tool_to_dtype(b_in, hd + 2 * kvd, o.dtype);
+    bo_bits = clattn_tool_to_dtype(bo, e, o.dtype);
+  }
+  if (cross) {
+    clattn_tool_round_floats(kv, rows_kv * e, o.dtype);
+    kv_bits = clattn_tool_to_dtype(kv, rows_kv * e, o.dtype);
+  }
+  if (!w_in_bits || !wo_bits || !x_bits || !y_bits || (o.bias && (!b_in_bits || !bo_bits)) ||
+      (cross && !kv_bits)) {
+    report_clattn_error(&report, ctx, "malloc (host arrays)", CLATTN_ERROR_OUT_OF_MEMORY);
+    goto cleanup;
+  }
 
   clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
-  w.in_proj_weight.host = w_in;
-  w.in_proj_bias.host = b_in;
-  w.out_proj_weight.host = wo;
-  w.out_proj_bias.host = bo;
+  w.in_proj_weight.host = w_in_bits;
+  w.in_proj_bias.host = b_in_bits;
+  w.out_proj_weight.host = wo_bits;
+  w.out_proj_bias.host = bo_bits;
   double t0 = clattn_tool_now_ms();
   st = clattn_mha_create(ctx, &desc, &w, &mha);
   if (st != CLATTN_SUCCESS) {
@@ -755,14 +814,14 @@ static int run_layer(int argc, char** argv) {
   }
   const double create_ms = clattn_tool_now_ms() - t0;
 
-  bx = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, rows * e * sizeof *x, x,
+  bx = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, rows * e * item, x_bits,
                       &err);
   if (err == CL_SUCCESS && cross) {
-    bkv = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, rows_kv * e * sizeof *kv,
-                         kv, &err);
+    bkv = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, rows_kv * e * item,
+                         kv_bits, &err);
   }
   if (err == CL_SUCCESS) {
-    by = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, rows * e * sizeof *y, NULL, &err);
+    by = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, rows * e * item, NULL, &err);
   }
   if (err != CL_SUCCESS) {
     report_cl_error(&report, "clCreateBuffer", err);
@@ -826,12 +885,13 @@ static int run_layer(int argc, char** argv) {
   int checked = 0;
   exit_code = 0;
   if (o.check) {
-    err = clEnqueueReadBuffer(queue, by, CL_TRUE, 0, rows * e * sizeof *y, y, 0, NULL, NULL);
+    err = clEnqueueReadBuffer(queue, by, CL_TRUE, 0, rows * e * item, y_bits, 0, NULL, NULL);
     if (err != CL_SUCCESS) {
       report_cl_error(&report, "clEnqueueReadBuffer", err);
       exit_code = 1;
       goto cleanup;
     }
+    clattn_convert(y_bits, o.dtype, y, CLATTN_DTYPE_F32, rows * e);
     ref = malloc(rows * e * sizeof *ref);
     tol = malloc(rows * e * sizeof *tol);
     const clattn_ref_mha_layer L = clattn_tool_ref_layer(&dims, w_in, b_in, wo, bo);
@@ -844,6 +904,8 @@ static int run_layer(int argc, char** argv) {
     }
     checked = 1;
     for (size_t i = 0; i < rows * e; ++i) {
+      /* The float32 computation's bound, and y's rounding to the layer's dtype. */
+      tol[i] += clattn_ref_dtype_rounding(o.dtype, fabs(ref[i]) + tol[i]);
       const double err_i = fabs((double)y[i] - ref[i]);
       if (fabs(ref[i]) > max_ref) max_ref = fabs(ref[i]);
       if (isnan(err_i)) {
@@ -867,9 +929,10 @@ static int run_layer(int argc, char** argv) {
     clattn_tool_json_string(stdout, info.platform_name);
     printf(
         ",\"shape\":{\"batch\":%zu,\"seq\":%zu,\"seq_kv\":%zu,\"cross\":%s,\"d_model\":%zu,"
-        "\"heads\":%zu,\"heads_kv\":%zu,\"head_dim\":%zu,\"causal\":%s,\"bias\":%s}",
+        "\"heads\":%zu,\"heads_kv\":%zu,\"head_dim\":%zu,\"causal\":%s,\"bias\":%s,"
+        "\"dtype\":\"%s\"}",
         o.batch, o.seq, seq_kv, cross ? "true" : "false", e, h, hkv, d, o.causal ? "true" : "false",
-        o.bias ? "true" : "false");
+        o.bias ? "true" : "false", clattn_dtype_name(o.dtype));
     printf(",\"workspace_bytes\":%zu,\"reps\":%d,\"create_ms\":", workspace, o.reps);
     clattn_tool_json_number(stdout, create_ms);
     printf(",\"first_call_ms\":");
@@ -912,7 +975,7 @@ static int run_layer(int argc, char** argv) {
         cross ? "cross" : "self", e, h, hkv, d, o.bias ? ", biases" : ", no biases");
     printf("input      B=%zu N=%zu", o.batch, o.seq);
     if (cross) printf(" N_kv=%zu", seq_kv);
-    printf("%s, fp32; workspace %.2f MiB\n", o.causal ? ", causal" : "",
+    printf("%s, %s; workspace %.2f MiB\n", o.causal ? ", causal" : "", clattn_dtype_name(o.dtype),
            (double)workspace / 1048576.0);
     printf("first call create %.1f ms, first forward %.1f ms (builds the kernels)\n", create_ms,
            first_ms);
@@ -942,6 +1005,13 @@ cleanup:
   if (by) clReleaseMemObject(by);
   clattn_mha_destroy(mha);
   clattn_context_destroy(ctx);
+  free(w_in_bits);
+  free(b_in_bits);
+  free(wo_bits);
+  free(bo_bits);
+  free(x_bits);
+  free(kv_bits);
+  free(y_bits);
   free(w_in);
   free(b_in);
   free(wo);

@@ -27,6 +27,7 @@ typedef struct options {
   clattn_variant variant;
   unsigned seed;
   size_t max_candidates;
+  clattn_dtype dtype;
 } options;
 
 typedef struct phase {
@@ -116,6 +117,7 @@ static clattn_flags_result parse_args(int argc, char** argv, options* o) {
        .arg = "auto|tiled|regblock",
        .help = "attention variants to search (auto: every one; also\n"
                "splitkv)"},
+      CLATTN_FLAG_DEF_DTYPE(&o->dtype),
       CLATTN_FLAG_DEF_CLEAR("--no-gemm", &o->gemm, "skip CLBlast's GEMM"),
       CLATTN_FLAG_DEF_CLEAR("--gemm-only", &o->attention, "only tune CLBlast's GEMM"),
       CLATTN_FLAG_DEF_SIZE("--max-candidates", &o->max_candidates,
@@ -320,12 +322,13 @@ int main(int argc, char** argv) {
           ph->head_dim = o.head_dims.v[a];
           ph->seq = o.seqs.v[b];
           ph->causal = masks[c];
+          const char* dt = o.dtype == CLATTN_DTYPE_F32 ? "" : clattn_dtype_name(o.dtype);
           if (o.seq_q) {
-            snprintf(ph->name, sizeof ph->name, "attention D=%zu Nq=%zu Nkv=%zu%s", ph->head_dim,
-                     o.seq_q, ph->seq, ph->causal ? " causal" : "");
+            snprintf(ph->name, sizeof ph->name, "attention D=%zu Nq=%zu Nkv=%zu%s %s", ph->head_dim,
+                     o.seq_q, ph->seq, ph->causal ? " causal" : "", dt);
           } else {
-            snprintf(ph->name, sizeof ph->name, "attention D=%zu N=%zu%s", ph->head_dim, ph->seq,
-                     ph->causal ? " causal" : "");
+            snprintf(ph->name, sizeof ph->name, "attention D=%zu N=%zu%s %s", ph->head_dim, ph->seq,
+                     ph->causal ? " causal" : "", dt);
           }
         }
       }
@@ -366,6 +369,7 @@ int main(int argc, char** argv) {
     to.seed = o.seed;
     to.max_candidates = o.max_candidates;
     to.variant = o.variant;
+    to.dtype = ph->gemm ? CLATTN_DTYPE_F32 : o.dtype;
     ph->result.struct_size = sizeof ph->result;
     ps.phase_name = ph->name;
     clattn_tune_result* r = &ph->result;

@@ -26,6 +26,10 @@ clattn-bench's JSON, so the two cannot differ.
                    needs head_dim = d_model / heads, so --kv-heads and --head-dim are
                    refused there.
 
+--dtype f16|bf16 runs both in that storage type: clattn-bench --dtype, and PyTorch's
+tensors (and, with --mha, the module) in torch.float16 or torch.bfloat16; the byte counts
+follow (2 bytes an element).
+
 PyTorch runs under torch.no_grad() with torch.set_num_threads(--threads, default 2). Its
 time is the wall clock of one call (the CPU computes synchronously), the median of --reps
 calls after --warmup; clattn's is clattn-bench's median for fused (the call + clFinish).
@@ -97,6 +101,8 @@ def bench_command(args):
         cmd.append("--decode")
     if args.device:
         cmd += ["--device", args.device]
+    if args.dtype != "f32":
+        cmd += ["--dtype", args.dtype]
     for extra in args.bench_arg or []:
         cmd += shlex.split(extra)
     return cmd
@@ -124,7 +130,7 @@ def run_bench(cmd, impls):
 class TorchCore:
     """scaled_dot_product_attention on the shape of a clattn-bench core run."""
 
-    def __init__(self, torch, shape, seed):
+    def __init__(self, torch, shape, seed, dtype):
         self.torch = torch
         import torch.nn.functional as F
         self.F = F
@@ -134,7 +140,7 @@ class TorchCore:
         g = torch.Generator().manual_seed(seed)
 
         def uniform(*size):  # [-1, 1), as clattn-bench's inputs
-            return torch.rand(*size, generator=g, dtype=torch.float32) * 2 - 1
+            return (torch.rand(*size, generator=g, dtype=torch.float32) * 2 - 1).to(dtype)
 
         self.q = uniform(b, h, nq, d)
         self.k = uniform(b, hkv, nkv, d)
@@ -157,7 +163,7 @@ class TorchCore:
             mask_text += ", enable_gqa=True"
         self.command = (f"torch.nn.functional.scaled_dot_product_attention(q, k, v{mask_text}) "
                         f"with q [{b}, {h}, {nq}, {d}], k and v [{b}, {hkv}, {nkv}, {d}], "
-                        f"float32")
+                        f"{str(dtype).replace('torch.', '')}")
 
     def __call__(self):
         return self.F.scaled_dot_product_attention(self.q, self.k, self.v, **self.kwargs)
@@ -166,7 +172,7 @@ class TorchCore:
 class TorchLayer:
     """nn.MultiheadAttention on the shape of a clattn-bench --mha run."""
 
-    def __init__(self, torch, shape, seed):
+    def __init__(self, torch, shape, seed, dtype):
         self.torch = torch
         b, n, e = shape["batch"], shape["seq_q"], shape["d_model"]
         h, hkv, d = shape["heads_q"], shape["heads_kv"], shape["head_dim"]
@@ -177,9 +183,9 @@ class TorchLayer:
             raise RuntimeError(f"nn.MultiheadAttention needs head_dim = d_model / heads "
                                f"({e} / {h}), not {d}")
         torch.manual_seed(seed)
-        self.m = torch.nn.MultiheadAttention(e, h, bias=True, batch_first=True).eval()
+        self.m = torch.nn.MultiheadAttention(e, h, bias=True, batch_first=True).eval().to(dtype)
         g = torch.Generator().manual_seed(seed)
-        self.x = torch.rand(b, n, e, generator=g, dtype=torch.float32) * 2 - 1
+        self.x = (torch.rand(b, n, e, generator=g, dtype=torch.float32) * 2 - 1).to(dtype)
         self.kwargs = {"need_weights": False}
         mask_text = ""
         if shape["causal"]:
@@ -189,7 +195,7 @@ class TorchLayer:
                          "is_causal=True")
         self.command = (f"torch.nn.MultiheadAttention({e}, {h}, bias=True, batch_first=True)"
                         f".eval()(x, x, x, need_weights=False{mask_text}) with x [{b}, {n}, {e}], "
-                        f"float32")
+                        f"{str(dtype).replace('torch.', '')}")
 
     def __call__(self):
         return self.m(self.x, self.x, self.x, **self.kwargs)[0]
@@ -216,9 +222,13 @@ def layer_flops(shape):
             visible_pairs(n, n, shape["causal"]) + 2.0 * rows * h * d * e)
 
 
+ITEM_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
+
+
 def kv_bytes(shape):
-    """Bytes of K and V one call reads at least: 2*B*Hkv*Nkv*D*4."""
-    return 2.0 * shape["batch"] * shape["heads_kv"] * shape["seq_kv"] * shape["head_dim"] * 4
+    """Bytes of K and V one call reads at least: 2*B*Hkv*Nkv*D*(bytes an element)."""
+    return (2.0 * shape["batch"] * shape["heads_kv"] * shape["seq_kv"] * shape["head_dim"] *
+            ITEM_BYTES[shape.get("dtype", "f32")])
 
 
 def pct(part, whole):
@@ -262,6 +272,8 @@ def main():
                     help="head dimension (clattn-bench's: 64, or d_model / heads with --mha; "
                          "--decode: 128)")
     ap.add_argument("--causal", action="store_true", help="causal mask, bottom-right aligned")
+    ap.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f32",
+                    help="storage type, for both (f32)")
     ap.add_argument("--rounds", type=positive_int, default=3,
                     help="clattn-bench runs and PyTorch timings, alternately (3)")
     ap.add_argument("--reps", type=positive_int, default=10,
@@ -312,7 +324,10 @@ def main():
             fused = results[args.impl[0]]
             if model is None:
                 shape = out["shape"]
-                model = (TorchLayer if args.mha else TorchCore)(torch, shape, args.seed)
+                torch_dtype = {"f32": torch.float32, "f16": torch.float16,
+                               "bf16": torch.bfloat16}[args.dtype]
+                model = (TorchLayer if args.mha else TorchCore)(torch, shape, args.seed,
+                                                                torch_dtype)
                 flops = out["flops_per_call"]
                 first = out
             torch_ms, torch_min = time_torch(torch, model, args.reps, args.warmup)
@@ -413,7 +428,7 @@ def main():
     else:
         what = (f"{mode} B={s['batch']} Hq={s['heads_q']} Hkv={s['heads_kv']} Nq={s['seq_q']} "
                 f"Nkv={s['seq_kv']} D={s['head_dim']}")
-    print(f"shape         {what}{', causal' if s['causal'] else ''}, fp32; "
+    print(f"shape         {what}{', causal' if s['causal'] else ''}, {args.dtype}; "
           f"{flops * 1e-9:.4g} GFLOP per call"
           + (f", {result['kv_bytes_per_call'] / 2**20:.4g} MB of K and V read" if args.decode
              else ""))

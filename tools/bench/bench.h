@@ -33,6 +33,7 @@ typedef struct bench_options {
   /* Decode mode (--decode): the core's shape with decode defaults, K and V bytes reported. */
   int decode;
   size_t block_tokens; /* cached: the KV cache's tokens per block (0: the library's) */
+  clattn_dtype dtype;  /* storage of Q, K, V, O (the layer: x, y and its weights) */
   int reps, warmup;
   double max_seconds;     /* per implementation: stop repeating once its calls took this long */
   double reference_limit; /* largest B*Hq*Nq*Nkv*D the timed reference runs */
@@ -136,6 +137,9 @@ typedef struct impl {
 /* flags.c: fills o from the command line. Returns a clattn_flags_result: 0 parsed, 1 --help
  * or --version answered (exit 0), 2 refused with a message (exit 2). */
 int bench_parse_options(int argc, char** argv, bench_options* o);
+
+/* Bytes of one element of the run's dtype. */
+size_t bench_item(const bench* B);
 
 /* core.c and layer.c: the mode's inputs, output and reference, and the stage names of its
  * unfused path. 0, or 2 with err set for a bad shape, 1 for other failures. The release

@@ -1,5 +1,6 @@
 /* Errors of an implementation's output against the double-precision reference. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "bench.h"
 
@@ -7,14 +8,22 @@
  * the sampled reference. */
 int bench_check_output(bench* B, impl* m) {
   const clattn_attention_desc* d = &B->desc;
+  const clattn_dtype dtype = d->dtype;
   if (m->id != IMPL_REFERENCE) {
-    cl_int e = clEnqueueReadBuffer(B->queue, B->out_mem, CL_TRUE, 0, B->out_elems * sizeof(float),
-                                   B->out, 0, NULL, NULL);
+    /* The output in its dtype, widened into B->out. */
+    void* bits = malloc(B->out_elems * bench_item(B) + 1);
+    cl_int e = bits ? clEnqueueReadBuffer(B->queue, B->out_mem, CL_TRUE, 0,
+                                          B->out_elems * bench_item(B), bits, 0, NULL, NULL)
+                    : CL_OUT_OF_HOST_MEMORY;
+    if (e == CL_SUCCESS) clattn_convert(bits, dtype, B->out, CLATTN_DTYPE_F32, B->out_elems);
+    free(bits);
     if (e != CL_SUCCESS) {
       bench_set_error(m, "reading the output back failed: %d", (int)e);
       return -1;
     }
   }
+  /* A 16-bit output is the float32 result rounded once more (not the reference's own). */
+  const clattn_dtype rounded = m->ref_out ? CLATTN_DTYPE_F32 : dtype;
   m->checked = 1;
   if (B->layer) { /* every element of y, with the layer reference's own tolerance */
     for (size_t i = 0; i < B->out_elems; ++i) {
@@ -25,7 +34,10 @@ int bench_check_output(bench* B, impl* m) {
         continue;
       }
       if (err > m->max_abs_err) m->max_abs_err = err;
-      const double tol = B->tol_y[i];
+      const double tol =
+          B->tol_y[i] + (rounded == CLATTN_DTYPE_F32
+                             ? 0.0
+                             : clattn_ref_dtype_rounding(rounded, fabs(B->ref_y[i]) + B->tol_y[i]));
       const double r = tol > 0 ? err / tol : (err > 0 ? (double)INFINITY : 0.0);
       if (r > m->max_err_over_tol) m->max_err_over_tol = r;
     }
@@ -36,10 +48,14 @@ int bench_check_output(bench* B, impl* m) {
     for (size_t h = 0; h < d->heads_q; ++h) {
       for (size_t i = 0; i < d->seq_q; i += B->rows_step) {
         size_t base = ((b * d->heads_q + h) * d->seq_q + i) * d->head_dim;
-        double tol = clattn_ref_row_tolerance(d, B->q, B->k, B->v, NULL, b, h, i);
+        const double tol32 = clattn_ref_row_tolerance(d, B->q, B->k, B->v, NULL, b, h, i);
         for (size_t c = 0; c < d->head_dim; ++c) {
           const double x = m->ref_out ? m->ref_out[base + c] : (double)B->out[base + c];
           double err = fabs(x - B->ref[base + c]);
+          const double tol =
+              tol32 + (rounded == CLATTN_DTYPE_F32
+                           ? 0.0
+                           : clattn_ref_dtype_rounding(rounded, fabs(B->ref[base + c]) + tol32));
           if (isnan(err)) {
             m->nan_count++;
             continue;

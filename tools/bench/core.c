@@ -42,14 +42,23 @@ int bench_core_inputs(bench* B, char* err, size_t err_size) {
   clattn_ref_fill_uniform(B->q, B->nq, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(B->k, B->nk, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(B->v, B->nv, -1.0f, 1.0f, &state);
-  cl_int e = CL_SUCCESS;
+  /* In a 16-bit dtype the reference reads exactly the values the device does. */
+  clattn_tool_round_floats(B->q, B->nq, d->dtype);
+  clattn_tool_round_floats(B->k, B->nk, d->dtype);
+  clattn_tool_round_floats(B->v, B->nv, d->dtype);
+  void* bits[3] = {clattn_tool_to_dtype(B->q, B->nq, d->dtype),
+                   clattn_tool_to_dtype(B->k, B->nk, d->dtype),
+                   clattn_tool_to_dtype(B->v, B->nv, d->dtype)};
+  cl_int e = bits[0] && bits[1] && bits[2] ? CL_SUCCESS : CL_OUT_OF_HOST_MEMORY;
   const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
-  B->bq = clCreateBuffer(B->cl_ctx, in, B->nq * sizeof(float), B->q, &e);
-  if (e == CL_SUCCESS) B->bk = clCreateBuffer(B->cl_ctx, in, B->nk * sizeof(float), B->k, &e);
-  if (e == CL_SUCCESS) B->bv = clCreateBuffer(B->cl_ctx, in, B->nv * sizeof(float), B->v, &e);
+  const size_t item = bench_item(B);
+  if (e == CL_SUCCESS) B->bq = clCreateBuffer(B->cl_ctx, in, B->nq * item, bits[0], &e);
+  if (e == CL_SUCCESS) B->bk = clCreateBuffer(B->cl_ctx, in, B->nk * item, bits[1], &e);
+  if (e == CL_SUCCESS) B->bv = clCreateBuffer(B->cl_ctx, in, B->nv * item, bits[2], &e);
   if (e == CL_SUCCESS) {
-    B->bo = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, B->no * sizeof(float), NULL, &e);
+    B->bo = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, B->no * item, NULL, &e);
   }
+  for (int i = 0; i < 3; ++i) free(bits[i]);
   if (e != CL_SUCCESS) {
     snprintf(err, err_size, "clCreateBuffer (inputs) failed: OpenCL error %d", (int)e);
     return 1;

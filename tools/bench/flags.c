@@ -80,6 +80,7 @@ int bench_parse_options(int argc, char** argv, bench_options* o) {
                           "K/V (--seq-kv, 4096); reports the GB/s of K and V read\n"
                           "and their share of the copy bandwidth"),
       CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask, bottom-right aligned"),
+      CLATTN_FLAG_DEF_DTYPE(&o->dtype),
       CLATTN_FLAG_DEF_SET("--mha", &o->mha,
                           "time the whole layer instead (self-attention: Q/K/V\n"
                           "projections, attention, output projection, biases);\n"

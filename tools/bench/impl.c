@@ -56,7 +56,18 @@ static const impl_fn layer_setup_fns[IMPL_COUNT] = {
 static const impl_fn layer_run_fns[IMPL_COUNT] = {bench_layer_fused_run, bench_layer_unfused_run,
                                                   NULL, bench_layer_reference_run, NULL};
 
+size_t bench_item(const bench* B) {
+  size_t item = sizeof(float);
+  clattn_dtype_size(B->desc.dtype, &item);
+  return item;
+}
+
 int bench_impl_setup(bench* B, impl* m) {
+  if (B->desc.dtype != CLATTN_DTYPE_F32 && (m->id == IMPL_UNFUSED || m->id == IMPL_NAIVE)) {
+    m->skipped = 1;
+    snprintf(m->skip_reason, sizeof m->skip_reason, "runs in f32 storage only");
+    return 0;
+  }
   return (B->layer ? layer_setup_fns : setup_fns)[m->id](B, m);
 }
 

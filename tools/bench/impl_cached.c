@@ -16,7 +16,7 @@ int bench_cached_setup(bench* B, impl* m) {
   const clattn_attention_desc* d = &B->desc;
   const size_t block = o->block_tokens ? o->block_tokens : DEFAULT_BLOCK_TOKENS;
   clattn_kv_cache_desc cd = CLATTN_KV_CACHE_DESC_INIT;
-  cd.dtype = CLATTN_DTYPE_F32;
+  cd.dtype = d->dtype;
   cd.max_sequences = d->batch;
   cd.heads_kv = bench_heads_kv(d);
   cd.head_dim = d->head_dim;

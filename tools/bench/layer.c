@@ -290,6 +290,7 @@ int bench_layer_inputs(bench* B, char* err, size_t err_size) {
   desc.heads = B->h;
   desc.heads_kv = B->hkv;
   desc.head_dim = B->d;
+  desc.dtype = o->dtype;
   uint64_t state = clattn_tool_rng_state(o->seed);
   B->w_in = clattn_tool_random_floats(nin * B->e, 1.0f / sqrtf((float)B->e), &state);
   B->b_in = clattn_tool_random_floats(nin, 0.1f, &state);
@@ -304,12 +305,31 @@ int bench_layer_inputs(bench* B, char* err, size_t err_size) {
     snprintf(err, err_size, "out of host memory");
     return 1;
   }
+  /* In a 16-bit dtype the weights and x are its values, given to the layer in its storage
+   * (the unfused path, float32 only, is skipped then). */
+  const float* floats[5] = {B->w_in, B->b_in, B->w_out, B->b_out, B->x};
+  const size_t counts[5] = {nin * B->e, nin, B->e * hd, B->e, B->rows * B->e};
+  void* bits[5] = {NULL};
+  int have_bits = 1;
+  for (int i = 0; i < 5; ++i) {
+    clattn_tool_round_floats((float*)floats[i], counts[i], o->dtype);
+    bits[i] = clattn_tool_to_dtype(floats[i], counts[i], o->dtype);
+    have_bits &= bits[i] != NULL;
+  }
   clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
-  w.in_proj_weight.host = B->w_in;
-  w.in_proj_bias.host = B->b_in;
-  w.out_proj_weight.host = B->w_out;
-  w.out_proj_bias.host = B->b_out;
-  clattn_status st = clattn_mha_create(B->ctx, &desc, &w, &B->mha);
+  w.in_proj_weight.host = bits[0];
+  w.in_proj_bias.host = bits[1];
+  w.out_proj_weight.host = bits[2];
+  w.out_proj_bias.host = bits[3];
+  clattn_status st =
+      have_bits ? clattn_mha_create(B->ctx, &desc, &w, &B->mha) : CLATTN_ERROR_OUT_OF_MEMORY;
+  cl_int e = CL_SUCCESS;
+  const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
+  const size_t item = bench_item(B);
+  if (st == CLATTN_SUCCESS) {
+    B->bx = clCreateBuffer(B->cl_ctx, in, B->rows * B->e * item, bits[4], &e);
+  }
+  for (int i = 0; i < 5; ++i) free(bits[i]);
   if (st != CLATTN_SUCCESS) {
     char detail[700] = "";
     clattn_context_get_last_error(B->ctx, detail, sizeof detail, NULL);
@@ -319,11 +339,8 @@ int bench_layer_inputs(bench* B, char* err, size_t err_size) {
                ? 2
                : 1;
   }
-  cl_int e = CL_SUCCESS;
-  const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
-  B->bx = clCreateBuffer(B->cl_ctx, in, B->rows * B->e * sizeof(float), B->x, &e);
   if (e == CL_SUCCESS) {
-    B->by = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, B->rows * B->e * sizeof(float), NULL, &e);
+    B->by = clCreateBuffer(B->cl_ctx, CL_MEM_READ_WRITE, B->rows * B->e * item, NULL, &e);
   }
   if (e == CL_SUCCESS) {
     B->bw_in = clCreateBuffer(B->cl_ctx, in, nin * B->e * sizeof(float), B->w_in, &e);

@@ -136,6 +136,7 @@ int main(int argc, char** argv) {
   B.desc.seq_kv = o.seq_kv ? o.seq_kv : o.seq;
   B.desc.head_dim = o.head_dim;
   B.desc.causal = o.causal;
+  B.desc.dtype = o.dtype;
   if (o.startup_child) return bench_startup_child(&o, &B.desc);
   if (o.startup) return bench_run_startup(&o, &B.desc, argc, argv);
 

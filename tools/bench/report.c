@@ -4,10 +4,22 @@
 
 #include "bench.h"
 
-/* Bytes of K and V one call reads at least (each element once): 2*B*Hkv*Nkv*D*4. */
+/* Bytes of one element of the run's dtype. */
+static double item_bytes(const clattn_attention_desc* d) {
+  size_t item = sizeof(float);
+  clattn_dtype_size(d->dtype, &item);
+  return (double)item;
+}
+
+/* Bytes of K and V one call reads at least (each element once): 2*B*Hkv*Nkv*D*item. */
 static double kv_bytes(const clattn_attention_desc* d) {
   return 2.0 * (double)d->batch * (double)bench_heads_kv(d) * (double)d->seq_kv *
-         (double)d->head_dim * sizeof(float);
+         (double)d->head_dim * item_bytes(d);
+}
+
+/* Bytes one core call moves at least: Q, K and V read once and O written once. */
+static double io_bytes(const bench* B) {
+  return (double)(B->nq + B->nk + B->nv + B->no) * item_bytes(&B->desc);
 }
 
 static double bw_median(const bench_bandwidth* s) {
@@ -33,16 +45,21 @@ void bench_print_text(const bench* B, const impl* impls) {
          clattn_tool_device_type_name(B->info.type), B->info.platform_name, B->info.compute_units);
   if (B->layer) {
     printf(
-        "layer    d_model=%zu H=%zu Hkv=%zu D=%zu B=%zu N=%zu%s, self-attention with biases, fp32; "
+        "layer    d_model=%zu H=%zu Hkv=%zu D=%zu B=%zu N=%zu%s, self-attention with biases, %s; "
         "%.4g GFLOP per call (projections 2*B*N*E*(H+2*Hkv)*D, attention 4*B*H*D per visible "
         "pair, output 2*B*N*H*D*E)\n",
-        B->e, B->h, B->hkv, B->d, d->batch, d->seq_q, d->causal ? ", causal" : "", B->flops * 1e-9);
+        B->e, B->h, B->hkv, B->d, d->batch, d->seq_q, d->causal ? ", causal" : "",
+        clattn_dtype_name(d->dtype), B->flops * 1e-9);
   } else {
     printf(
-        "shape    B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu%s, fp32, [B,H,N,D]; %.4g GFLOP per "
+        "shape    B=%zu Hq=%zu Hkv=%zu Nq=%zu Nkv=%zu D=%zu%s, %s, [B,H,N,D]; %.4g GFLOP per "
         "call (4*B*H*D per visible query-key pair)\n",
         d->batch, d->heads_q, bench_heads_kv(d), d->seq_q, d->seq_kv, d->head_dim,
-        d->causal ? ", causal" : "", B->flops * 1e-9);
+        d->causal ? ", causal" : "", clattn_dtype_name(d->dtype), B->flops * 1e-9);
+    printf(
+        "bytes    %.4g MB moved per call at least (Q, K, V read and O written once, %.0f bytes "
+        "an element)\n",
+        io_bytes(B) / 1048576.0, item_bytes(d));
   }
   if (B->peak_runs) {
     printf(
@@ -68,8 +85,8 @@ void bench_print_text(const bench* B, const impl* impls) {
     printf("copy     bandwidth not measured\n");
   }
   if (B->o->decode) {
-    printf("K, V     %.4g MB read per call at least (2*B*Hkv*Nkv*D*4 bytes)\n",
-           kv_bytes(d) / 1048576.0);
+    printf("K, V     %.4g MB read per call at least (2*B*Hkv*Nkv*D*%.0f bytes)\n",
+           kv_bytes(d) / 1048576.0, item_bytes(d));
   }
   if (B->layer) {
     printf("errors   against the double-precision layer reference on every element of y\n");
@@ -180,9 +197,9 @@ void bench_print_json(const bench* B, const impl* impls, int argc, char** argv) 
       d->batch, d->heads_q, bench_heads_kv(d), d->seq_q, d->seq_kv, d->head_dim,
       d->causal ? "true" : "false");
   if (B->layer) {
-    printf("\"d_model\":%zu,\"bias\":true,\"dtype\":\"f32\"}", B->e);
+    printf("\"d_model\":%zu,\"bias\":true,\"dtype\":\"%s\"}", B->e, clattn_dtype_name(d->dtype));
   } else {
-    printf("\"layout\":\"bhnd\",\"dtype\":\"f32\"}");
+    printf("\"layout\":\"bhnd\",\"dtype\":\"%s\"}", clattn_dtype_name(d->dtype));
   }
   printf(",\"flops_per_call\":%.17g", B->flops);
   printf(",\"peak_gflops\":");
@@ -224,8 +241,7 @@ void bench_print_json(const bench* B, const impl* impls, int argc, char** argv) 
   if (B->layer) {
     printf(",\"check\":{\"rows_step\":1}");
   } else {
-    printf(",\"check\":{\"rows_step\":%zu},\"io_bytes\":%zu", B->rows_step,
-           (B->nq + B->nk + B->nv + B->no) * sizeof(float));
+    printf(",\"check\":{\"rows_step\":%zu},\"io_bytes\":%.17g", B->rows_step, io_bytes(B));
   }
   printf(",\"results\":[");
   int first = 1;

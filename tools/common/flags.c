@@ -388,3 +388,7 @@ void clattn_flags_print_version(const char* tool, FILE* out) {
 int clattn_flag_parse_variant(const char* text, void* ptr) {
   return clattn_variant_from_name(text, (clattn_variant*)ptr) == CLATTN_SUCCESS ? 0 : -1;
 }
+
+int clattn_flag_parse_dtype(const char* text, void* ptr) {
+  return clattn_dtype_from_name(text, (clattn_dtype*)ptr) == CLATTN_SUCCESS ? 0 : -1;
+}

@@ -115,4 +115,15 @@ void clattn_flags_print_version(const char* tool, FILE* f);
  * "tiled", "register_blocked" or "regblock"). */
 int clattn_flag_parse_variant(const char* text, void* ptr);
 
+/* CUSTOM parser for a clattn_dtype* (clattn_dtype_from_name: "f32", "f16", "bf16", ...). */
+int clattn_flag_parse_dtype(const char* text, void* ptr);
+
+/* The --dtype flag every tool that has one spells alike. */
+#define CLATTN_FLAG_DEF_DTYPE(ptr_)                                    \
+  {                                                                    \
+    .name = "--dtype", .kind = CLATTN_FLAG_CUSTOM, .ptr = (ptr_),      \
+    .parse = clattn_flag_parse_dtype, .arg = "f32|f16|bf16",           \
+    .help = "storage type of the tensors (f32); arithmetic is float32" \
+  }
+
 #endif

@@ -68,3 +68,26 @@ clattn_status clattn_tool_layer_desc_check(clattn_context* ctx, const clattn_mha
   clattn_mha_destroy(mha);
   return st == CLATTN_ERROR_INVALID_ARGUMENT ? CLATTN_SUCCESS : st;
 }
+
+void clattn_tool_round_floats(float* x, size_t n, clattn_dtype dtype) {
+  if (dtype == CLATTN_DTYPE_F32) return;
+  /* Through the dtype and back, in chunks (16-bit elements need half the room). */
+  enum { CHUNK = 4096 };
+  uint16_t bits[CHUNK];
+  for (size_t i = 0; i < n; i += CHUNK) {
+    const size_t m = n - i < CHUNK ? n - i : CHUNK;
+    clattn_convert(x + i, CLATTN_DTYPE_F32, bits, dtype, m);
+    clattn_convert(bits, dtype, x + i, CLATTN_DTYPE_F32, m);
+  }
+}
+
+void* clattn_tool_to_dtype(const float* x, size_t n, clattn_dtype dtype) {
+  size_t item = 0;
+  if (clattn_dtype_size(dtype, &item) != CLATTN_SUCCESS) return NULL;
+  void* out = malloc(n ? n * item : 1);
+  if (out && clattn_convert(x, CLATTN_DTYPE_F32, out, dtype, n) != CLATTN_SUCCESS) {
+    free(out);
+    out = NULL;
+  }
+  return out;
+}

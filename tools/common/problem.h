@@ -16,6 +16,13 @@ uint64_t clattn_tool_rng_state(uint64_t seed);
 /* A float array of n uniform values in [-bound, bound), or NULL when out of memory. */
 float* clattn_tool_random_floats(size_t n, float bound, uint64_t* state);
 
+/* Rounds n floats in place to the nearest values of a dtype (nothing for F32), so that the
+ * reference computes on exactly the values a 16-bit tensor holds. */
+void clattn_tool_round_floats(float* x, size_t n, clattn_dtype dtype);
+
+/* n floats in a dtype's storage (malloc'd; NULL when out of memory): a copy for F32. */
+void* clattn_tool_to_dtype(const float* x, size_t n, clattn_dtype dtype);
+
 /* Query-key pairs a mask leaves visible in one (batch, head): all Nq·Nkv, or for causal
  * masks the sum over i of clamp(i + Nkv - Nq + 1, 0, Nkv) (bottom-right alignment). */
 double clattn_tool_visible_pairs(size_t seq_q, size_t seq_kv, int causal);
