@@ -75,7 +75,7 @@ Test(lookup, an_entry_of_another_dtype_does_not_serve_an_f32_shape) {
   cr_assert_eq(shape.dtype, CLATTN_DTYPE_F32);
   const clattn__variant* v = clattn__variant_at(0);
   clattn_tuning_entry e = usable_entry(ctx, v, &shape);
-  e.dtype = (clattn_dtype)1; /* no such dtype yet: any value but F32 */
+  e.dtype = CLATTN_DTYPE_F16;
   cr_assert_eq(clattn__tuning_table_append(ctx->tuning, &e), CLATTN_SUCCESS);
 
   clattn_attention_config config;
@@ -87,9 +87,13 @@ Test(lookup, an_entry_of_another_dtype_does_not_serve_an_f32_shape) {
                test_last_error(ctx));
   cr_assert_eq(used.source, CLATTN_CONFIG_SOURCE_HEURISTIC);
 
-  /* The entry is otherwise usable: it serves a shape of its own dtype. */
+  /* The entry is otherwise usable: it serves a shape of its own dtype, and a shape whose K
+   * and V are stored in it (float32 queries over an f16 KV cache). */
   clattn__attention_shape other = shape;
   other.dtype = e.dtype;
+  other.kv_dtype = e.dtype;
+  cr_assert_eq(clattn__tuning_lookup(ctx, &other, &config, &source), 1);
+  other.dtype = CLATTN_DTYPE_F32;
   cr_assert_eq(clattn__tuning_lookup(ctx, &other, &config, &source), 1);
   cr_assert_eq(config.variant, v->id);
   cr_assert_eq(source, CLATTN_CONFIG_SOURCE_TUNED);

@@ -183,11 +183,16 @@ static inline void test_check(const clattn_attention_desc* desc, const float* q,
   for (size_t b = 0; b < desc->batch; ++b) {
     for (size_t h = 0; h < desc->heads_q; ++h) {
       for (size_t i = 0; i < desc->seq_q; ++i) {
-        const double tol = clattn_ref_row_tolerance(desc, q, k, v, kv_lengths, b, h, i);
+        const double tol32 = clattn_ref_row_tolerance(desc, q, k, v, kv_lengths, b, h, i);
         const size_t base = b * os.batch + h * os.head + i * os.seq;
         for (size_t d = 0; d < desc->head_dim; ++d) {
           const double got = o[base + d], want = ref_o[base + d];
           const double err = fabs(got - want);
+          /* A 16-bit O is the float32 result rounded once more. */
+          const double tol =
+              desc->dtype == CLATTN_DTYPE_F32
+                  ? tol32
+                  : tol32 + clattn_ref_dtype_rounding(desc->dtype, fabs(want) + tol32);
           ++checked;
           if (!(err <= tol)) {
             if (bad++ == 0) {
@@ -269,20 +274,57 @@ static inline void test_problem_free(test_problem* p) {
   memset(p, 0, sizeof *p);
 }
 
+/* Rounds n floats in place to a dtype's values (nothing for F32): inputs of a 16-bit tensor
+ * that the reference, in double, reads exactly. */
+static inline void test_round_to(float* x, size_t n, clattn_dtype dtype) {
+  if (dtype == CLATTN_DTYPE_F32) return;
+  uint16_t* bits = malloc((n ? n : 1) * sizeof *bits);
+  cr_assert(bits != NULL, "out of host memory");
+  clattn_convert(x, CLATTN_DTYPE_F32, bits, dtype, n);
+  clattn_convert(bits, dtype, x, CLATTN_DTYPE_F32, n);
+  free(bits);
+}
+
+/* n floats in a dtype's storage (malloc'd; a copy for F32). */
+static inline void* test_to_dtype(const float* x, size_t n, clattn_dtype dtype) {
+  size_t item = 0;
+  cr_assert_eq(clattn_dtype_size(dtype, &item), CLATTN_SUCCESS);
+  void* out = malloc((n ? n : 1) * item);
+  cr_assert(out != NULL, "out of host memory");
+  clattn_convert(x, CLATTN_DTYPE_F32, out, dtype, n);
+  return out;
+}
+
 /* Runs one descriptor through clattn_attention_host with the given variant and checks O
- * and LSE against the reference. kv_lengths may be NULL. */
+ * and LSE against the reference. kv_lengths may be NULL. A 16-bit desc->dtype gets inputs
+ * drawn exactly representable in it, passed in its storage; O is read back in it. */
 static inline void test_run_host(clattn_context* ctx, const clattn_attention_desc* desc,
                                  clattn_variant variant, const int32_t* kv_lengths, uint64_t seed) {
-  char label[256];
-  test_label(label, sizeof label, desc, variant);
+  char label[288];
+  test_label(label, sizeof label - 32, desc, variant);
+  if (desc->dtype != CLATTN_DTYPE_F32) {
+    strcat(label, " ");
+    strcat(label, clattn_dtype_name(desc->dtype));
+  }
   test_problem p;
   test_problem_init(&p, desc, seed);
+  test_round_to(p.q, p.nq, desc->dtype);
+  test_round_to(p.k, p.nk, desc->dtype);
+  test_round_to(p.v, p.nv, desc->dtype);
+  void* q = test_to_dtype(p.q, p.nq, desc->dtype);
+  void* k = test_to_dtype(p.k, p.nk, desc->dtype);
+  void* v = test_to_dtype(p.v, p.nv, desc->dtype);
+  void* o = test_to_dtype(p.o, p.no, desc->dtype); /* NaN: rows left out show */
   const clattn_attention_config config = test_config(variant);
-  const clattn_status st =
-      clattn_attention_host(ctx, desc, p.q, p.k, p.v, p.o, p.lse, kv_lengths, &config);
+  const clattn_status st = clattn_attention_host(ctx, desc, q, k, v, o, p.lse, kv_lengths, &config);
   cr_assert_eq(st, CLATTN_SUCCESS, "%s: clattn_attention_host returned %s (%s)", label,
                clattn_status_name(st), test_last_error(ctx));
+  clattn_convert(o, desc->dtype, p.o, CLATTN_DTYPE_F32, p.no);
   test_check(desc, p.q, p.k, p.v, kv_lengths, p.o, p.lse, label);
+  free(q);
+  free(k);
+  free(v);
+  free(o);
   test_problem_free(&p);
 }
 
