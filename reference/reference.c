@@ -331,6 +331,17 @@ static void ref_rope(const clattn_ref_mha_layer* L, size_t rows, size_t seq, siz
   }
 }
 
+/* K or V stored in a 16-bit type: each element rounds once more, by up to half an ulp (at most
+ * clattn_ref_dtype_rounding), a worst case counted as one more independent term of that
+ * standard deviation (as point 2 of the model counts the core's own rounding). */
+static void ref_storage(clattn_dtype dtype, size_t n, const double* x, double* sig) {
+  if (dtype == CLATTN_DTYPE_F32) return;
+  for (size_t i = 0; i < n; ++i) {
+    const double r = clattn_ref_dtype_rounding(dtype, fabs(x[i]));
+    sig[i] = sqrt(sig[i] * sig[i] + r * r);
+  }
+}
+
 int clattn_ref_mha_forward(const clattn_ref_mha_layer* L, size_t batch, size_t seq, size_t seq_kv,
                            int causal, const float* x, const float* key, const float* value,
                            const int32_t* kv_lengths, double* y, double* tol) {
@@ -374,6 +385,8 @@ int clattn_ref_mha_forward(const clattn_ref_mha_layer* L, size_t batch, size_t s
     ref_rope(L, rows, seq, H, q, sq);
     ref_rope(L, rows_kv, seq_kv, Hkv, k, sk);
   }
+  ref_storage(L->kv_storage, rows_kv * KD, k, sk);
+  ref_storage(L->kv_storage, rows_kv * KD, v, sv);
 
   const double u = REF_U;
   for (size_t b = 0; b < batch; ++b) {

@@ -62,6 +62,10 @@ typedef struct clattn_ref_mha_layer {
   int rope;
   size_t rope_dims;
   double rope_theta;
+  /* The storage type the implementation keeps K and V in after their projection (and
+   * rotation): a KV cache's. 0 (F32): the projections' own float32 results. A 16-bit type
+   * rounds each element once more, which the tolerance counts; the values stay exact. */
+  clattn_dtype kv_storage;
 } clattn_ref_mha_layer;
 
 /* y [batch, seq, d_model] (double) of the layer on x [batch, seq, d_model], with key

@@ -314,7 +314,7 @@ Test(faults, destroy_releases_own_context, .timeout = 120.0) {
  * OUT_OF_MEMORY each time with nothing leaked (the caller's cl_context back at its count once
  * the layer and the context are destroyed), and the run after the last injection point is
  * correct against the double-precision layer. */
-Test(faults, mha_allocation_failures, .timeout = 300.0) {
+static void mha_faults(clattn_dtype dtype) {
   cl_setup s = cl_setup_create();
   const cl_uint base_refs = context_refs(s.ctx);
   enum { E = 32, H = 4, HKV = 2, D = 8, BATCH = 2, N = 9, NIN = (H + 2 * HKV) * D };
@@ -327,16 +327,26 @@ Test(faults, mha_allocation_failures, .timeout = 300.0) {
   clattn_ref_fill_uniform(w_out, E * H * D, -0.2f, 0.2f, &state);
   clattn_ref_fill_uniform(b_out, E, -0.1f, 0.1f, &state);
   clattn_ref_fill_uniform(x, BATCH * N * E, -1.0f, 1.0f, &state);
+  /* A 16-bit layer: the same values rounded to its dtype, given in its storage. */
+  float* arrays[5] = {w_in, b_in, w_out, b_out, x};
+  const size_t counts[5] = {NIN * E, NIN, E * H * D, E, BATCH * N * E};
+  void* bits[5];
+  for (int i = 0; i < 5; ++i) {
+    test_round_to(arrays[i], counts[i], dtype);
+    bits[i] = test_to_dtype(arrays[i], counts[i], dtype);
+  }
+  void* y_bits = test_to_dtype(y, BATCH * N * E, dtype);
   clattn_mha_desc desc = CLATTN_MHA_DESC_INIT;
   desc.d_model = E;
   desc.heads = H;
   desc.heads_kv = HKV;
   desc.head_dim = D;
+  desc.dtype = dtype;
   clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
-  w.in_proj_weight.host = w_in;
-  w.in_proj_bias.host = b_in;
-  w.out_proj_weight.host = w_out;
-  w.out_proj_bias.host = b_out;
+  w.in_proj_weight.host = bits[0];
+  w.in_proj_bias.host = bits[1];
+  w.out_proj_weight.host = bits[2];
+  w.out_proj_bias.host = bits[3];
   clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
   fwd.batch = BATCH;
   fwd.seq = N;
@@ -349,7 +359,9 @@ Test(faults, mha_allocation_failures, .timeout = 300.0) {
     clattn_mha* mha = NULL;
     clattn__test_fail_allocation(nth);
     clattn_status st = clattn_mha_create(ctx, &desc, &w, &mha);
-    if (st == CLATTN_SUCCESS) st = clattn_mha_forward_host(mha, &fwd, x, NULL, NULL, y, NULL);
+    if (st == CLATTN_SUCCESS) {
+      st = clattn_mha_forward_host(mha, &fwd, bits[4], NULL, NULL, y_bits, NULL);
+    }
     clattn__test_fail_allocation(0);
     if (st == CLATTN_SUCCESS) {
       succeeded = 1;
@@ -384,12 +396,24 @@ Test(faults, mha_allocation_failures, .timeout = 300.0) {
                                   .bv = b_in + (H + HKV) * D,
                                   .bo = b_out};
   cr_assert_eq(clattn_ref_mha_forward(&L, BATCH, N, N, 1, x, NULL, NULL, NULL, ref, tol), 0);
+  clattn_convert(y_bits, dtype, y, CLATTN_DTYPE_F32, BATCH * N * E);
   for (size_t i = 0; i < BATCH * N * E; ++i) {
-    cr_assert_leq(fabs((double)y[i] - ref[i]), tol[i], "y[%zu] = %.9g, reference %.9g", i,
-                  (double)y[i], ref[i]);
+    const double t = dtype == CLATTN_DTYPE_F32
+                         ? tol[i]
+                         : tol[i] + clattn_ref_dtype_rounding(dtype, fabs(ref[i]) + tol[i]);
+    cr_assert_leq(fabs((double)y[i] - ref[i]), t, "%s: y[%zu] = %.9g, reference %.9g",
+                  clattn_dtype_name(dtype), i, (double)y[i], ref[i]);
   }
+  for (int i = 0; i < 5; ++i) free(bits[i]);
+  free(y_bits);
   cl_setup_destroy(&s);
 }
+
+Test(faults, mha_allocation_failures, .timeout = 300.0) { mha_faults(CLATTN_DTYPE_F32); }
+
+/* A 16-bit layer adds the widening of its weights at creation, its conversion kernels and the
+ * float32 copies of x and y in its workspace. */
+Test(faults, mha_allocation_failures_f16, .timeout = 300.0) { mha_faults(CLATTN_DTYPE_F16); }
 
 /* ---------------------------------------------------------------- the KV cache */
 

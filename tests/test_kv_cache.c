@@ -52,12 +52,18 @@ typedef struct fixture {
   clattn_context* ctx;
   clattn_kv_cache* cache;
   model m;
+  clattn_dtype dtype;   /* the cache's: K and V, appended and read back in it */
+  clattn_dtype q_dtype; /* Q and O of the attention over it */
 } fixture;
 
-static void fixture_init(fixture* f, size_t max_sequences, size_t heads_kv, size_t head_dim,
-                         size_t capacity, size_t block_tokens, size_t max_seq_len) {
+static void fixture_init_typed(fixture* f, size_t max_sequences, size_t heads_kv, size_t head_dim,
+                               size_t capacity, size_t block_tokens, size_t max_seq_len,
+                               clattn_dtype dtype, clattn_dtype q_dtype) {
   f->ctx = test_context(NULL);
+  f->dtype = dtype;
+  f->q_dtype = q_dtype;
   clattn_kv_cache_desc d = CLATTN_KV_CACHE_DESC_INIT;
+  d.dtype = dtype;
   d.max_sequences = max_sequences;
   d.heads_kv = heads_kv;
   d.head_dim = head_dim;
@@ -71,6 +77,12 @@ static void fixture_init(fixture* f, size_t max_sequences, size_t heads_kv, size
   size_t limit = (capacity + bt - 1) / bt * bt;
   if (max_seq_len && max_seq_len < limit) limit = max_seq_len;
   model_init(&f->m, max_sequences, heads_kv, head_dim, limit);
+}
+
+static void fixture_init(fixture* f, size_t max_sequences, size_t heads_kv, size_t head_dim,
+                         size_t capacity, size_t block_tokens, size_t max_seq_len) {
+  fixture_init_typed(f, max_sequences, heads_kv, head_dim, capacity, block_tokens, max_seq_len,
+                     CLATTN_DTYPE_F32, CLATTN_DTYPE_F32);
 }
 
 static void fixture_free(fixture* f) {
@@ -92,12 +104,18 @@ static clattn_status append(fixture* f, size_t count, const int32_t* ids, size_t
   uint64_t state = seed;
   clattn_ref_fill_uniform(k, n, -1.0f, 1.0f, &state);
   clattn_ref_fill_uniform(v, n, -1.0f, 1.0f, &state);
+  test_round_to(k, n, f->dtype);
+  test_round_to(v, n, f->dtype);
+  void* k_bits = test_to_dtype(k, n, f->dtype);
+  void* v_bits = test_to_dtype(v, n, f->dtype);
   clattn_kv_append_desc d = CLATTN_KV_APPEND_DESC_INIT;
   d.count = count;
   d.seq_ids = ids;
   d.tokens = tokens;
   d.layout = layout;
-  const clattn_status st = clattn_kv_cache_append_host(f->cache, &d, k, v);
+  const clattn_status st = clattn_kv_cache_append_host(f->cache, &d, k_bits, v_bits);
+  free(k_bits);
+  free(v_bits);
   if (st == CLATTN_SUCCESS) {
     for (size_t i = 0; i < count; ++i) {
       const size_t s = ids ? (size_t)ids[i] : i;
@@ -128,19 +146,24 @@ static void append_one(fixture* f, int32_t id, size_t tokens, uint64_t seed) {
   append_ok(f, 1, &id, tokens, seed);
 }
 
-/* Every sequence's length, and its contents read back, equal the model's. */
+/* Every sequence's length, and its contents read back (in the cache's dtype), equal the
+ * model's. */
 static void expect_contents(fixture* f) {
   const model* m = &f->m;
   const size_t row = m->max_len * m->head_dim;
   float* k = malloc(m->heads_kv * row * sizeof(float) + 1);
   float* v = malloc(m->heads_kv * row * sizeof(float) + 1);
-  cr_assert(k && v);
+  void* k_bits = malloc(m->heads_kv * row * sizeof(float) + 1);
+  void* v_bits = malloc(m->heads_kv * row * sizeof(float) + 1);
+  cr_assert(k && v && k_bits && v_bits);
   for (size_t s = 0; s < m->max_sequences; ++s) {
     size_t len = SIZE_MAX;
     cr_assert_eq(clattn_kv_cache_seq_length(f->cache, (int32_t)s, &len), CLATTN_SUCCESS);
     cr_assert_eq(len, m->len[s], "sequence %zu holds %zu tokens, the model %zu", s, len, m->len[s]);
-    cr_assert_eq(clattn_kv_cache_read(f->cache, (int32_t)s, k, v), CLATTN_SUCCESS, "%s",
+    cr_assert_eq(clattn_kv_cache_read(f->cache, (int32_t)s, k_bits, v_bits), CLATTN_SUCCESS, "%s",
                  test_last_error(f->ctx));
+    clattn_convert(k_bits, f->dtype, k, CLATTN_DTYPE_F32, m->heads_kv * len * m->head_dim);
+    clattn_convert(v_bits, f->dtype, v, CLATTN_DTYPE_F32, m->heads_kv * len * m->head_dim);
     for (size_t h = 0; h < m->heads_kv; ++h) {
       for (size_t j = 0; j < len; ++j) {
         for (size_t d = 0; d < m->head_dim; ++d) {
@@ -155,6 +178,8 @@ static void expect_contents(fixture* f) {
   }
   free(k);
   free(v);
+  free(k_bits);
+  free(v_bits);
 }
 
 /* Attention of random queries (heads_q, seq_q rows per sequence) over the cache's sequences
@@ -166,6 +191,7 @@ static void attend_check(fixture* f, size_t count, const int32_t* ids, size_t he
   const model* m = &f->m;
   const size_t dim = m->head_dim, hk = m->heads_kv;
   clattn_attention_desc d = test_desc(count, heads_q, hk, seq_q, 0, dim, causal);
+  d.dtype = f->q_dtype;
   const size_t per_q = heads_q * seq_q * dim, per_l = heads_q * seq_q;
   float* q = malloc(count * per_q * sizeof(float));
   float* o = malloc(count * per_q * sizeof(float));
@@ -173,11 +199,18 @@ static void attend_check(fixture* f, size_t count, const int32_t* ids, size_t he
   cr_assert(q && o && lse);
   uint64_t state = seed;
   clattn_ref_fill_uniform(q, count * per_q, -1.0f, 1.0f, &state);
+  test_round_to(q, count * per_q, f->q_dtype);
   for (size_t i = 0; i < count * per_q; ++i) o[i] = NAN;
+  void* q_bits = test_to_dtype(q, count * per_q, f->q_dtype);
+  void* o_bits = test_to_dtype(o, count * per_q, f->q_dtype);
   const clattn_attention_config config = test_config(variant);
-  const clattn_status st = clattn_attention_cached_host(f->cache, &d, ids, q, o, lse, &config);
+  const clattn_status st =
+      clattn_attention_cached_host(f->cache, &d, ids, q_bits, o_bits, lse, &config);
   cr_assert_eq(st, CLATTN_SUCCESS, "clattn_attention_cached_host: %s (%s)", clattn_status_name(st),
                test_last_error(f->ctx));
+  clattn_convert(o_bits, f->q_dtype, o, CLATTN_DTYPE_F32, count * per_q);
+  free(q_bits);
+  free(o_bits);
   for (size_t i = 0; i < count; ++i) {
     const size_t s = ids ? (size_t)ids[i] : i;
     const size_t len = m->len[s];
@@ -198,6 +231,7 @@ static void attend_check(fixture* f, size_t count, const int32_t* ids, size_t he
       continue;
     }
     clattn_attention_desc one = test_desc(1, heads_q, hk, seq_q, len, dim, causal);
+    one.dtype = f->q_dtype; /* O's rounding; K and V are exact values of the cache's dtype */
     one.k_strides =
         (clattn_strides){.batch = hk * m->max_len * dim, .head = m->max_len * dim, .seq = dim};
     one.v_strides = one.k_strides;
@@ -215,9 +249,9 @@ static void attend_check(fixture* f, size_t count, const int32_t* ids, size_t he
 /* Appends of different sizes to sequences of different lengths, pages scrambled (grown in
  * turns, one freed and the others grown into its blocks), then attention over the cache for
  * several query lengths, causal and not, GQA, against the reference. */
-Test(kv_cache, append_then_attend) {
+static void append_then_attend(clattn_dtype dtype, clattn_dtype q_dtype) {
   fixture f;
-  fixture_init(&f, 4, 2, 32, test_len(600), 8, 0);
+  fixture_init_typed(&f, 4, 2, 32, test_len(600), 8, 0, dtype, q_dtype);
   const int32_t all[4] = {0, 1, 2, 3};
   /* Interleaved growth: the sequences' blocks alternate in the pool. */
   for (int r = 0; r < 3; ++r) {
@@ -243,6 +277,17 @@ Test(kv_cache, append_then_attend) {
   attend_check(&f, 2, some, 2, 4, 1, CLATTN_VARIANT_TILED_LOCAL, 200);
   attend_check(&f, 2, some, 4, 4, 0, CLATTN_VARIANT_REGISTER_BLOCKED, 201);
   fixture_free(&f);
+}
+
+Test(kv_cache, append_then_attend) { append_then_attend(CLATTN_DTYPE_F32, CLATTN_DTYPE_F32); }
+
+/* A 16-bit cache: contents read back bit for bit, the pages read in place (SPLIT_KV) and
+ * gathered (the other variants), queries of the cache's dtype or of another (float32 queries
+ * over a bf16 cache, bf16 over f16). */
+Test(kv_cache, append_then_attend_16bit, .timeout = 300.0) {
+  append_then_attend(CLATTN_DTYPE_F16, CLATTN_DTYPE_F16);
+  append_then_attend(CLATTN_DTYPE_BF16, CLATTN_DTYPE_F32);
+  append_then_attend(CLATTN_DTYPE_F16, CLATTN_DTYPE_BF16);
 }
 
 /* A prompt of n tokens appended, then attended with seq_q = n and the causal flag: each row

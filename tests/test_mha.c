@@ -30,6 +30,7 @@ typedef struct layer_case {
   clattn_rope_style rope; /* rotary embeddings: style, dims (0: head_dim), theta (0: 10000) */
   size_t rope_dims;
   float rope_theta;
+  clattn_dtype dtype; /* the layer's storage: x, key, value, y and the weights */
 } layer_case;
 
 /* Host weights in PyTorch's layout, and the data of one call. */
@@ -87,6 +88,15 @@ static void data_init(layer_data* L, const layer_case* c) {
   L->y = malloc(L->rows * L->e * sizeof(float));
   cr_assert_not_null(L->y);
   for (size_t i = 0; i < L->rows * L->e; ++i) L->y[i] = NAN;
+  /* A 16-bit layer's inputs and weights are values of its dtype (the reference reads them
+   * exactly). */
+  test_round_to(L->w_in, wq_n + wk_n + wv_n, c->dtype);
+  test_round_to(L->wo, L->e * L->hd, c->dtype);
+  if (L->b_in) test_round_to(L->b_in, L->hd + 2 * L->kvd, c->dtype);
+  if (L->bo) test_round_to(L->bo, L->e, c->dtype);
+  test_round_to(L->x, L->rows * L->e, c->dtype);
+  if (L->key) test_round_to(L->key, L->rows_kv * L->kd, c->dtype);
+  if (L->value && L->value != L->key) test_round_to(L->value, L->rows_kv * L->vd, c->dtype);
   if (c->lengths) {
     L->lengths = malloc(c->batch * sizeof(int32_t));
     cr_assert_not_null(L->lengths);
@@ -117,29 +127,39 @@ static clattn_mha_desc data_desc(const layer_case* c) {
   d.rope = c->rope;
   d.rope_dims = c->rope_dims;
   d.rope_theta = c->rope_theta;
+  d.dtype = c->dtype;
   return d;
 }
 
-/* Host-array weights, packed or separate. */
-static clattn_mha_weights data_weights(const layer_data* L, int packed) {
+/* Host-array weights, packed or separate, the arrays holding elements of dtype. */
+static clattn_mha_weights data_weights_typed(const layer_data* L, int packed, clattn_dtype dtype) {
   clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
+  size_t item = 0;
+  clattn_dtype_size(dtype, &item);
+  const char* w_in = (const char*)L->w_in;
+  const char* b_in = (const char*)L->b_in;
   const size_t wk_at = L->hd * L->e, wv_at = wk_at + L->kvd * L->kd;
   if (packed) {
-    w.in_proj_weight.host = L->w_in;
-    w.in_proj_bias.host = L->b_in;
+    w.in_proj_weight.host = w_in;
+    w.in_proj_bias.host = b_in;
   } else {
-    w.q_proj_weight.host = L->w_in;
-    w.k_proj_weight.host = L->w_in + wk_at;
-    w.v_proj_weight.host = L->w_in + wv_at;
+    w.q_proj_weight.host = w_in;
+    w.k_proj_weight.host = w_in + wk_at * item;
+    w.v_proj_weight.host = w_in + wv_at * item;
     if (L->b_in) {
-      w.q_proj_bias.host = L->b_in;
-      w.k_proj_bias.host = L->b_in + L->hd;
-      w.v_proj_bias.host = L->b_in + L->hd + L->kvd;
+      w.q_proj_bias.host = b_in;
+      w.k_proj_bias.host = b_in + L->hd * item;
+      w.v_proj_bias.host = b_in + (L->hd + L->kvd) * item;
     }
   }
   w.out_proj_weight.host = L->wo;
   w.out_proj_bias.host = L->bo;
   return w;
+}
+
+/* Host-array float32 weights, packed or separate. */
+static clattn_mha_weights data_weights(const layer_data* L, int packed) {
+  return data_weights_typed(L, packed, CLATTN_DTYPE_F32);
 }
 
 /* Checks L->y against the reference; returns the largest |error| / tolerance. */
@@ -176,6 +196,10 @@ static double data_check(const layer_data* L, const layer_case* c, const char* l
   char first[256] = "";
   for (size_t i = 0; i < n; ++i) {
     const double err = fabs((double)L->y[i] - want[i]);
+    /* A 16-bit y is the float32 result rounded once more. */
+    if (c->dtype != CLATTN_DTYPE_F32) {
+      tol[i] += clattn_ref_dtype_rounding(c->dtype, fabs(want[i]) + tol[i]);
+    }
     const double ratio = tol[i] > 0.0 ? err / tol[i] : (err == 0.0 ? 0.0 : INFINITY);
     if (!(ratio <= worst)) worst = ratio;
     if (!(err <= tol[i]) && bad++ == 0) {
@@ -192,10 +216,10 @@ static double data_check(const layer_data* L, const layer_case* c, const char* l
 static void case_label(char* buf, size_t size, const layer_case* c) {
   snprintf(buf, size,
            "E=%zu H=%zu Hkv=%zu D=%zu kdim=%zu vdim=%zu B=%zu N=%zu Nkv=%zu causal=%d bias=%d "
-           "packed=%d lengths=%d rope=%d/%zu/%g",
+           "packed=%d lengths=%d rope=%d/%zu/%g %s",
            c->d_model, c->heads, c->heads_kv, c->head_dim, c->k_dim, c->v_dim, c->batch, c->seq,
            c->seq_kv, c->causal, c->bias, c->packed, c->lengths, (int)c->rope, c->rope_dims,
-           (double)c->rope_theta);
+           (double)c->rope_theta, clattn_dtype_name(c->dtype));
 }
 
 /* Creates the layer from host weights, runs the host form and checks it. */
@@ -216,19 +240,39 @@ static void run_case(const layer_case* c) {
   layer_data L;
   data_init(&L, c);
   const clattn_mha_desc desc = data_desc(c);
-  const clattn_mha_weights w = data_weights(&L, c->packed);
+  /* The same data in the layer's storage (copies for float32). */
+  layer_data B = L;
+  const size_t w_in_n = L.hd * L.e + L.kvd * (L.kd + L.vd);
+  B.w_in = test_to_dtype(L.w_in, w_in_n, c->dtype);
+  B.wo = test_to_dtype(L.wo, L.e * L.hd, c->dtype);
+  B.b_in = L.b_in ? test_to_dtype(L.b_in, L.hd + 2 * L.kvd, c->dtype) : NULL;
+  B.bo = L.bo ? test_to_dtype(L.bo, L.e, c->dtype) : NULL;
+  B.x = test_to_dtype(L.x, L.rows * L.e, c->dtype);
+  B.key = L.key ? test_to_dtype(L.key, L.rows_kv * L.kd, c->dtype) : NULL;
+  B.value = L.value ? test_to_dtype(L.value, L.rows_kv * L.vd, c->dtype) : NULL;
+  B.y = test_to_dtype(L.y, L.rows * L.e, c->dtype);
+  const clattn_mha_weights w = data_weights_typed(&B, c->packed, c->dtype);
   clattn_mha* mha = NULL;
   clattn_status st = clattn_mha_create(ctx, &desc, &w, &mha);
   cr_assert_eq(st, CLATTN_SUCCESS, "%s: clattn_mha_create: %s (%s)", label, clattn_status_name(st),
                test_last_error(ctx));
+  clattn_mha_info info = CLATTN_MHA_INFO_INIT;
+  cr_assert_eq(clattn_mha_get_info(mha, &info), CLATTN_SUCCESS);
+  cr_assert_eq(info.dtype, c->dtype);
+  cr_assert_eq(info.gemm_path,
+               c->dtype == CLATTN_DTYPE_F32 ? CLATTN_MHA_GEMM_F32 : CLATTN_MHA_GEMM_F32_CONVERTED);
   clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
   fwd.batch = c->batch;
   fwd.seq = c->seq;
   fwd.seq_kv = c->seq_kv;
   fwd.causal = c->causal;
-  st = clattn_mha_forward_host(mha, &fwd, L.x, L.key, L.value, L.y, L.lengths);
+  st = clattn_mha_forward_host(mha, &fwd, B.x, B.key, L.value == L.key ? B.key : B.value, B.y,
+                               L.lengths);
   cr_assert_eq(st, CLATTN_SUCCESS, "%s: clattn_mha_forward_host: %s (%s)", label,
                clattn_status_name(st), test_last_error(ctx));
+  clattn_convert(B.y, c->dtype, L.y, CLATTN_DTYPE_F32, L.rows * L.e);
+  void* copies[] = {B.w_in, B.wo, B.b_in, B.bo, B.x, B.key, B.value, B.y};
+  for (size_t i = 0; i < sizeof copies / sizeof copies[0]; ++i) free(copies[i]);
   const double worst = data_check(&L, c, label);
   cr_log_info("%s: largest error/tolerance %.3g", label, worst);
   clattn_mha_destroy(mha);
@@ -301,6 +345,54 @@ ParameterizedTestParameters(mha, layer) {
 }
 
 ParameterizedTest(layer_case* c, mha, layer, .timeout = 600.0) { run_case(c); }
+
+/* 16-bit layers (weights, x, key, value and y in f16 or bf16; float32 inside): self- and
+ * cross-attention, GQA, causal, key lengths, packed and separate weights, with and without
+ * biases, a rotation. */
+ParameterizedTestParameters(mha, dtype) {
+  static layer_case cases[] = {
+      {.d_model = 384, .heads = 12, .batch = 2, .seq = 96, .causal = 1, .bias = 1, .packed = 1},
+      {.d_model = 256,
+       .heads = 8,
+       .heads_kv = 2,
+       .batch = 3,
+       .seq = 70,
+       .causal = 1,
+       .bias = 1,
+       .lengths = 1},
+      {.d_model = 128,
+       .heads = 4,
+       .k_dim = 96,
+       .v_dim = 80,
+       .batch = 3,
+       .seq = 20,
+       .seq_kv = 9,
+       .bias = 1,
+       .lengths = 1},
+      {.d_model = 256,
+       .heads = 8,
+       .heads_kv = 4,
+       .batch = 2,
+       .seq = 30,
+       .seq_kv = 45,
+       .causal = 1,
+       .packed = 1,
+       .seed = 7},
+      {.d_model = 128, .heads = 4, .batch = 2, .seq = 40, .bias = 1, .rope = CLATTN_ROPE_NEOX},
+  };
+  enum { N = sizeof cases / sizeof cases[0] };
+  static layer_case typed[2 * N];
+  for (size_t t = 0; t < 2; ++t) {
+    for (size_t i = 0; i < N; ++i) {
+      typed[t * N + i] = cases[i];
+      typed[t * N + i].dtype = t ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F16;
+      if (!typed[t * N + i].seed) typed[t * N + i].seed = 2000 + 2 * i;
+    }
+  }
+  return cr_make_param_array(layer_case, typed, 2 * N);
+}
+
+ParameterizedTest(layer_case* c, mha, dtype, .timeout = 600.0) { run_case(c); }
 
 /* Rotary embeddings on Q and K (reference.c rotates the double-precision projections by the
  * formula and carries their error through the rotation): both styles, over all of each

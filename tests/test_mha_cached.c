@@ -35,31 +35,45 @@ typedef struct gen {
   float* hist[SEQS]; /* [MAX_TOKENS, E] */
   size_t len[SEQS];
   uint64_t state;
+  clattn_dtype dtype; /* the layer's: x, y and its weights */
 } gen;
 
-static void gen_init(gen* g, clattn_rope_style rope, size_t capacity, size_t max_seq_len) {
+/* A layer of `dtype` (its weights drawn as values of it) over a cache of `cache_dtype`. */
+static void gen_init_typed(gen* g, clattn_rope_style rope, size_t capacity, size_t max_seq_len,
+                           clattn_dtype dtype, clattn_dtype cache_dtype) {
   memset(g, 0, sizeof *g);
   g->state = 99 + (uint64_t)rope;
+  g->dtype = dtype;
   g->ctx = test_context(NULL);
   clattn_ref_fill_uniform(g->w_in, sizeof g->w_in / sizeof(float), -0.125f, 0.125f, &g->state);
   clattn_ref_fill_uniform(g->b_in, sizeof g->b_in / sizeof(float), -0.5f, 0.5f, &g->state);
   clattn_ref_fill_uniform(g->wo, sizeof g->wo / sizeof(float), -0.125f, 0.125f, &g->state);
   clattn_ref_fill_uniform(g->bo, E, -0.5f, 0.5f, &g->state);
+  float* arrays[4] = {g->w_in, g->b_in, g->wo, g->bo};
+  const size_t counts[4] = {sizeof g->w_in / sizeof(float), sizeof g->b_in / sizeof(float),
+                            sizeof g->wo / sizeof(float), E};
+  void* bits[4];
+  for (int i = 0; i < 4; ++i) {
+    test_round_to(arrays[i], counts[i], dtype);
+    bits[i] = test_to_dtype(arrays[i], counts[i], dtype);
+  }
   clattn_mha_desc d = CLATTN_MHA_DESC_INIT;
   d.d_model = E;
   d.heads = H;
   d.heads_kv = HKV;
   d.head_dim = D;
   d.rope = rope;
+  d.dtype = dtype;
   clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
-  w.in_proj_weight.host = g->w_in;
-  w.in_proj_bias.host = g->b_in;
-  w.out_proj_weight.host = g->wo;
-  w.out_proj_bias.host = g->bo;
+  w.in_proj_weight.host = bits[0];
+  w.in_proj_bias.host = bits[1];
+  w.out_proj_weight.host = bits[2];
+  w.out_proj_bias.host = bits[3];
   cr_assert_eq(clattn_mha_create(g->ctx, &d, &w, &g->mha), CLATTN_SUCCESS, "%s",
                test_last_error(g->ctx));
+  for (int i = 0; i < 4; ++i) free(bits[i]);
   clattn_kv_cache_desc kd = CLATTN_KV_CACHE_DESC_INIT;
-  kd.dtype = CLATTN_DTYPE_F32;
+  kd.dtype = cache_dtype;
   kd.max_sequences = SEQS;
   kd.heads_kv = HKV;
   kd.head_dim = D;
@@ -80,11 +94,16 @@ static void gen_init(gen* g, clattn_rope_style rope, size_t capacity, size_t max
                                   .bk = g->b_in + hd,
                                   .bv = g->b_in + hd + kvd,
                                   .bo = g->bo,
-                                  .rope = (int)rope};
+                                  .rope = (int)rope,
+                                  .kv_storage = cache_dtype};
   for (int s = 0; s < SEQS; ++s) {
     g->hist[s] = malloc(MAX_TOKENS * E * sizeof(float));
     cr_assert_not_null(g->hist[s]);
   }
+}
+
+static void gen_init(gen* g, clattn_rope_style rope, size_t capacity, size_t max_seq_len) {
+  gen_init_typed(g, rope, capacity, max_seq_len, CLATTN_DTYPE_F32, CLATTN_DTYPE_F32);
 }
 
 static void gen_free(gen* g) {
@@ -112,9 +131,13 @@ static void gen_check(const gen* g, int s, const float* y, size_t n, const char*
   for (size_t i = 0; i < n * E; ++i) {
     const size_t at = (len - n) * E + i;
     const double err = fabs((double)y[i] - want[at]);
-    if (!(err <= tol[at]) && bad++ == 0) {
+    /* A 16-bit y is the float32 result rounded once more. */
+    const double t = g->dtype == CLATTN_DTYPE_F32
+                         ? tol[at]
+                         : tol[at] + clattn_ref_dtype_rounding(g->dtype, fabs(want[at]) + tol[at]);
+    if (!(err <= t) && bad++ == 0) {
       snprintf(first, sizeof first, "token %zu, col %zu: %.9g, reference %.9g, tol %.3g",
-               len - n + i / E, i % E, (double)y[i], want[at], tol[at]);
+               len - n + i / E, i % E, (double)y[i], want[at], t);
     }
   }
   free(want);
@@ -130,13 +153,19 @@ static void gen_step(gen* g, size_t count, const int32_t* ids, size_t n, const c
   float* y = malloc(count * n * E * sizeof(float));
   cr_assert(x && y);
   clattn_ref_fill_uniform(x, count * n * E, -1.0f, 1.0f, &g->state);
+  test_round_to(x, count * n * E, g->dtype);
+  void* x_bits = test_to_dtype(x, count * n * E, g->dtype);
+  void* y_bits = test_to_dtype(y, count * n * E, g->dtype);
   clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
   fwd.batch = count;
   fwd.seq = n;
   fwd.causal = 1;
-  clattn_status st = clattn_mha_forward_cached_host(g->mha, g->cache, &fwd, ids, x, y);
+  clattn_status st = clattn_mha_forward_cached_host(g->mha, g->cache, &fwd, ids, x_bits, y_bits);
   cr_assert_eq(st, CLATTN_SUCCESS, "%s: %s (%s)", what, clattn_status_name(st),
                test_last_error(g->ctx));
+  clattn_convert(y_bits, g->dtype, y, CLATTN_DTYPE_F32, count * n * E);
+  free(x_bits);
+  free(y_bits);
   for (size_t i = 0; i < count; ++i) {
     const int s = ids[i];
     memcpy(g->hist[s] + g->len[s] * E, x + i * n * E, n * E * sizeof(float));
@@ -151,9 +180,9 @@ static void gen_step(gen* g, size_t count, const int32_t* ids, size_t n, const c
   free(y);
 }
 
-static void generation(clattn_rope_style rope) {
+static void generation_typed(clattn_rope_style rope, clattn_dtype dtype, clattn_dtype cache_dtype) {
   gen g;
-  gen_init(&g, rope, MAX_TOKENS * SEQS, MAX_TOKENS);
+  gen_init_typed(&g, rope, MAX_TOKENS * SEQS, MAX_TOKENS, dtype, cache_dtype);
   /* Prompts of different lengths (across block boundaries of 16), one sequence per call. */
   const size_t prompts[SEQS] = {test_len(5), test_len(17), test_len(33), test_len(64)};
   for (int s = 0; s < SEQS; ++s) {
@@ -170,7 +199,25 @@ static void generation(clattn_rope_style rope) {
   gen_free(&g);
 }
 
+static void generation(clattn_rope_style rope) {
+  generation_typed(rope, CLATTN_DTYPE_F32, CLATTN_DTYPE_F32);
+}
+
 Test(mha_cached, generation, .timeout = 600.0) { generation(CLATTN_ROPE_NONE); }
+
+/* 16-bit storage: the layer's x, y and weights, the cache's K and V, alike or mixed (a
+ * float32 layer over an f16 cache halves what decode reads). */
+Test(mha_cached, generation_f16, .timeout = 600.0) {
+  generation_typed(CLATTN_ROPE_NEOX, CLATTN_DTYPE_F16, CLATTN_DTYPE_F16);
+}
+
+Test(mha_cached, generation_bf16_layer_f16_cache, .timeout = 600.0) {
+  generation_typed(CLATTN_ROPE_NONE, CLATTN_DTYPE_BF16, CLATTN_DTYPE_F16);
+}
+
+Test(mha_cached, generation_f32_layer_bf16_cache, .timeout = 600.0) {
+  generation_typed(CLATTN_ROPE_GPTJ, CLATTN_DTYPE_F32, CLATTN_DTYPE_BF16);
+}
 
 Test(mha_cached, generation_rope_neox, .timeout = 600.0) { generation(CLATTN_ROPE_NEOX); }
 

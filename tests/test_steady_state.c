@@ -308,12 +308,15 @@ Test(steady_state, small_caller_workspace_is_rejected) {
 
 /* The layer at the README's shape class (narrower, so that the suite stays short): after
  * the first forward, forwards create nothing of clattn's and allocate nothing at all. */
-Test(steady_state, layer_forwards_create_nothing) {
+static void layer_forwards(clattn_dtype dtype) {
   clattn_context* ctx = test_context(NULL);
   const size_t e = 128, heads = 4, seq = test_len(128);
+  size_t item = 0;
+  clattn_dtype_size(dtype, &item);
   clattn_mha_desc md = CLATTN_MHA_DESC_INIT;
   md.d_model = e;
   md.heads = heads;
+  md.dtype = dtype;
   float* w_in = malloc(3 * e * e * sizeof(float));
   float* b_in = malloc(3 * e * sizeof(float));
   float* w_out = malloc(e * e * sizeof(float));
@@ -326,6 +329,17 @@ Test(steady_state, layer_forwards_create_nothing) {
   clattn_ref_fill_uniform(w_out, e * e, -0.1f, 0.1f, &state);
   clattn_ref_fill_uniform(b_out, e, -0.1f, 0.1f, &state);
   clattn_ref_fill_uniform(x, seq * e, -1.0f, 1.0f, &state);
+  /* In a 16-bit layer the arrays hold its storage, narrowed in place front to back (element
+   * j's two bytes land where elements up to j were). */
+  float* arrays[5] = {w_in, b_in, w_out, b_out, x};
+  const size_t counts[5] = {3 * e * e, 3 * e, e * e, e, seq * e};
+  for (int i = 0; i < 5 && dtype != CLATTN_DTYPE_F32; ++i) {
+    for (size_t j = 0; j < counts[i]; ++j) {
+      uint16_t h = 0;
+      clattn_convert(&arrays[i][j], CLATTN_DTYPE_F32, &h, dtype, 1);
+      memcpy((char*)arrays[i] + 2 * j, &h, sizeof h);
+    }
+  }
   clattn_mha_weights w = CLATTN_MHA_WEIGHTS_INIT;
   w.in_proj_weight.host = w_in;
   w.in_proj_bias.host = b_in;
@@ -333,8 +347,8 @@ Test(steady_state, layer_forwards_create_nothing) {
   w.out_proj_bias.host = b_out;
   clattn_mha* mha = NULL;
   cr_assert_eq(clattn_mha_create(ctx, &md, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
-  cl_mem xb = device_buffer(ctx, seq * e * sizeof(float), x);
-  cl_mem yb = device_buffer(ctx, seq * e * sizeof(float), NULL);
+  cl_mem xb = device_buffer(ctx, seq * e * item, x);
+  cl_mem yb = device_buffer(ctx, seq * e * item, NULL);
   clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
   fwd.batch = 1;
   fwd.seq = seq;
@@ -350,7 +364,7 @@ Test(steady_state, layer_forwards_create_nothing) {
     cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
     clReleaseEvent(done);
   }
-  expect_no_setup("layer forward", REPEATS);
+  expect_no_setup(dtype == CLATTN_DTYPE_F32 ? "layer forward" : "16-bit layer forward", REPEATS);
   clReleaseMemObject(xb);
   clReleaseMemObject(yb);
   clattn_mha_destroy(mha);
@@ -360,6 +374,12 @@ Test(steady_state, layer_forwards_create_nothing) {
   free(b_out);
   free(x);
   clattn_context_destroy(ctx);
+}
+
+Test(steady_state, layer_forwards_create_nothing) {
+  layer_forwards(CLATTN_DTYPE_F32);
+  /* A 16-bit layer's conversion kernels are made with it, not per call. */
+  layer_forwards(CLATTN_DTYPE_BF16);
 }
 
 /* A decode loop over a KV cache (append one token per sequence, attend with one query row):
