@@ -10,7 +10,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 failed=0
 # Tails (lengths no tile size divides), causal masks in both alignments, GQA and MQA, a
-# batch, both layouts, LSE on and off, head dims 1 and 256, a decode shape.
+# batch, both layouts, LSE on and off, head dims 1 and 256, a decode shape; each variant also
+# in f16 and bf16 storage.
 shapes=(
   "--seq 37 --seq-kv 45 --head-dim 8 --heads 4 --kv-heads 2 --causal --lse"
   "--seq 45 --seq-kv 37 --head-dim 1 --heads 2 --kv-heads 1 --causal --batch 2 --lse"
@@ -25,6 +26,10 @@ configs=(
   "--variant tiled --block-m 8 --threads-per-row 4 --block-n 8"
   "--variant splitkv"
   "--variant splitkv --rows-per-item 3 --block-n 7 --num-splits 4"
+  "--variant regblock --dtype f16"
+  "--variant tiled --dtype bf16"
+  "--variant splitkv --num-splits 3 --dtype f16"
+  "--variant splitkv --rows-per-item 2 --block-n 5 --dtype bf16"
 )
 for shape in "${shapes[@]}"; do
   for config in "${configs[@]}"; do
@@ -41,11 +46,14 @@ for shape in "${shapes[@]}"; do
   done
 done
 # The multi-head attention layer (clattn-run's default mode): projection GEMMs, bias rows,
-# the core on strided heads, self- and cross-attention.
+# the core on strided heads, self- and cross-attention; 16-bit layers add the conversion
+# kernels.
 layers=(
   "--d-model 32 --heads 4 --kv-heads 2 --batch 2 --seq 9 --causal"
   "--d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11"
   "--d-model 16 --heads 2 --seq 7 --no-bias"
+  "--d-model 32 --heads 4 --kv-heads 2 --batch 2 --seq 9 --causal --dtype f16"
+  "--d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11 --dtype bf16"
 )
 for layer in "${layers[@]}"; do
   # shellcheck disable=SC2086  # layer is an argument list

@@ -484,8 +484,9 @@ Test(tuning_file, older_variant_spellings_still_load) {
   remove_tree(dir);
 }
 
-/* Only f32 exists: an entry of a dtype this version does not know is dropped when read, and
- * one with a dtype or variant it cannot name is refused, with nothing written. */
+/* f32, f16 and bf16 entries are read (spelled exactly so); an entry of a dtype this version
+ * does not know is dropped when read, and one with a dtype or variant it cannot name is
+ * refused, with nothing written. */
 Test(tuning_file, unknown_dtypes_and_variants_are_neither_read_nor_written) {
   char dir[256], path[300];
   temp_file(dir, sizeof dir, path, sizeof path);
@@ -493,13 +494,21 @@ Test(tuning_file, unknown_dtypes_and_variants_are_neither_read_nor_written) {
   append_json_entry(text, sizeof text, "tiled_local", "f16", 64);
   append_json_entry(text, sizeof text, "tiled_local", "bf16", 64);
   append_json_entry(text, sizeof text, "tiled_local", "f32", 64);
+  append_json_entry(text, sizeof text, "tiled_local", "fp8", 64);
+  append_json_entry(text, sizeof text, "tiled_local", "F16", 64);
   strcat(text, "]}");
   write_bytes(path, text, strlen(text));
   clattn_tuning_table* t = NULL;
   cr_assert_eq(clattn_tuning_table_load(path, &t), CLATTN_SUCCESS);
   size_t n = 0;
   clattn_tuning_table_count(t, &n);
-  cr_assert_eq(n, 1, "only the f32 entry is read");
+  cr_assert_eq(n, 3, "the f16, bf16 and f32 entries are read, no other");
+  const clattn_dtype order[3] = {CLATTN_DTYPE_F16, CLATTN_DTYPE_BF16, CLATTN_DTYPE_F32};
+  for (size_t i = 0; i < n; ++i) {
+    clattn_tuning_entry e = CLATTN_TUNING_ENTRY_INIT;
+    cr_assert_eq(clattn_tuning_table_get(t, i, &e), CLATTN_SUCCESS);
+    cr_assert_eq(e.dtype, order[i], "entry %zu read as dtype %d", i, (int)e.dtype);
+  }
   clattn_tuning_table_destroy(t);
 
   char fresh[320];
@@ -525,8 +534,10 @@ static void skip_tuner_on_simulator(void) {
 }
 
 /* A tiny tuning run: 3 candidates of one variant, short shape. */
-static clattn_tune_result tiny_run(clattn_context* ctx, const char* path, int no_write) {
+static clattn_tune_result tiny_run_typed(clattn_context* ctx, const char* path, int no_write,
+                                         clattn_dtype dtype) {
   clattn_tune_options o = CLATTN_TUNE_OPTIONS_INIT;
+  o.dtype = dtype;
   o.heads = 2;
   o.seq = 200;
   o.head_dim = 32;
@@ -550,7 +561,38 @@ static clattn_tune_result tiny_run(clattn_context* ctx, const char* path, int no
   cr_assert_gt(r.best_ms, 0.0);
   cr_assert_leq(r.best_ms, r.default_ms, "the default is a candidate, so the winner is faster");
   cr_assert_eq(r.written, !no_write);
+  cr_assert_eq(r.entry.dtype, dtype);
   return r;
+}
+
+static clattn_tune_result tiny_run(clattn_context* ctx, const char* path, int no_write) {
+  return tiny_run_typed(ctx, path, no_write, CLATTN_DTYPE_F32);
+}
+
+/* A run in bf16 writes a bf16 entry: it serves bf16 shapes of its class (and float32 queries
+ * over a bf16 KV cache, whose K and V are bf16), never a float32 shape. */
+Test(tuner, a_16bit_run_serves_its_dtype) {
+  skip_tuner_on_simulator();
+  char dir[256], path[300];
+  temp_file(dir, sizeof dir, path, sizeof path);
+  setenv("CLATTN_TUNING_FILE", path, 1);
+  clattn_context* ctx = test_context(NULL);
+  const clattn_tune_result r = tiny_run_typed(ctx, path, 0, CLATTN_DTYPE_BF16);
+  clattn_context_destroy(ctx);
+  ctx = test_context(NULL);
+  clattn_attention_desc desc = test_desc(1, 2, 0, 177, 177, 32, 1);
+  desc.dtype = CLATTN_DTYPE_BF16;
+  clattn_attention_config used = CLATTN_ATTENTION_CONFIG_INIT;
+  cr_assert_eq(clattn_attention_get_config(ctx, &desc, NULL, &used), CLATTN_SUCCESS);
+  cr_assert_eq(used.source, CLATTN_CONFIG_SOURCE_TUNED, "source %d", (int)used.source);
+  cr_assert_eq(used.variant, r.entry.config.variant);
+  test_run_host(ctx, &desc, CLATTN_VARIANT_AUTO, NULL, 5);
+  desc.dtype = CLATTN_DTYPE_F32;
+  cr_assert_eq(clattn_attention_get_config(ctx, &desc, NULL, &used), CLATTN_SUCCESS);
+  cr_assert_eq(used.source, CLATTN_CONFIG_SOURCE_HEURISTIC, "a bf16 entry served an f32 shape");
+  clattn_context_destroy(ctx);
+  unsetenv("CLATTN_TUNING_FILE");
+  remove_tree(dir);
 }
 
 Test(tuner, short_run_is_used_by_a_new_context) {

@@ -83,8 +83,9 @@ static clattn_attention_desc make_desc(const vshape* s, size_t d, int causal, cl
 /* Rounds n floats in place to a dtype's values (the inputs of a 16-bit run). */
 static void round_to(float* x, size_t n, clattn_dtype dtype) {
   for (size_t i = 0; i < n; ++i) {
-    clattn__store_element(x, dtype, i, x[i]);
-    x[i] = clattn__load_element(x, dtype, i);
+    float held; /* room for one element of any dtype */
+    clattn__store_element(&held, dtype, 0, x[i]);
+    x[i] = clattn__load_element(&held, dtype, 0);
   }
 }
 

@@ -22,23 +22,14 @@
 /* How long a writer waits for the lock before giving up. */
 #define LOCK_TIMEOUT_S 60
 
-/* The file's dtype names. */
-static const struct {
-  clattn_dtype dtype;
-  const char* name;
-} kDtypes[] = {{CLATTN_DTYPE_F32, "f32"}};
-
-static const char* dtype_name(clattn_dtype dtype) {
-  for (size_t i = 0; i < sizeof kDtypes / sizeof kDtypes[0]; ++i) {
-    if (kDtypes[i].dtype == dtype) return kDtypes[i].name;
-  }
-  return NULL;
-}
+/* The file's dtype names: clattn_dtype_name's ("f32", "f16", "bf16"), spelled exactly. */
+static const char* dtype_name(clattn_dtype dtype) { return clattn_dtype_name(dtype); }
 
 static int dtype_from_name(const char* name, clattn_dtype* dtype) {
-  for (size_t i = 0; i < sizeof kDtypes / sizeof kDtypes[0]; ++i) {
-    if (strcmp(kDtypes[i].name, name) == 0) {
-      *dtype = kDtypes[i].dtype;
+  const clattn_dtype all[] = {CLATTN_DTYPE_F32, CLATTN_DTYPE_F16, CLATTN_DTYPE_BF16};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
+    if (strcmp(clattn_dtype_name(all[i]), name) == 0) {
+      *dtype = all[i];
       return 1;
     }
   }
