@@ -9,9 +9,16 @@ absolute error of clattn and of PyTorch float32 against the float64 result, rela
 max |y|. Rows whose keys are all masked are left out (PyTorch gives NaN there, clattn
 out_proj.bias).
 
+With --dtype f16 or bf16 both run in that storage type: the module's weights and x are
+rounded to it (PyTorch's Module.to), clattn gets the same values as a 16-bit layer, and the
+float64 reference runs on those rounded values. PyTorch computes in the 16-bit type; clattn
+in float32, rounding y once. The check then asks clattn's error to be at most PyTorch's own
+(in that dtype, against the same float64 reference).
+
 Needs torch (CPU is enough) and numpy; not part of CI.
-    python3 tools/mha_torch_check.py --lib build/libclattn.so [--json]
-Exit status 0 when every clattn error is below 1e-4 of max |y|, 1 otherwise.
+    python3 tools/mha_torch_check.py --lib build/libclattn.so [--dtype f16|bf16] [--json]
+Exit status 0 when every clattn error is below 1e-4 of max |y| (float32), or at most
+PyTorch's error in the same dtype (f16, bf16); 1 otherwise.
 """
 import argparse
 import ctypes as C
@@ -30,7 +37,28 @@ class ContextOptions(C.Structure):
 
 class MhaDesc(C.Structure):
     _fields_ = [(n, size_t) for n in ("struct_size", "d_model", "heads", "heads_kv", "head_dim",
-                                      "k_dim", "v_dim")] + [("scale", C.c_float)]
+                                      "k_dim", "v_dim")] + [
+        ("scale", C.c_float), ("rope", C.c_int), ("rope_dims", size_t), ("rope_theta", C.c_float),
+        ("dtype", C.c_int)]
+
+
+DTYPES = {"f32": (0, torch.float32), "f16": (1, torch.float16), "bf16": (2, torch.bfloat16)}
+
+
+def storage(tensor, dtype):
+    """A tensor's elements in clattn's storage of dtype: float32, or the 16-bit patterns."""
+    t = tensor.detach().to(DTYPES[dtype][1]).contiguous()
+    if dtype == "f32":
+        return np.ascontiguousarray(t.numpy())
+    return np.ascontiguousarray(t.view(torch.int16).numpy().view(np.uint16))
+
+
+def from_storage(a, dtype):
+    """float64 values of an array in clattn's storage of dtype."""
+    if dtype == "f32":
+        return a.astype(np.float64)
+    t = torch.from_numpy(a.view(np.int16).copy()).view(DTYPES[dtype][1])
+    return t.to(torch.float64).numpy()
 
 
 class Tensor(C.Structure):
@@ -75,16 +103,17 @@ class Clattn:
             raise RuntimeError("%s: %s (%s)" % (what, self.lib.clattn_status_name(st).decode(),
                                                 buf.value.decode()))
 
-    def forward(self, m, x, kv, lengths, causal):
-        """clattn's y for module m (float32 weights taken from it)."""
+    def forward(self, m, x, kv, lengths, causal, dtype="f32"):
+        """clattn's y (float64) for module m, its weights, x and kv in dtype's storage."""
         E, H = m.embed_dim, m.num_heads
-        desc = MhaDesc(C.sizeof(MhaDesc), E, H, 0, 0, m.kdim, m.vdim, 0.0)
+        desc = MhaDesc(C.sizeof(MhaDesc), E, H, 0, 0, m.kdim, m.vdim, 0.0, 0, 0, 0.0,
+                       DTYPES[dtype][0])
         keep = []
 
         def t(tensor):
             if tensor is None:
                 return Tensor(None, None, 0)
-            a = np.ascontiguousarray(tensor.detach().to(torch.float32).numpy())
+            a = storage(tensor, dtype)
             keep.append(a)
             return Tensor(fptr(a), None, 0)
 
@@ -104,16 +133,16 @@ class Clattn:
         B, N, _ = x.shape
         Nkv = kv.shape[1] if kv is not None else 0
         fwd = ForwardDesc(C.sizeof(ForwardDesc), B, N, Nkv, 1 if causal else 0)
-        xa = np.ascontiguousarray(x.numpy().astype(np.float32))
-        ka = np.ascontiguousarray(kv.numpy().astype(np.float32)) if kv is not None else None
-        y = np.empty((B, N, E), dtype=np.float32)
+        xa = storage(x, dtype)
+        ka = storage(kv, dtype) if kv is not None else None
+        y = np.empty((B, N, E), dtype=np.float32 if dtype == "f32" else np.uint16)
         la = np.ascontiguousarray(np.array(lengths, dtype=np.int32)) if lengths else None
         st = self.lib.clattn_mha_forward_host(mha, C.byref(fwd), fptr(xa),
                                               fptr(ka) if ka is not None else None, None, fptr(y),
                                               fptr(la) if la is not None else None)
         self.lib.clattn_mha_destroy(mha)
         self.check(st, "mha_forward_host")
-        return y
+        return from_storage(y, dtype)
 
 
 def torch_forward(m, x, kv, lengths, causal, dtype):
@@ -151,8 +180,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default="build/libclattn.so")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", choices=tuple(DTYPES), default="f32",
+                    help="storage type of both (f32)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    tdtype = DTYPES[args.dtype][1]
     cl = Clattn(args.lib, args.device)
     torch.manual_seed(0)
     ok = True
@@ -168,22 +200,27 @@ def main():
         m.eval()
         x = torch.rand(B, N, E) * 2 - 1
         kv = torch.rand(B, Nkv, kdim or E) * 2 - 1 if Nkv else None
+        if args.dtype != "f32":
+            # Both sides get the dtype's values: the module, x and kv rounded to it.
+            m = m.to(tdtype).to(torch.float32)
+            x = x.to(tdtype).to(torch.float32)
+            kv = kv.to(tdtype).to(torch.float32) if kv is not None else None
         ref = torch_forward(m, x, kv, lengths, causal, torch.float64)
-        t32 = torch_forward(m, x, kv, lengths, causal, torch.float32)
+        tt = torch_forward(m, x, kv, lengths, causal, tdtype)
         m = m.to(torch.float32)
-        y = cl.forward(m, x, kv, lengths, causal).astype(np.float64)
+        y = cl.forward(m, x, kv, lengths, causal, args.dtype)
         finite = np.isfinite(ref)
         scale = np.abs(ref[finite]).max()
         err = np.abs(y - ref)[finite].max()
-        err32 = np.abs(t32 - ref)[finite].max()
-        res = dict(shape=s, max_abs_y=scale, clattn_max_err=err, clattn_rel=err / scale,
-                   torch_f32_max_err=err32, torch_f32_rel=err32 / scale)
-        ok = ok and err / scale < 1e-4
+        errt = np.abs(tt - ref)[finite].max()
+        res = dict(shape=s, dtype=args.dtype, max_abs_y=scale, clattn_max_err=err,
+                   clattn_rel=err / scale, torch_max_err=errt, torch_rel=errt / scale)
+        ok = ok and (err / scale < 1e-4 if args.dtype == "f32" else err <= errt)
         if args.json:
             print(json.dumps(res))
         else:
-            print("%-70s clattn %.2e (rel %.2e)   torch fp32 %.2e (rel %.2e)" %
-                  (json.dumps(s), err, err / scale, err32, err32 / scale))
+            print("%-70s clattn %.2e (rel %.2e)   torch %s %.2e (rel %.2e)" %
+                  (json.dumps(s), err, err / scale, args.dtype, errt, errt / scale))
     return 0 if ok else 1
 
 
