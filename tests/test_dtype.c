@@ -145,6 +145,26 @@ static int rounds_to_nearest_even(float x, uint16_t r, clattn_dtype dtype) {
   return mag == 0 || !signbit(rv) == !signbit(x);
 }
 
+/* The i-th float of a sweep for narrowing to dtype (xorshift64* state): random bits; for
+ * f16 every other one with an exponent near its range (subnormals, normals, the overflow
+ * threshold); every fourth a halfway point between two 16-bit values, or a float next to
+ * it. */
+static uint32_t sweep_bits(clattn_dtype dtype, size_t i, uint64_t* state) {
+  *state ^= *state >> 12;
+  *state ^= *state << 25;
+  *state ^= *state >> 27;
+  const uint64_t r = *state * 0x2545F4914F6CDD1Dull;
+  uint32_t x = (uint32_t)(r >> 32);
+  if (i % 2 && dtype == CLATTN_DTYPE_F16) {
+    x = (x & 0x807fffffu) | ((uint32_t)(98 + (r >> 4) % 48) << 23);
+  }
+  if (i % 4 == 1) {
+    x = (dtype == CLATTN_DTYPE_BF16 ? (x & 0xffff0000u) | 0x8000u : (x & 0xffffe000u) | 0x1000u) +
+        (uint32_t)((r >> 8) % 3) - 1u;
+  }
+  return x;
+}
+
 /* Floats of every exponent (random significands, the halfway points between neighbouring
  * 16-bit values and one float either side of them) narrow to their nearest value, ties to
  * even, overflowing to Inf past the largest value plus half an ulp. */
@@ -153,21 +173,7 @@ Test(dtype, narrowing_rounds_to_nearest_even, .timeout = 120.0) {
   for (size_t t = 0; t < 2; ++t) {
     const clattn_dtype dtype = kHalfTypes[t];
     for (uint32_t i = 0; i < 400000; ++i) {
-      state ^= state >> 12;
-      state ^= state << 25;
-      state ^= state >> 27;
-      const uint64_t r = state * 0x2545F4914F6CDD1Dull;
-      uint32_t x = (uint32_t)(r >> 32);
-      if (i % 2 && dtype == CLATTN_DTYPE_F16) {
-        /* Exponents near f16's range: subnormals, normals, the overflow threshold. */
-        x = (x & 0x807fffffu) | ((uint32_t)(98 + (r >> 4) % 48) << 23);
-      }
-      if (i % 4 == 1) {
-        /* A halfway point between two 16-bit values (normal ones), or a float next to it. */
-        x = (dtype == CLATTN_DTYPE_BF16 ? (x & 0xffff0000u) | 0x8000u
-                                        : (x & 0xffffe000u) | 0x1000u) +
-            (uint32_t)((r >> 8) % 3) - 1u;
-      }
+      const uint32_t x = sweep_bits(dtype, i, &state);
       const float f = bits_to_float(x);
       if (isnan(f)) continue;
       uint16_t out = 0;
@@ -286,18 +292,7 @@ Test(dtype, kernels_round_as_the_host, .timeout = 300.0) {
   for (size_t t = 0; t < 2; ++t) {
     const clattn_dtype dtype = kHalfTypes[t];
     for (size_t i = 0; i < n; ++i) {
-      state ^= state >> 12;
-      state ^= state << 25;
-      state ^= state >> 27;
-      const uint64_t r = state * 0x2545F4914F6CDD1Dull;
-      uint32_t x = (uint32_t)(r >> 32);
-      if (i % 2 && dtype == CLATTN_DTYPE_F16) {
-        x = (x & 0x807fffffu) | ((uint32_t)(98 + (r >> 4) % 48) << 23);
-      }
-      if (i % 3 == 0) {
-        x = (dtype == CLATTN_DTYPE_BF16 ? (x & 0xffff0000u) | 0x8000u
-                                        : (x & 0xffffe000u) | 0x1000u); /* ties */
-      }
+      uint32_t x = sweep_bits(dtype, i, &state);
       if ((x & 0x7f800000u) == 0) x |= 0x00800000u; /* no float32 subnormals */
       in[i] = bits_to_float(x);
     }

@@ -58,14 +58,18 @@ static int timed_call(bench* B, impl* m, double* ms) {
  * checked against the reference). */
 static int warm_up(bench* B, impl* m) {
   const bench_options* o = B->o;
-  const float nan_value = NAN;
+  /* A NaN of the output's dtype (0x7e00 is one in f16 and in bf16 alike). */
+  const float nan_f32 = NAN;
+  const uint16_t nan_16 = 0x7e00u;
+  const size_t item = bench_item(B);
+  const void* nan_value = item == sizeof nan_f32 ? (const void*)&nan_f32 : (const void*)&nan_16;
   /* The reference has nothing to build or warm: one call, the checked one. */
   const long calls = m->id == IMPL_REFERENCE ? 1 : o->warmup;
   for (long w = 0; w < calls; ++w) {
     int last = w == calls - 1 || m->spent_ms > 0.5e3 * o->max_seconds;
     if (last && m->id != IMPL_REFERENCE) {
-      cl_int e = clEnqueueFillBuffer(B->queue, B->out_mem, &nan_value, sizeof nan_value, 0,
-                                     B->out_elems * sizeof(float), 0, NULL, NULL);
+      cl_int e = clEnqueueFillBuffer(B->queue, B->out_mem, nan_value, item, 0,
+                                     B->out_elems * item, 0, NULL, NULL);
       if (e == CL_SUCCESS) e = clFinish(B->queue);
       if (e != CL_SUCCESS) {
         bench_set_error(m, "clEnqueueFillBuffer failed: %d", (int)e);
