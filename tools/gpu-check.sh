@@ -279,7 +279,7 @@ def load(path):
     except OSError:
         return []
 runs, sdpa = load(sys.argv[1]), load(sys.argv[2])
-print("clattn-run (fp32; device = all commands of a call, profiled):")
+print("clattn-run (float32 arithmetic; device = all commands of a call, profiled):")
 print(f"  {'shape':<26} {'variant':<17} {'wall ms':>9} {'device ms':>10} {'GFLOP/s':>9} {'err/tol':>8}")
 def fmt(v, f):
     return "-" if v is None else format(v, f)
@@ -289,7 +289,8 @@ for r in runs:
         print(f"  error: {e.get('call')} {e.get('status')} {e.get('detail', '')[:80]}")
         continue
     s = r["shape"]
-    shape = f"B{s['batch']} H{s['heads_q']} N{s['seq_q']} D{s['head_dim']}" + (" causal" if s["causal"] else "")
+    shape = (f"B{s['batch']} H{s['heads_q']} N{s['seq_q']} D{s['head_dim']}" + (" causal" if s["causal"] else "")
+             + ("" if s.get("dtype", "f32") == "f32" else " " + s["dtype"]))
     dev = (r.get("device_ms") or r.get("kernel_ms") or {}).get("median")
     g = r["gflops"]
     c = r.get("check") or {}
@@ -377,6 +378,11 @@ main() {
     step "clattn-run N=4096 D=128" 60 run_clattn "${common[@]}" --seq 4096 --head-dim 128
     step "clattn-run N=4096 D=128 causal" 60 run_clattn "${common[@]}" --seq 4096 \
       --head-dim 128 --causal
+    # 16-bit storage (float32 arithmetic), beside sdpa_torch's fp16 and bf16.
+    step "clattn-run N=4096 D=64 f16" 60 run_clattn "${common[@]}" --seq 4096 --head-dim 64 \
+      --dtype f16
+    step "clattn-run N=4096 D=64 bf16" 60 run_clattn "${common[@]}" --seq 4096 --head-dim 64 \
+      --dtype bf16
     step "clattn-run layer E=768 H=12 B=4 N=512" 90 run_layer --batch 4 --seq 512 --reps 20 \
       --warmup 3
     step "clattn-run layer E=1024 H=16 N=4096 causal" 90 run_layer --d-model 1024 --heads 16 \
@@ -402,6 +408,7 @@ main() {
     rm -f "$RESULTS/bench.jsonl"
     local shape
     for shape in "--seq 1024" "--seq 4096" "--seq 4096 --causal" "--seq 4096 --head-dim 128" \
+      "--seq 4096 --dtype f16" "--decode --seq-kv 16384" "--decode --seq-kv 16384 --dtype f16" \
       "--mha --d-model 512 --heads 8 --seq 1024"; do
       # shellcheck disable=SC2086  # shape is an argument list
       step "clattn-bench $shape" 120 run_bench $shape
