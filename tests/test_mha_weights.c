@@ -595,6 +595,32 @@ Test(mha_weights, bad_input) {
                clattn_status_name(st));
   st = clattn_mha_forward_weights_host(mha, &fwd, L.x, NULL, NULL, L.y, NULL, NULL, NULL);
   cr_expect_eq(st, CLATTN_SUCCESS, "no weights asked: %s", clattn_status_name(st));
+  /* Over a KV cache: weights sized for the longest sequence after the append, else refused
+   * with the cache unchanged. */
+  clattn_kv_cache_desc cd = CLATTN_KV_CACHE_DESC_INIT;
+  cd.max_sequences = 2;
+  cd.heads_kv = L.hkv;
+  cd.head_dim = L.d;
+  cd.capacity = 64;
+  clattn_kv_cache* cache = NULL;
+  cr_assert_eq(clattn_kv_cache_create(ctx, &cd, &cache), CLATTN_SUCCESS);
+  t = b;
+  t.attn_weights = small; /* n_w - 1 floats: [2, 2, 5, 5] needs n_w */
+  st = clattn_mha_forward_cached(mha, cache, &fwd, NULL, &t, NULL, 0, NULL, NULL);
+  cr_expect_eq(st, CLATTN_ERROR_BUFFER_TOO_SMALL, "cached: weights too small: %s (%s)",
+               clattn_status_name(st), test_last_error(ctx));
+  size_t len = 99;
+  cr_assert_eq(clattn_kv_cache_seq_length(cache, 0, &len), CLATTN_SUCCESS);
+  cr_expect_eq(len, 0, "a refused cached forward appended %zu tokens", len);
+  t.attn_weights = big;
+  t.attn_weights_offset = 0;
+  st = clattn_mha_forward_cached(mha, cache, &fwd, NULL, &t, NULL, 0, NULL, NULL);
+  cr_expect_eq(st, CLATTN_SUCCESS, "cached: weights of the right size: %s (%s)",
+               clattn_status_name(st), test_last_error(ctx));
+  cl_command_queue queue = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, NULL, NULL, &queue), CLATTN_SUCCESS);
+  clFinish(queue);
+  clattn_kv_cache_destroy(cache);
   free(w);
   cl_mem mems[4] = {bx, by, big, small};
   for (int i = 0; i < 4; ++i) clReleaseMemObject(mems[i]);
