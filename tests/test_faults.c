@@ -1,9 +1,9 @@
 /* Faults: an allocation that fails (injected through the library's test hook) at every
- * point of context creation and of a first attention call returns OUT_OF_MEMORY and leaves
- * nothing behind; a kernel that does not compile returns BUILD_FAILED with the compiler's
- * log; destroying a context releases every OpenCL object it made, counted through the
- * reference count of the caller's cl_context (every buffer, program, kernel and queue made
- * from a context holds a reference to it). Host leaks are caught by the sanitizer build
+ * point of context creation and of a first attention (or probabilities) call returns
+ * OUT_OF_MEMORY and leaves nothing behind; a kernel that does not compile returns BUILD_FAILED
+ * with the compiler's log; destroying a context releases every OpenCL object it made, counted
+ * through the reference count of the caller's cl_context (every buffer, program, kernel and queue
+ * made from a context holds a reference to it). Host leaks are caught by the sanitizer build
  * (CLATTN_SANITIZE), which runs this suite under LeakSanitizer. Links the static library
  * for the internal hook. */
 #ifndef _POSIX_C_SOURCE
@@ -580,5 +580,59 @@ Test(faults, mha_cached_allocation_failures, .timeout = 300.0) {
                     ref[i]);
     }
   }
+  cl_setup_destroy(&s);
+}
+
+/* Every allocation (host and device) of a first probabilities call in a fresh context fails in
+ * turn, after the fused call that wrote its LSE: OUT_OF_MEMORY each time, nothing left behind
+ * once the context is destroyed, and the call after the last injection point gives the
+ * probabilities (each visible row summing to 1 within 1e-4, a sanity bar: test_probs holds the
+ * derived bound). */
+Test(faults, probs_allocation_failures, .timeout = 300.0) {
+  cl_setup s = cl_setup_create();
+  const cl_uint base_refs = context_refs(s.ctx);
+  clattn_attention_desc desc = test_desc(2, 4, 2, 21, 30, 16, 1);
+  test_problem p;
+  test_problem_init(&p, &desc, 77);
+  const int32_t lengths[2] = {30, 12};
+  const size_t count = 2 * 4 * 21 * 30;
+  float* probs = malloc(count * sizeof(float));
+  cr_assert_not_null(probs);
+  int failures = 0, succeeded = 0;
+  for (int nth = 1; nth <= MAX_INJECTION_POINTS && !succeeded; ++nth) {
+    clattn_context* ctx = NULL;
+    cr_assert_eq(clattn_context_create_from_cl(s.ctx, s.device, s.queue, NULL, &ctx),
+                 CLATTN_SUCCESS);
+    cr_assert_eq(clattn_attention_host(ctx, &desc, p.q, p.k, p.v, p.o, p.lse, lengths, NULL),
+                 CLATTN_SUCCESS, "%s", test_last_error(ctx));
+    clattn__test_fail_allocation(nth);
+    clattn_status st =
+        clattn_attention_probs_host(ctx, &desc, p.q, p.k, p.lse, lengths, NULL, probs);
+    clattn__test_fail_allocation(0);
+    if (st == CLATTN_SUCCESS) {
+      succeeded = 1;
+      for (size_t row = 0; row < count / 30; ++row) {
+        double sum = 0.0;
+        for (size_t j = 0; j < 30; ++j) sum += probs[row * 30 + j];
+        cr_assert(fabs(sum - 1.0) <= 1e-4, "row %zu sums to %.9g", row, sum);
+      }
+    } else {
+      cr_assert_eq(st, CLATTN_ERROR_OUT_OF_MEMORY, "allocation %d failed: %s (%s)", nth,
+                   clattn_status_name(st), test_last_error(ctx));
+      ++failures;
+    }
+    clFinish(s.queue);
+    clattn_context_destroy(ctx);
+    const cl_uint refs = settled_refs(s.ctx, base_refs);
+    cr_assert_eq(refs, base_refs,
+                 "after allocation %d failed and the context was destroyed, the cl_context has %u "
+                 "references, %u before: OpenCL objects leaked",
+                 nth, refs, base_refs);
+  }
+  cr_assert(succeeded, "never succeeded within %d injection points", MAX_INJECTION_POINTS);
+  /* The kernel's cache entry and program build, and the host form's buffers at least. */
+  cr_assert_geq(failures, 6, "only %d injection points", failures);
+  free(probs);
+  test_problem_free(&p);
   cl_setup_destroy(&s);
 }

@@ -277,6 +277,56 @@ Test(steady_state, core_calls_create_nothing) {
   clattn_context_destroy(ctx);
 }
 
+/* The probabilities (attention maps): after the first call of a head dim, calls of any block,
+ * on either queue, create, build, allocate and query nothing. */
+Test(steady_state, probs_calls_create_nothing) {
+  clattn_context* ctx = test_context(NULL);
+  cl_context cl_ctx = NULL;
+  cl_device_id device = NULL;
+  cl_command_queue own = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, &device, &own), CLATTN_SUCCESS);
+  cl_int err = CL_SUCCESS;
+  cl_command_queue other = clCreateCommandQueue(cl_ctx, device, 0, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  const clattn_attention_desc d = test_desc(2, 4, 2, test_len(77), test_len(130), 32, 1);
+  core_bufs c;
+  core_bufs_init(&c, ctx, &d);
+  core_call(ctx, &d, &c, NULL, NULL, NULL); /* the LSE */
+  const size_t whole = d.batch * d.heads_q * d.seq_q * d.seq_kv;
+  cl_mem p = device_buffer(ctx, whole * sizeof(float), NULL);
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = c.q;
+  b.k = c.k;
+  b.lse = c.lse;
+  b.kv_lengths = c.kv_lengths;
+  clattn_probs_block blocks[3] = {CLATTN_PROBS_BLOCK_INIT, CLATTN_PROBS_BLOCK_INIT,
+                                  CLATTN_PROBS_BLOCK_INIT};
+  blocks[1].row_begin = d.seq_q - 1; /* the last row */
+  blocks[1].rows = 1;
+  blocks[2].head_begin = 1; /* one column of one head */
+  blocks[2].heads = 1;
+  blocks[2].col_begin = 5;
+  blocks[2].cols = 1;
+  for (int r = 0; r <= 3 * REPEATS; ++r) {
+    if (r == 1) counts_reset(); /* the first call makes the kernel */
+    cl_event done = NULL;
+    const clattn_status st = clattn_attention_probs(ctx, &d, &b, &blocks[r % 3], p, 0,
+                                                    r % 2 ? other : NULL, 0, NULL, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "probs: %s (%s)", clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+  }
+  expect_no_setup("probabilities", 3 * REPEATS);
+  cr_expect_eq(atomic_load(&launches_without_local), 0,
+               "%d of clattn's kernel launches left the work-group size to the driver",
+               atomic_load(&launches_without_local));
+  clReleaseMemObject(p);
+  core_bufs_free(&c);
+  clReleaseCommandQueue(other);
+  clattn_context_destroy(ctx);
+}
+
 /* A workspace smaller than clattn_attention_workspace_size is refused, not overrun. */
 Test(steady_state, small_caller_workspace_is_rejected) {
   clattn_context* ctx = test_context(NULL);
@@ -307,7 +357,8 @@ Test(steady_state, small_caller_workspace_is_rejected) {
 }
 
 /* The layer at the README's shape class (narrower, so that the suite stays short): after
- * the first forward, forwards create nothing of clattn's and allocate nothing at all. */
+ * the first forward, forwards create nothing of clattn's and allocate nothing at all; with
+ * attention weights too. */
 static void layer_forwards(clattn_dtype dtype) {
   clattn_context* ctx = test_context(NULL);
   const size_t e = 128, heads = 4, seq = test_len(128);
@@ -365,6 +416,23 @@ static void layer_forwards(clattn_dtype dtype) {
     clReleaseEvent(done);
   }
   expect_no_setup(dtype == CLATTN_DTYPE_F32 ? "layer forward" : "16-bit layer forward", REPEATS);
+  /* With attention weights, per head and their mean: the first such forward makes the
+   * probabilities' kernels and the LSE's workspace, the next ones nothing. */
+  cl_mem wb = device_buffer(ctx, (heads + 1) * seq * seq * sizeof(float), NULL);
+  mb.attn_weights = wb;
+  mb.attn_weights_mean = wb;
+  mb.attn_weights_mean_offset = heads * seq * seq;
+  for (int r = 0; r <= REPEATS; ++r) {
+    if (r == 1) counts_reset();
+    cl_event done = NULL;
+    const clattn_status st = clattn_mha_forward(mha, &fwd, &mb, NULL, 0, NULL, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "forward with weights: %s (%s)", clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+  }
+  expect_no_setup("layer forward with attention weights", REPEATS);
+  clReleaseMemObject(wb);
   clReleaseMemObject(xb);
   clReleaseMemObject(yb);
   clattn_mha_destroy(mha);
@@ -382,10 +450,10 @@ Test(steady_state, layer_forwards_create_nothing) {
   layer_forwards(CLATTN_DTYPE_BF16);
 }
 
-/* A decode loop over a KV cache (append one token per sequence, attend with one query row):
- * after its first step, steps create no kernel, build no program and allocate no buffer,
- * across block boundaries and growing lengths (within one power-of-two length class, as plans
- * are keyed). */
+/* A decode loop over a KV cache (append one token per sequence, attend with one query row, take
+ * its attention map): after its first step, steps create no kernel, build no program and
+ * allocate no buffer, across block boundaries and growing lengths (within one power-of-two
+ * length class, as plans are keyed). */
 Test(steady_state, decode_steps_create_nothing) {
   clattn_context* ctx = test_context(NULL);
   const size_t count = 2, hk = 2, hq = 4, dim = 32, prompt = 70, steps = 40;
@@ -410,6 +478,7 @@ Test(steady_state, decode_steps_create_nothing) {
   cl_mem qb = device_buffer(ctx, count * hq * dim * sizeof(float), q);
   cl_mem ob = device_buffer(ctx, count * hq * dim * sizeof(float), NULL);
   cl_mem lb = device_buffer(ctx, count * hq * sizeof(float), NULL);
+  cl_mem pb = device_buffer(ctx, count * hq * (prompt + steps + 1) * sizeof(float), NULL);
   const int32_t ids[2] = {3, 1};
   clattn_kv_append_desc ad = CLATTN_KV_APPEND_DESC_INIT;
   ad.count = count;
@@ -434,16 +503,22 @@ Test(steady_state, decode_steps_create_nothing) {
                  test_last_error(ctx));
     cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
     clReleaseEvent(done);
+    /* The step's attention map: every head's probabilities over the whole cache. */
+    st = clattn_attention_probs_cached(cache, &d, ids, &b, NULL, pb, 0, NULL, 0, NULL, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "step %zu probabilities: %s (%s)", r, clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
   }
-  expect_no_setup("decode steps", (int)steps);
+  expect_no_setup("decode steps (attention and probabilities)", (int)steps);
   size_t len = 0;
   cr_assert_eq(clattn_kv_cache_seq_length(cache, 3, &len), CLATTN_SUCCESS);
   cr_expect_eq(len, prompt + steps + 1);
   cr_expect_eq(atomic_load(&launches_without_local), 0,
                "%d of clattn's kernel launches left the work-group size to the driver",
                atomic_load(&launches_without_local));
-  cl_mem mems[5] = {kp, kt, qb, ob, lb};
-  for (int i = 0; i < 5; ++i) clReleaseMemObject(mems[i]);
+  cl_mem mems[6] = {kp, kt, qb, ob, lb, pb};
+  for (int i = 0; i < 6; ++i) clReleaseMemObject(mems[i]);
   free(kv);
   free(q);
   clattn_kv_cache_destroy(cache);

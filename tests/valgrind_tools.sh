@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs clattn-info and clattn-run (both variants, a tail shape with a causal mask and LSE,
-# and two rejected inputs) under valgrind memcheck. Fails on a memory error or a leak that is
+# the probabilities recomputed from it, and two rejected inputs) under valgrind memcheck. Fails on a memory error or a leak that is
 # clattn's: one whose first three stack frames (below malloc or a libc string function)
 # are in clattn's library, tools or reference. Reports from the dynamic loader, PoCL, LLVM
 # and the ICD loader (without debug symbols valgrind's default suppressions do not cover
@@ -16,7 +16,7 @@ runs=(
   "info|$build/tools/clattn-info"
   "info-json|$build/tools/clattn-info --json --device cpu"
   "run-regblock|$build/tools/clattn-run --core --seq 37 --seq-kv 45 --head-dim 24 --heads 2 --kv-heads 1 --causal --lse --variant regblock --reps 2 --warmup 1"
-  "run-tiled|$build/tools/clattn-run --core --seq 37 --seq-kv 45 --head-dim 24 --heads 2 --kv-heads 1 --causal --lse --variant tiled --reps 2 --warmup 1"
+  "run-tiled|$build/tools/clattn-run --core --seq 37 --seq-kv 45 --head-dim 24 --heads 2 --kv-heads 1 --causal --lse --probs --variant tiled --reps 2 --warmup 1"
   "run-bad-args|$build/tools/clattn-run --core --head-dim 300"
   "run-bad-device|$build/tools/clattn-run --device 1:x"
 )

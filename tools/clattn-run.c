@@ -35,7 +35,8 @@ typedef struct options {
   uint64_t seed;
   int json;
   int check;
-  int lse; /* pass an LSE buffer (its values are not checked) */
+  int lse;   /* pass an LSE buffer (its values are not checked) */
+  int probs; /* also run clattn_attention_probs (implies lse) */
   clattn_dtype dtype;
 } options;
 
@@ -59,6 +60,9 @@ typedef struct results {
   size_t nan_count; /* output elements that are NaN where the reference is not */
   double max_abs_err, max_err_over_tol;
   int pass;
+  /* --probs: the whole matrix and an interior block against the reference. */
+  int probs_run, probs_checked, probs_pass;
+  double probs_max_rel_err, probs_max_sum_err;
 } results;
 
 /* Largest --reps and --warmup: the times of every call are kept, and a typo should not turn
@@ -89,6 +93,9 @@ static clattn_flags_result parse_options(int argc, char** argv, options* o) {
       CLATTN_FLAG_DEF_SIZE("--head-dim", &o->head_dim, "head dimension, 1..256 (64)"),
       CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask, bottom-right aligned"),
       CLATTN_FLAG_DEF_SET("--lse", &o->lse, "also write each row's log-sum-exp (an extra buffer)"),
+      CLATTN_FLAG_DEF_SET("--probs", &o->probs,
+                          "then the probabilities (clattn_attention_probs) of the whole matrix\n"
+                          "and of an interior block, from the LSE (implies --lse)"),
       CLATTN_FLAG_DEF_DTYPE(&o->dtype),
       {.name = "--layout",
        .kind = CLATTN_FLAG_CHOICE,
@@ -272,6 +279,12 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
   } else {
     printf("check      skipped\n");
   }
+  if (r->probs_run && r->probs_checked) {
+    printf("probs      whole matrix and a block: max rel err %.3g, max |row sum - 1| %.3g -> %s\n",
+           r->probs_max_rel_err, r->probs_max_sum_err, r->probs_pass ? "PASS" : "FAIL");
+  } else if (r->probs_run) {
+    printf("probs      whole matrix and a block: run, not checked\n");
+  }
 }
 
 static void print_json(const options* o, const clattn_attention_desc* d, const results* r) {
@@ -348,7 +361,110 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   } else {
     printf("null");
   }
+  if (r->probs_run) {
+    printf(",\"probs\":");
+    if (r->probs_checked) {
+      printf("{\"max_rel_err\":");
+      clattn_tool_json_number(stdout, r->probs_max_rel_err);
+      printf(",\"max_sum_err\":");
+      clattn_tool_json_number(stdout, r->probs_max_sum_err);
+      printf(",\"pass\":%s}", r->probs_pass ? "true" : "false");
+    } else {
+      printf("null");
+    }
+  }
   printf("}\n");
+}
+
+/* --probs: the probabilities of the whole matrix and of an interior block (from the LSE of
+ * the last fused call in bufs), checked against the reference unless the shape is too large
+ * for a full check. The tool's bars are sanity checks (1e-4 of each entry plus 1e-9, rows
+ * summing to 1 within 1e-4, masked entries exactly 0); tests/test_probs.c holds the derived
+ * bounds. Returns 0, or the tool's exit status for an error (reported). */
+static int run_probs(const options* o, clattn_context* ctx, cl_command_queue queue,
+                     const clattn_attention_desc* desc, const clattn_attention_buffers* bufs,
+                     const float* q, const float* k, results* r) {
+  const size_t nq = desc->seq_q, nkv = desc->seq_kv;
+  const size_t whole = desc->batch * desc->heads_q * nq * nkv;
+  clattn_probs_block block = CLATTN_PROBS_BLOCK_INIT;
+  block.head_begin = desc->heads_q > 1 ? 1 : 0;
+  block.heads = desc->heads_q > 1 ? desc->heads_q - 1 : 1;
+  block.row_begin = nq / 3;
+  block.rows = nq / 3 ? nq / 3 : 1;
+  block.col_begin = nkv / 3;
+  block.cols = nkv / 3 ? nkv / 3 : 1;
+  const size_t part = desc->batch * block.heads * block.rows * block.cols;
+  int code = 1;
+  float* got = NULL;
+  double* ref = NULL;
+  cl_int err = CL_SUCCESS;
+  cl_context cl_ctx = NULL;
+  clattn_context_get_cl(ctx, &cl_ctx, NULL, NULL);
+  cl_mem p = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (whole + part) * sizeof(float), NULL, &err);
+  if (err != CL_SUCCESS) {
+    report_cl_error(o, "clCreateBuffer (probabilities)", err);
+    return 1;
+  }
+  r->probs_run = 1;
+  clattn_status st = clattn_attention_probs(ctx, desc, bufs, NULL, p, 0, queue, 0, NULL, NULL);
+  if (st == CLATTN_SUCCESS) {
+    st = clattn_attention_probs(ctx, desc, bufs, &block, p, whole, queue, 0, NULL, NULL);
+  }
+  if (st != CLATTN_SUCCESS) {
+    report_clattn_error(o, ctx, "clattn_attention_probs", st);
+    goto cleanup;
+  }
+  const double work = (double)whole * (double)desc->head_dim;
+  if (!o->check || work > FULL_CHECK_LIMIT) {
+    err = clFinish(queue);
+    if (err != CL_SUCCESS) {
+      report_cl_error(o, "clFinish", err);
+      goto cleanup;
+    }
+    code = 0;
+    goto cleanup;
+  }
+  got = malloc((whole + part) * sizeof *got);
+  ref = malloc((whole + part) * sizeof *ref);
+  if (!got || !ref) {
+    report_clattn_error(o, ctx, "malloc (probabilities)", CLATTN_ERROR_OUT_OF_MEMORY);
+    goto cleanup;
+  }
+  err = clEnqueueReadBuffer(queue, p, CL_TRUE, 0, (whole + part) * sizeof *got, got, 0, NULL, NULL);
+  if (err != CL_SUCCESS) {
+    report_cl_error(o, "clEnqueueReadBuffer", err);
+    goto cleanup;
+  }
+  if (clattn_ref_attention_probs(desc, q, k, NULL, 0, desc->heads_q, 0, nq, 0, nkv, ref) != 0 ||
+      clattn_ref_attention_probs(desc, q, k, NULL, block.head_begin, block.heads, block.row_begin,
+                                 block.rows, block.col_begin, block.cols, ref + whole) != 0) {
+    report_clattn_error(o, ctx, "clattn_ref_attention_probs", CLATTN_ERROR_INVALID_SHAPE);
+    goto cleanup;
+  }
+  r->probs_checked = 1;
+  r->probs_pass = 1;
+  for (size_t i = 0; i < whole + part; ++i) {
+    const double e = fabs((double)got[i] - ref[i]);
+    const int ok = ref[i] == 0.0 ? got[i] == 0.0f : e <= 1e-4 * ref[i] + 1e-9;
+    if (!ok) r->probs_pass = 0;
+    if (ref[i] > 0.0 && !(e / ref[i] <= r->probs_max_rel_err)) r->probs_max_rel_err = e / ref[i];
+  }
+  for (size_t row = 0; row < whole / nkv; ++row) {
+    double sum = 0.0, want = 0.0;
+    for (size_t j = 0; j < nkv; ++j) {
+      sum += got[row * nkv + j];
+      want += ref[row * nkv + j];
+    }
+    const double e = fabs(sum - want);
+    if (!(e <= r->probs_max_sum_err)) r->probs_max_sum_err = e;
+    if (!(e <= 1e-4)) r->probs_pass = 0;
+  }
+  code = r->probs_pass ? 0 : 3;
+cleanup:
+  clReleaseMemObject(p);
+  free(got);
+  free(ref);
+  return code;
 }
 
 /* The core-only mode (--core). */
@@ -374,6 +490,7 @@ static int run_core(int argc, char** argv) {
     fprintf(stderr, "(clattn-run --core --help lists the options)\n");
     return 2;
   }
+  if (o.probs) o.lse = 1;
 
   int exit_code = 1;
   clattn_status st = CLATTN_SUCCESS;
@@ -490,7 +607,8 @@ static int run_core(int argc, char** argv) {
     bo = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, no * item, NULL, &err);
   }
   if (err == CL_SUCCESS && o.lse) {
-    blse = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY,
+    /* --probs reads the LSE back on the device. */
+    blse = clCreateBuffer(cl_ctx, o.probs ? CL_MEM_READ_WRITE : CL_MEM_WRITE_ONLY,
                           desc.batch * desc.heads_q * desc.seq_q * sizeof(float), NULL, &err);
   }
   if (err != CL_SUCCESS) {
@@ -609,6 +727,14 @@ static int run_core(int argc, char** argv) {
     }
     if (!r.pass) exit_code = 3;
   }
+  if (o.probs) {
+    const int probs_code = run_probs(&o, ctx, queue, &desc, &bufs, q, k, &r);
+    if (probs_code == 1) {
+      exit_code = 1;
+      goto cleanup;
+    }
+    if (probs_code) exit_code = probs_code;
+  }
 
   if (o.json) {
     print_json(&o, &desc, &r);
@@ -646,6 +772,7 @@ typedef struct layer_options {
   const char* device;
   size_t batch, d_model, heads, kv_heads, head_dim, seq, seq_kv;
   int causal, bias, json, check;
+  int weights; /* also return the attention weights, per head and their mean */
   int reps, warmup;
   uint64_t seed;
   clattn_dtype dtype;
@@ -667,6 +794,9 @@ static clattn_flags_result parse_layer_options(int argc, char** argv, layer_opti
                            "input of this length (default: self-attention)"),
       CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask"),
       CLATTN_FLAG_DEF_CLEAR("--no-bias", &o->bias, "no projection biases"),
+      CLATTN_FLAG_DEF_SET("--weights", &o->weights,
+                          "also return the attention weights, per head and averaged\n"
+                          "over heads (PyTorch's need_weights)"),
       CLATTN_FLAG_DEF_DTYPE(&o->dtype),
       CLATTN_FLAG_DEF_INT("--reps", &o->reps, MAX_REPS, "timed repetitions (10)"),
       CLATTN_FLAG_DEF_INT("--warmup", &o->warmup, MAX_REPS,
@@ -719,13 +849,15 @@ static int run_layer(int argc, char** argv) {
   clattn_mha* mha = NULL;
   cl_context cl_ctx = NULL;
   cl_command_queue queue = NULL;
-  cl_mem bx = NULL, bkv = NULL, by = NULL;
+  cl_mem bx = NULL, bkv = NULL, by = NULL, bw = NULL;
   float *w_in = NULL, *b_in = NULL, *wo = NULL, *bo = NULL, *x = NULL, *kv = NULL, *y = NULL;
   /* The same in the layer's dtype (rounded there, so the reference sees the same values). */
   void *w_in_bits = NULL, *b_in_bits = NULL, *wo_bits = NULL, *bo_bits = NULL, *x_bits = NULL,
        *kv_bits = NULL, *y_bits = NULL;
   size_t item = 4;
   double *ref = NULL, *tol = NULL, *wall = NULL, *span = NULL;
+  float* got_w = NULL;
+  double *ref_w = NULL, *tol_w = NULL;
   cl_event ev = NULL, marker = NULL;
   cl_int err = CL_SUCCESS;
 
@@ -823,6 +955,11 @@ static int run_layer(int argc, char** argv) {
   if (err == CL_SUCCESS) {
     by = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, rows * e * item, NULL, &err);
   }
+  /* --weights: per head, then their mean, in one buffer. */
+  const size_t n_w = rows * seq_kv * h, n_mean = rows * seq_kv;
+  if (err == CL_SUCCESS && o.weights) {
+    bw = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (n_w + n_mean) * sizeof(float), NULL, &err);
+  }
   if (err != CL_SUCCESS) {
     report_cl_error(&report, "clCreateBuffer", err);
     goto cleanup;
@@ -836,6 +973,11 @@ static int run_layer(int argc, char** argv) {
   b.x = bx;
   b.key = bkv; /* NULL: self-attention */
   b.y = by;
+  if (o.weights) {
+    b.attn_weights = bw;
+    b.attn_weights_mean = bw;
+    b.attn_weights_mean_offset = n_w;
+  }
   size_t workspace = 0;
   clattn_mha_workspace_size(mha, &fwd, cross, &workspace);
 
@@ -919,6 +1061,36 @@ static int run_layer(int argc, char** argv) {
     }
     if (bad || nan_count) exit_code = 3;
   }
+  /* The weights against the reference's, within its tolerance (masked entries exactly 0). */
+  double w_ratio = 0.0;
+  size_t w_bad = 0;
+  if (o.check && o.weights) {
+    got_w = malloc((n_w + n_mean) * sizeof *got_w);
+    ref_w = malloc((n_w + n_mean) * sizeof *ref_w);
+    tol_w = malloc((n_w + n_mean) * sizeof *tol_w);
+    const clattn_ref_mha_layer L = clattn_tool_ref_layer(&dims, w_in, b_in, wo, bo);
+    if (!got_w || !ref_w || !tol_w ||
+        clattn_ref_mha_weights(&L, o.batch, o.seq, seq_kv, o.causal, x, kv, kv, NULL, ref_w, tol_w,
+                               ref_w + n_w, tol_w + n_w) != 0) {
+      report_clattn_error(&report, ctx, "clattn_ref_mha_weights", CLATTN_ERROR_OUT_OF_MEMORY);
+      exit_code = 1;
+      goto cleanup;
+    }
+    err = clEnqueueReadBuffer(queue, bw, CL_TRUE, 0, (n_w + n_mean) * sizeof *got_w, got_w, 0, NULL,
+                              NULL);
+    if (err != CL_SUCCESS) {
+      report_cl_error(&report, "clEnqueueReadBuffer", err);
+      exit_code = 1;
+      goto cleanup;
+    }
+    for (size_t i = 0; i < n_w + n_mean; ++i) {
+      const double e_i = fabs((double)got_w[i] - ref_w[i]);
+      const double ratio = tol_w[i] > 0 ? e_i / tol_w[i] : (e_i > 0 ? (double)INFINITY : 0.0);
+      if (!(ratio <= 1.0)) ++w_bad;
+      if (!(ratio <= w_ratio)) w_ratio = ratio;
+    }
+    if (w_bad) exit_code = 3;
+  }
 
   if (o.json) {
     printf("{\"ok\":true,\"mode\":\"layer\",\"device\":");
@@ -966,6 +1138,16 @@ static int run_layer(int argc, char** argv) {
     } else {
       printf("null");
     }
+    if (o.weights) {
+      printf(",\"weights\":");
+      if (checked) {
+        printf("{\"max_err_over_tol\":");
+        clattn_tool_json_number(stdout, w_ratio);
+        printf(",\"out_of_tolerance\":%zu}", w_bad);
+      } else {
+        printf("null");
+      }
+    }
     printf("}\n");
   } else {
     printf("device     %s (%s, %s)\n", info.name, clattn_tool_device_type_name(info.type),
@@ -992,6 +1174,10 @@ static int run_layer(int argc, char** argv) {
              max_ref > 0 ? max_abs / max_ref : 0.0, max_ref, max_ratio);
       if (nan_count) printf(", %zu NaN", nan_count);
       printf(" -> %s\n", exit_code == 0 ? "PASS" : "FAIL");
+      if (o.weights) {
+        printf("weights    per head and mean: max err/tol %.3g, %zu out of tolerance\n", w_ratio,
+               w_bad);
+      }
     } else {
       printf("check      skipped\n");
     }
@@ -1003,6 +1189,7 @@ cleanup:
   if (bx) clReleaseMemObject(bx);
   if (bkv) clReleaseMemObject(bkv);
   if (by) clReleaseMemObject(by);
+  if (bw) clReleaseMemObject(bw);
   clattn_mha_destroy(mha);
   clattn_context_destroy(ctx);
   free(w_in_bits);
@@ -1021,6 +1208,9 @@ cleanup:
   free(y);
   free(ref);
   free(tol);
+  free(got_w);
+  free(ref_w);
+  free(tol_w);
   free(wall);
   free(span);
   return exit_code;

@@ -544,6 +544,76 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
                                                       void* o, float* lse,
                                                       const clattn_attention_config* config);
 
+/* ---------------------------------------------------------------- attention maps (since 0.4) */
+
+/* The probabilities of a fused call, P[b, h, i, j] = exp(score_ij - lse_i): the softmax after
+ * masking, so that each row that sees a key sums to 1 and a masked entry (causal, key length)
+ * is exactly 0. They are recomputed for a block of query heads, query rows and key columns
+ * from Q, K and the LSE a fused call with the same descriptor and inputs wrote, tile by tile:
+ * no buffer beyond the caller's block, and work in proportion to it (heads · rows · cols ·
+ * head_dim multiply-adds). Every mask, layout, stride and head grouping of the core applies, as
+ * does a KV cache (clattn_attention_probs_cached). Only keys a row sees are read (a NaN or Inf
+ * stored under a mask changes nothing). A row that sees no key (LSE -INFINITY) is all 0; a NaN
+ * LSE (a NaN in the row's Q or a visible K) makes the row's visible entries NaN.
+ * Accuracy: each entry carries the rounding of its score (a head_dim-term float dot product)
+ * and of the LSE it is divided by, relative to itself, so a row that sees n keys sums to 1
+ * within about n·2^-24 (the LSE's float sum) plus its scores' rounding (tests/test_probs.c
+ * derives the bound). */
+
+/* The block: counts 0 mean "to the end of the dimension". A range must lie inside its
+ * dimension (begin + count at most the dimension, begin below it). */
+typedef struct clattn_probs_block {
+  size_t struct_size;       /* sizeof(clattn_probs_block) */
+  size_t head_begin, heads; /* query heads [head_begin, head_begin + heads); heads 0: to heads_q */
+  size_t row_begin, rows;   /* query rows; rows 0: to seq_q */
+  size_t col_begin, cols;   /* key columns; cols 0: to seq_kv (over a cache: to the longest
+                               sequence of the call) */
+} clattn_probs_block;
+
+#define CLATTN_PROBS_BLOCK_INIT \
+  { .struct_size = sizeof(clattn_probs_block) }
+
+/* Enqueues P of the block for every batch index, as float32 [batch, heads, rows, cols]
+ * contiguous from element p_offset of p, on `queue` (NULL: the context's queue) after the wait
+ * list; *event (may be NULL) gets the event of its last command, released by the caller. Does
+ * not wait for completion. desc as for clattn_attention (the same as the fused call's).
+ * buffers: q, k and lse required (lse: the LSE a fused clattn_attention call with this desc
+ * and these inputs wrote), kv_lengths optional (the fused call's); v, o and workspace are not
+ * read and may be NULL. block NULL: the whole matrix. Thread-safe as clattn_attention.
+ * Returns CLATTN_ERROR_INVALID_ARGUMENT for a NULL q, k, lse or p, a block beyond the shape
+ * (or a bad struct_size), p sharing elements with q, k, lse or kv_lengths in one cl_mem, a
+ * buffer of another context, an input created CL_MEM_WRITE_ONLY (an LSE buffer made for the
+ * fused call alone, say) or a p created CL_MEM_READ_ONLY; CLATTN_ERROR_BUFFER_TOO_SMALL for a p
+ * (from p_offset) smaller than the block or any input smaller than the shape;
+ * CLATTN_ERROR_UNSUPPORTED for an output beyond 32-bit indexing (p_offset plus its elements above
+ * 2^32); the shape's statuses as clattn_attention. */
+CLATTN_API clattn_status clattn_attention_probs(
+    clattn_context* ctx, const clattn_attention_desc* desc, const clattn_attention_buffers* buffers,
+    const clattn_probs_block* block, cl_mem p, size_t p_offset, cl_command_queue queue,
+    cl_uint num_wait_events, const cl_event* wait_events, cl_event* event);
+
+/* Blocking host form on the context's queue: q and k as the descriptor addresses them (from
+ * index 0, in the storage of desc->dtype), lse float [batch, heads_q, seq_q], kv_lengths int32
+ * [batch] or NULL, p as above (batch · heads · rows · cols floats). */
+CLATTN_API clattn_status clattn_attention_probs_host(clattn_context* ctx,
+                                                     const clattn_attention_desc* desc,
+                                                     const void* q, const void* k, const float* lse,
+                                                     const int32_t* kv_lengths,
+                                                     const clattn_probs_block* block, float* p);
+
+/* Over a KV cache, as clattn_attention_cached reads it: desc with seq_kv 0 (batch sequences,
+ * the i-th being seq_ids[i]; seq_ids NULL: 0 .. batch - 1), causal aligned to each sequence's
+ * length, K from the cache as it is when the call is made (make it right after the fused
+ * clattn_attention_cached call whose LSE it takes, before the next append). buffers: q and lse
+ * (k, v and kv_lengths must be NULL; o and workspace are not read). The block's columns run
+ * up to the longest sequence of the call (cols 0: to it); a sequence's columns past its own
+ * length are 0. Other statuses as clattn_attention_probs and clattn_attention_cached. */
+CLATTN_API clattn_status clattn_attention_probs_cached(
+    clattn_kv_cache* cache, const clattn_attention_desc* desc, const int32_t* seq_ids,
+    const clattn_attention_buffers* buffers, const clattn_probs_block* block, cl_mem p,
+    size_t p_offset, cl_command_queue queue, cl_uint num_wait_events, const cl_event* wait_events,
+    cl_event* event);
+
 /* ---------------------------------------------------------------- layer: multi-head attention */
 
 /* A multi-head attention layer, PyTorch nn.MultiheadAttention's computation (batch_first):
@@ -577,8 +647,13 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
  * accurate than a computation in the 16-bit type (CLBlast's HGEMM accumulates in half
  * precision). clattn_mha_get_info reports the path.
  *
+ * The attention weights (PyTorch's need_weights, since 0.4) are returned on request, per head
+ * and averaged over heads (clattn_mha_buffers.attn_weights, attn_weights_mean): the core then
+ * also writes its rows' LSE into the layer's workspace, and the probabilities kernel of
+ * clattn_attention_probs recomputes them from Q, K and that LSE into the caller's buffers.
+ *
  * Not supported (PyTorch options): add_bias_kv, add_zero_attn, dropout, arbitrary float
- * attn_mask, returned attention weights. Masks are the causal flag and per-sequence key
+ * attn_mask. Masks are the causal flag and per-sequence key
  * lengths (PyTorch's key_padding_mask with the padding at the end of each sequence).
  *
  * Thread safety: a layer may be used from several threads and on several queues (of its
@@ -702,6 +777,20 @@ typedef struct clattn_mha_buffers {
    * A row that sees no key (length 0, or causal rows before the first key) has a zero
    * attention output, so its y is bo (PyTorch gives NaN there). */
   cl_mem kv_lengths;
+  /* Since 0.4 (an older struct_size leaves them NULL). Optional, NULL for none: the attention
+   * weights, written beside y by the same call, as PyTorch's nn.MultiheadAttention returns them
+   * with need_weights=True: float32 [batch, heads, seq, seq_kv] (average_attn_weights=False),
+   * the softmax after masking of each head (each row sums to 1, masked keys exactly 0), and
+   * float32 [batch, seq, seq_kv] (average_attn_weights=True), their mean over heads. Offsets in
+   * elements. A row that sees no key has weights 0 (PyTorch gives NaN). They must not share
+   * elements with x, key, value, y, kv_lengths or each other in one cl_mem. A call returning
+   * weights uses batch * heads * seq floats more of the layer's workspace (the rows' LSE).
+   * Over a KV cache (clattn_mha_forward_cached), seq_kv is the longest sequence of the call
+   * after its append, and a sequence's columns past its own length are 0. */
+  cl_mem attn_weights;
+  size_t attn_weights_offset;
+  cl_mem attn_weights_mean;
+  size_t attn_weights_mean_offset;
 } clattn_mha_buffers;
 
 #define CLATTN_MHA_BUFFERS_INIT \
@@ -727,12 +816,22 @@ CLATTN_API clattn_status clattn_mha_forward_host(clattn_mha* mha,
                                                  const void* key, const void* value, void* y,
                                                  const int32_t* kv_lengths);
 
+/* Blocking host form with attention weights (since 0.4): as clattn_mha_forward_host, and
+ * attn_weights [batch, heads, seq, seq_kv] and attn_weights_mean [batch, seq, seq_kv] (floats;
+ * either may be NULL) as clattn_mha_buffers describes them. x, key, value and y hold float32
+ * (as in clattn_mha_forward_host). */
+CLATTN_API clattn_status clattn_mha_forward_weights_host(
+    clattn_mha* mha, const clattn_mha_forward_desc* fwd, const void* x, const void* key,
+    const void* value, void* y, const int32_t* kv_lengths, float* attn_weights,
+    float* attn_weights_mean);
+
 /* Bytes of device workspace a forward call of these sizes needs (self-attention when
  * cross is 0), for planning memory: the projected Q, K, V, the heads' output, the attention
  * core's scratch and CLBlast's temporary copies, for inputs and outputs at offset 0 (an x,
  * key, value or y at another offset may add CLBlast's padded copy of that matrix). The layer
  * owns its workspace: it grows to the largest call and is reused, so forwards after the
- * first of a shape allocate nothing. May build the core's kernels (its plan). */
+ * first of a shape allocate nothing. A call that returns attention weights needs
+ * 4 * batch * heads * seq bytes more (the rows' LSE). May build the core's kernels (its plan). */
 CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
                                                    const clattn_mha_forward_desc* fwd, int cross,
                                                    size_t* bytes);
@@ -749,7 +848,9 @@ CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
  * differ from the layer's; CLATTN_ERROR_INVALID_ARGUMENT for key, value or kv_lengths set,
  * more sequences than the cache holds, or an id out of range or repeated. Any failure leaves
  * the cache as it was. A decode step (seq 1) after the first of its batch size allocates
- * nothing in the layer. */
+ * nothing in the layer. Attention weights (buffers attn_weights, attn_weights_mean) span the
+ * longest sequence of the call after the append, L: [batch, heads, seq, L] and [batch, seq, L]
+ * (CLATTN_ERROR_BUFFER_TOO_SMALL, changing nothing, for smaller buffers). */
 CLATTN_API clattn_status clattn_mha_forward_cached(clattn_mha* mha, clattn_kv_cache* cache,
                                                    const clattn_mha_forward_desc* fwd,
                                                    const int32_t* seq_ids,
