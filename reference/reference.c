@@ -470,3 +470,47 @@ done:
   free(ss);
   return rc;
 }
+
+/* ------------------------------------------------------------ probabilities (attention maps) */
+
+int clattn_ref_attention_probs(const clattn_attention_desc* desc, const float* q, const float* k,
+                               const int32_t* kv_lengths, size_t head_begin, size_t heads,
+                               size_t row_begin, size_t rows, size_t col_begin, size_t cols,
+                               double* p) {
+  ref_geometry g;
+  if (ref_geometry_init(desc, &g) != 0 || q == NULL || k == NULL || p == NULL) return -1;
+  if (heads == 0 || rows == 0 || cols == 0 || head_begin >= g.heads_q ||
+      heads > g.heads_q - head_begin || row_begin >= g.seq_q || rows > g.seq_q - row_begin ||
+      col_begin >= g.seq_kv || cols > g.seq_kv - col_begin) {
+    return -1;
+  }
+  double* score = malloc(g.seq_kv * sizeof(double));
+  if (score == NULL) return -1;
+  for (size_t b = 0; b < g.batch; ++b) {
+    for (size_t hh = 0; hh < heads; ++hh) {
+      const size_t h = head_begin + hh, hk = h / g.group;
+      for (size_t r = 0; r < rows; ++r) {
+        const size_t i = row_begin + r;
+        const float* qrow = q + b * g.q.batch + h * g.q.head + i * g.q.seq;
+        double* prow = p + ((b * heads + hh) * rows + r) * cols;
+        for (size_t c = 0; c < cols; ++c) prow[c] = 0.0;
+        /* The softmax over the row's visible keys (all of them, not only the block's). */
+        const size_t n = ref_visible_keys(&g, kv_lengths, b, i);
+        if (n == 0) continue;
+        double m = -INFINITY;
+        for (size_t j = 0; j < n; ++j) {
+          score[j] =
+              g.scale * ref_dot(qrow, k + b * g.k.batch + hk * g.k.head + j * g.k.seq, g.head_dim);
+          if (score[j] > m) m = score[j];
+        }
+        double l = 0.0;
+        for (size_t j = 0; j < n; ++j) l += exp(score[j] - m);
+        for (size_t c = 0; c < cols && col_begin + c < n; ++c) {
+          prow[c] = exp(score[col_begin + c] - m) / l;
+        }
+      }
+    }
+  }
+  free(score);
+  return 0;
+}

@@ -65,4 +65,16 @@ int clattn_ref_mha_forward(const clattn_ref_mha_layer* layer, size_t batch, size
                            size_t seq_kv, int causal, const float* x, const float* key,
                            const float* value, const int32_t* kv_lengths, double* y, double* tol);
 
+/* ------------------------------------------------------------ probabilities (attention maps) */
+
+/* P[b, h, i, j] = exp(s_ij) / sum_{j' visible} exp(s_ij') in double, from the formulas, for
+ * query heads [head_begin, head_begin + heads), rows [row_begin, row_begin + rows) and columns
+ * [col_begin, col_begin + cols) of every batch index, into p [batch][heads][rows][cols]
+ * (contiguous). Masks as clattn_ref_attention; masked entries, and rows that see no key, are 0.
+ * Counts must be at least 1 and ranges inside the shape. Returns 0, or -1 on bad arguments. */
+int clattn_ref_attention_probs(const clattn_attention_desc* desc, const float* q, const float* k,
+                               const int32_t* kv_lengths, size_t head_begin, size_t heads,
+                               size_t row_begin, size_t rows, size_t col_begin, size_t cols,
+                               double* p);
+
 #endif

@@ -337,6 +337,22 @@ clattn_status clattn__plan_enqueue(clattn_context* ctx, clattn__plan* plan,
 /* Scratch bytes of a planned call (0 when its variant needs none); SIZE_MAX past indexing. */
 size_t clattn__plan_workspace_bytes(const clattn__plan* plan, const clattn__attention_shape* shape);
 
+/* A kernel of an operation outside the variants (the probabilities, src/probs.c): created
+ * once per context and (source, build options, kernel name) and kept by the plan cache, with
+ * its work-group limit and the lock its arguments are set and its launches enqueued under
+ * (clSetKernelArg on one kernel object is not thread-safe), so that a steady-state call
+ * creates and queries nothing. */
+typedef struct clattn__op_kernel {
+  cl_kernel kernel;
+  size_t group_limit; /* CL_KERNEL_WORK_GROUP_SIZE */
+  pthread_mutex_t lock;
+} clattn__op_kernel;
+
+/* The kernel `name` of cl/<source>.cl built with `options`, made on first use; source and name
+ * must be static strings. The kernel stays owned by the context. */
+clattn_status clattn__op_kernel_get(clattn_context* ctx, const char* source, const char* options,
+                                    const char* name, clattn__op_kernel** out);
+
 /* ------------------------------------------------------------ KV cache (src/kv_cache.c)
  * What the layer's cached forward (src/mha.c) uses of a cache. A step is one call's batch:
  * its sequence ids checked, the blocks for `tokens` new tokens per sequence taken from the
@@ -384,6 +400,34 @@ clattn_status clattn__kv_step_attend(clattn_kv_cache* cache, const clattn__kv_st
                                      cl_uint num_wait, const cl_event* wait, cl_event* event);
 /* The cache's heads_kv and head_dim, for the layer's checks. */
 void clattn__kv_cache_dims(const clattn_kv_cache* cache, size_t* heads_kv, size_t* head_dim);
+
+/* ------------------------------------------------------------ probabilities (src/probs.c) */
+
+/* A block of the probability matrix with every count resolved (none 0 meaning "to the end"). */
+typedef struct clattn__probs_region {
+  size_t head_begin, heads, row_begin, rows, col_begin, cols;
+} clattn__probs_region;
+
+/* Resolves a caller's block (NULL: the whole matrix) against a shape of heads_q query heads,
+ * seq_q rows and seq_kv columns; INVALID_ARGUMENT for a bad struct_size or a range beyond a
+ * dimension. */
+clattn_status clattn__probs_region_resolve(const clattn_context* ctx,
+                                           const clattn_probs_block* block, size_t heads_q,
+                                           size_t seq_q, size_t seq_kv,
+                                           clattn__probs_region* region);
+
+/* Enqueues the probabilities of a region (mean: their mean over its heads, [batch, rows, cols];
+ * else [batch, heads, rows, cols]) into p from p_offset (floats), recomputed from the buffers'
+ * q, k, lse and kv_lengths as the shape addresses them (paged: K from a KV cache's pools, as for
+ * the variants). The caller has checked the buffers, p included; this checks that the output's
+ * indices fit 32 bits. An empty region enqueues a marker. *event (may be NULL) gets the last
+ * command's event. */
+clattn_status clattn__probs_enqueue(clattn_context* ctx, const clattn__attention_shape* shape,
+                                    const clattn_attention_buffers* buffers,
+                                    const clattn__probs_region* region, int mean, cl_mem p,
+                                    size_t p_offset, cl_command_queue queue, cl_uint num_wait,
+                                    const cl_event* wait, cl_event* event,
+                                    const clattn__paged_kv* paged);
 
 /* ------------------------------------------------------------ workspace (src/workspace.c) */
 

@@ -11,9 +11,19 @@
 
 #include "internal.h"
 
+/* A kernel of an operation outside the variants, with what identifies it. */
+typedef struct op_entry {
+  clattn__op_kernel op;
+  const char* source; /* static strings */
+  const char* name;
+  char* options;
+  struct op_entry* next;
+} op_entry;
+
 struct clattn__plan_cache {
   pthread_mutex_t lock;
   clattn__plan* head;
+  op_entry* ops;
 };
 
 clattn_status clattn__plan_cache_create(clattn__plan_cache** out) {
@@ -36,12 +46,25 @@ static void plan_destroy(clattn__plan* p) {
   free(p);
 }
 
+static void op_destroy(op_entry* e) {
+  if (!e) return;
+  if (e->op.kernel) clReleaseKernel(e->op.kernel);
+  pthread_mutex_destroy(&e->op.lock);
+  free(e->options);
+  free(e);
+}
+
 void clattn__plan_cache_destroy(clattn__plan_cache* cache) {
   if (!cache) return;
   while (cache->head) {
     clattn__plan* next = cache->head->next;
     plan_destroy(cache->head);
     cache->head = next;
+  }
+  while (cache->ops) {
+    op_entry* next = cache->ops->next;
+    op_destroy(cache->ops);
+    cache->ops = next;
   }
   pthread_mutex_destroy(&cache->lock);
   free(cache);
@@ -312,5 +335,63 @@ cleanup:
   } else if (last) {
     clReleaseEvent(last);
   }
+  return status;
+}
+
+/* ------------------------------------------------------------ kernels of other operations */
+
+static op_entry* op_find(clattn__plan_cache* cache, const char* source, const char* options,
+                         const char* name) {
+  for (op_entry* e = cache->ops; e; e = e->next) {
+    if (strcmp(e->source, source) == 0 && strcmp(e->name, name) == 0 &&
+        strcmp(e->options, options) == 0) {
+      return e;
+    }
+  }
+  return NULL;
+}
+
+clattn_status clattn__op_kernel_get(clattn_context* ctx, const char* source, const char* options,
+                                    const char* name, clattn__op_kernel** out) {
+  clattn__plan_cache* cache = ctx->plans;
+  pthread_mutex_lock(&cache->lock);
+  op_entry* found = op_find(cache, source, options, name);
+  pthread_mutex_unlock(&cache->lock);
+  if (found) {
+    *out = &found->op;
+    return CLATTN_SUCCESS;
+  }
+
+  /* Made outside the lock, as plans are; an entry another thread made meanwhile wins. */
+  clattn_status status = CLATTN_SUCCESS;
+  op_entry* e = clattn__calloc(1, sizeof *e);
+  if (!e) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  if (pthread_mutex_init(&e->op.lock, NULL) != 0) {
+    free(e);
+    return clattn__fail(ctx, CLATTN_ERROR_INTERNAL, "pthread_mutex_init failed");
+  }
+  e->source = source;
+  e->name = name;
+  e->options = clattn__strdup(options);
+  if (!e->options) {
+    status = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    goto cleanup;
+  }
+  CLATTN__CHECK(clattn__kernel_create(ctx, source, options, name, &e->op.kernel));
+  CLATTN__CL_CHECK(ctx,
+                   clGetKernelWorkGroupInfo(e->op.kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                            sizeof e->op.group_limit, &e->op.group_limit, NULL));
+  pthread_mutex_lock(&cache->lock);
+  found = op_find(cache, source, options, name);
+  if (!found) {
+    e->next = cache->ops;
+    cache->ops = e;
+    found = e;
+    e = NULL;
+  }
+  pthread_mutex_unlock(&cache->lock);
+  *out = &found->op;
+cleanup:
+  op_destroy(e);
   return status;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every kernel variant on tiny shapes (tails, causal, GQA, LSE, head dims 1 and 256),
-# and the multi-head attention layer, under Oclgrind with data-race and bounds checking.
+# the probabilities recomputed from the LSE, and the multi-head attention layer, under
+# Oclgrind with data-race and bounds checking.
 # Fails on any Oclgrind report, and on a result outside the reference's tolerance.
 #   tests/oclgrind_check.sh OCLGRIND CLATTN_RUN
 set -u
@@ -39,6 +40,20 @@ for shape in "${shapes[@]}"; do
       echo "ok:   $shape $config"
     fi
   done
+done
+# The probabilities (attention maps, cl/attention_probs.cl) of the whole matrix and of an
+# interior block, recomputed from the LSE, on the same shapes.
+for shape in "${shapes[@]}"; do
+  # shellcheck disable=SC2086  # shape is an argument list
+  "$oclgrind" --data-races --check-api "$run" --core $shape --probs --reps 1 --warmup 0 >"$log" 2>&1
+  rc=$?
+  if ((rc != 0)) || grep -qiE 'invalid (read|write)|data race|uninitiali|error' "$log"; then
+    echo "FAIL: probs $shape (exit $rc)"
+    sed -n '1,40p' "$log"
+    failed=1
+  else
+    echo "ok:   probs $shape"
+  fi
 done
 # The multi-head attention layer (clattn-run's default mode): projection GEMMs, bias rows,
 # the core on strided heads, self- and cross-attention.

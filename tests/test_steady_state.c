@@ -277,6 +277,56 @@ Test(steady_state, core_calls_create_nothing) {
   clattn_context_destroy(ctx);
 }
 
+/* The probabilities (attention maps): after the first call of a head dim, calls of any block,
+ * on either queue, create, build, allocate and query nothing. */
+Test(steady_state, probs_calls_create_nothing) {
+  clattn_context* ctx = test_context(NULL);
+  cl_context cl_ctx = NULL;
+  cl_device_id device = NULL;
+  cl_command_queue own = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, &device, &own), CLATTN_SUCCESS);
+  cl_int err = CL_SUCCESS;
+  cl_command_queue other = clCreateCommandQueue(cl_ctx, device, 0, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  const clattn_attention_desc d = test_desc(2, 4, 2, test_len(77), test_len(130), 32, 1);
+  core_bufs c;
+  core_bufs_init(&c, ctx, &d);
+  core_call(ctx, &d, &c, NULL, NULL, NULL); /* the LSE */
+  const size_t whole = d.batch * d.heads_q * d.seq_q * d.seq_kv;
+  cl_mem p = device_buffer(ctx, whole * sizeof(float), NULL);
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = c.q;
+  b.k = c.k;
+  b.lse = c.lse;
+  b.kv_lengths = c.kv_lengths;
+  clattn_probs_block blocks[3] = {CLATTN_PROBS_BLOCK_INIT, CLATTN_PROBS_BLOCK_INIT,
+                                  CLATTN_PROBS_BLOCK_INIT};
+  blocks[1].row_begin = d.seq_q - 1; /* the last row */
+  blocks[1].rows = 1;
+  blocks[2].head_begin = 1; /* one column of one head */
+  blocks[2].heads = 1;
+  blocks[2].col_begin = 5;
+  blocks[2].cols = 1;
+  for (int r = 0; r <= 3 * REPEATS; ++r) {
+    if (r == 1) counts_reset(); /* the first call makes the kernel */
+    cl_event done = NULL;
+    const clattn_status st = clattn_attention_probs(ctx, &d, &b, &blocks[r % 3], p, 0,
+                                                    r % 2 ? other : NULL, 0, NULL, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "probs: %s (%s)", clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+  }
+  expect_no_setup("probabilities", 3 * REPEATS);
+  cr_expect_eq(atomic_load(&launches_without_local), 0,
+               "%d of clattn's kernel launches left the work-group size to the driver",
+               atomic_load(&launches_without_local));
+  clReleaseMemObject(p);
+  core_bufs_free(&c);
+  clReleaseCommandQueue(other);
+  clattn_context_destroy(ctx);
+}
+
 /* A workspace smaller than clattn_attention_workspace_size is refused, not overrun. */
 Test(steady_state, small_caller_workspace_is_rejected) {
   clattn_context* ctx = test_context(NULL);

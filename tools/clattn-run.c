@@ -35,7 +35,8 @@ typedef struct options {
   uint64_t seed;
   int json;
   int check;
-  int lse; /* pass an LSE buffer (its values are not checked) */
+  int lse;   /* pass an LSE buffer (its values are not checked) */
+  int probs; /* also run clattn_attention_probs (implies lse) */
 } options;
 
 typedef struct results {
@@ -58,6 +59,9 @@ typedef struct results {
   size_t nan_count; /* output elements that are NaN where the reference is not */
   double max_abs_err, max_err_over_tol;
   int pass;
+  /* --probs: the whole matrix and an interior block against the reference. */
+  int probs_run, probs_checked, probs_pass;
+  double probs_max_rel_err, probs_max_sum_err;
 } results;
 
 /* Largest --reps and --warmup: the times of every call are kept, and a typo should not turn
@@ -88,6 +92,9 @@ static clattn_flags_result parse_options(int argc, char** argv, options* o) {
       CLATTN_FLAG_DEF_SIZE("--head-dim", &o->head_dim, "head dimension, 1..256 (64)"),
       CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask, bottom-right aligned"),
       CLATTN_FLAG_DEF_SET("--lse", &o->lse, "also write each row's log-sum-exp (an extra buffer)"),
+      CLATTN_FLAG_DEF_SET("--probs", &o->probs,
+                          "then the probabilities (clattn_attention_probs) of the whole matrix\n"
+                          "and of an interior block, from the LSE (implies --lse)"),
       {.name = "--layout",
        .kind = CLATTN_FLAG_CHOICE,
        .ptr = &layout,
@@ -269,6 +276,12 @@ static void print_text(const options* o, const clattn_attention_desc* d, const r
   } else {
     printf("check      skipped\n");
   }
+  if (r->probs_run && r->probs_checked) {
+    printf("probs      whole matrix and a block: max rel err %.3g, max |row sum - 1| %.3g -> %s\n",
+           r->probs_max_rel_err, r->probs_max_sum_err, r->probs_pass ? "PASS" : "FAIL");
+  } else if (r->probs_run) {
+    printf("probs      whole matrix and a block: run, not checked\n");
+  }
 }
 
 static void print_json(const options* o, const clattn_attention_desc* d, const results* r) {
@@ -344,7 +357,110 @@ static void print_json(const options* o, const clattn_attention_desc* d, const r
   } else {
     printf("null");
   }
+  if (r->probs_run) {
+    printf(",\"probs\":");
+    if (r->probs_checked) {
+      printf("{\"max_rel_err\":");
+      clattn_tool_json_number(stdout, r->probs_max_rel_err);
+      printf(",\"max_sum_err\":");
+      clattn_tool_json_number(stdout, r->probs_max_sum_err);
+      printf(",\"pass\":%s}", r->probs_pass ? "true" : "false");
+    } else {
+      printf("null");
+    }
+  }
   printf("}\n");
+}
+
+/* --probs: the probabilities of the whole matrix and of an interior block (from the LSE of
+ * the last fused call in bufs), checked against the reference unless the shape is too large
+ * for a full check. The tool's bars are sanity checks (1e-4 of each entry plus 1e-9, rows
+ * summing to 1 within 1e-4, masked entries exactly 0); tests/test_probs.c holds the derived
+ * bounds. Returns 0, or the tool's exit status for an error (reported). */
+static int run_probs(const options* o, clattn_context* ctx, cl_command_queue queue,
+                     const clattn_attention_desc* desc, const clattn_attention_buffers* bufs,
+                     const float* q, const float* k, results* r) {
+  const size_t nq = desc->seq_q, nkv = desc->seq_kv;
+  const size_t whole = desc->batch * desc->heads_q * nq * nkv;
+  clattn_probs_block block = CLATTN_PROBS_BLOCK_INIT;
+  block.head_begin = desc->heads_q > 1 ? 1 : 0;
+  block.heads = desc->heads_q > 1 ? desc->heads_q - 1 : 1;
+  block.row_begin = nq / 3;
+  block.rows = nq / 3 ? nq / 3 : 1;
+  block.col_begin = nkv / 3;
+  block.cols = nkv / 3 ? nkv / 3 : 1;
+  const size_t part = desc->batch * block.heads * block.rows * block.cols;
+  int code = 1;
+  float* got = NULL;
+  double* ref = NULL;
+  cl_int err = CL_SUCCESS;
+  cl_context cl_ctx = NULL;
+  clattn_context_get_cl(ctx, &cl_ctx, NULL, NULL);
+  cl_mem p = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (whole + part) * sizeof(float), NULL, &err);
+  if (err != CL_SUCCESS) {
+    report_cl_error(o, "clCreateBuffer (probabilities)", err);
+    return 1;
+  }
+  r->probs_run = 1;
+  clattn_status st = clattn_attention_probs(ctx, desc, bufs, NULL, p, 0, queue, 0, NULL, NULL);
+  if (st == CLATTN_SUCCESS) {
+    st = clattn_attention_probs(ctx, desc, bufs, &block, p, whole, queue, 0, NULL, NULL);
+  }
+  if (st != CLATTN_SUCCESS) {
+    report_clattn_error(o, ctx, "clattn_attention_probs", st);
+    goto cleanup;
+  }
+  const double work = (double)whole * (double)desc->head_dim;
+  if (!o->check || work > FULL_CHECK_LIMIT) {
+    err = clFinish(queue);
+    if (err != CL_SUCCESS) {
+      report_cl_error(o, "clFinish", err);
+      goto cleanup;
+    }
+    code = 0;
+    goto cleanup;
+  }
+  got = malloc((whole + part) * sizeof *got);
+  ref = malloc((whole + part) * sizeof *ref);
+  if (!got || !ref) {
+    report_clattn_error(o, ctx, "malloc (probabilities)", CLATTN_ERROR_OUT_OF_MEMORY);
+    goto cleanup;
+  }
+  err = clEnqueueReadBuffer(queue, p, CL_TRUE, 0, (whole + part) * sizeof *got, got, 0, NULL, NULL);
+  if (err != CL_SUCCESS) {
+    report_cl_error(o, "clEnqueueReadBuffer", err);
+    goto cleanup;
+  }
+  if (clattn_ref_attention_probs(desc, q, k, NULL, 0, desc->heads_q, 0, nq, 0, nkv, ref) != 0 ||
+      clattn_ref_attention_probs(desc, q, k, NULL, block.head_begin, block.heads, block.row_begin,
+                                 block.rows, block.col_begin, block.cols, ref + whole) != 0) {
+    report_clattn_error(o, ctx, "clattn_ref_attention_probs", CLATTN_ERROR_INVALID_SHAPE);
+    goto cleanup;
+  }
+  r->probs_checked = 1;
+  r->probs_pass = 1;
+  for (size_t i = 0; i < whole + part; ++i) {
+    const double e = fabs((double)got[i] - ref[i]);
+    const int ok = ref[i] == 0.0 ? got[i] == 0.0f : e <= 1e-4 * ref[i] + 1e-9;
+    if (!ok) r->probs_pass = 0;
+    if (ref[i] > 0.0 && !(e / ref[i] <= r->probs_max_rel_err)) r->probs_max_rel_err = e / ref[i];
+  }
+  for (size_t row = 0; row < whole / nkv; ++row) {
+    double sum = 0.0, want = 0.0;
+    for (size_t j = 0; j < nkv; ++j) {
+      sum += got[row * nkv + j];
+      want += ref[row * nkv + j];
+    }
+    const double e = fabs(sum - want);
+    if (!(e <= r->probs_max_sum_err)) r->probs_max_sum_err = e;
+    if (!(e <= 1e-4)) r->probs_pass = 0;
+  }
+  code = r->probs_pass ? 0 : 3;
+cleanup:
+  clReleaseMemObject(p);
+  free(got);
+  free(ref);
+  return code;
 }
 
 /* The core-only mode (--core). */
@@ -370,6 +486,7 @@ static int run_core(int argc, char** argv) {
     fprintf(stderr, "(clattn-run --core --help lists the options)\n");
     return 2;
   }
+  if (o.probs) o.lse = 1;
 
   int exit_code = 1;
   clattn_status st = CLATTN_SUCCESS;
@@ -470,7 +587,8 @@ static int run_core(int argc, char** argv) {
     bo = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, no * sizeof *out, NULL, &err);
   }
   if (err == CL_SUCCESS && o.lse) {
-    blse = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY,
+    /* --probs reads the LSE back on the device. */
+    blse = clCreateBuffer(cl_ctx, o.probs ? CL_MEM_READ_WRITE : CL_MEM_WRITE_ONLY,
                           desc.batch * desc.heads_q * desc.seq_q * sizeof(float), NULL, &err);
   }
   if (err != CL_SUCCESS) {
@@ -584,6 +702,14 @@ static int run_core(int argc, char** argv) {
       }
     }
     if (!r.pass) exit_code = 3;
+  }
+  if (o.probs) {
+    const int probs_code = run_probs(&o, ctx, queue, &desc, &bufs, q, k, &r);
+    if (probs_code == 1) {
+      exit_code = 1;
+      goto cleanup;
+    }
+    if (probs_code) exit_code = probs_code;
   }
 
   if (o.json) {

@@ -510,6 +510,63 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
                                                       float* o, float* lse,
                                                       const clattn_attention_config* config);
 
+/* ---------------------------------------------------------------- attention maps (since 0.4) */
+
+/* The probabilities of a fused call, P[b, h, i, j] = exp(score_ij - lse_i): the softmax after
+ * masking, so that each row that sees a key sums to 1 and a masked entry (causal, key length)
+ * is exactly 0. They are recomputed for a block of query heads, query rows and key columns
+ * from Q, K and the LSE a fused call with the same descriptor and inputs wrote, tile by tile:
+ * no buffer beyond the caller's block, and work in proportion to it (heads · rows · cols ·
+ * head_dim multiply-adds). Every mask, layout, stride and head grouping of the core applies.
+ * Only keys a row sees are read (a NaN or Inf
+ * stored under a mask changes nothing). A row that sees no key (LSE -INFINITY) is all 0; a NaN
+ * LSE (a NaN in the row's Q or a visible K) makes the row's visible entries NaN.
+ * Accuracy: each entry carries the rounding of its score (a head_dim-term float dot product)
+ * and of the LSE it is divided by, relative to itself; a visible row sums to 1 within a few
+ * hundred float ulps for rows of up to a few thousand keys (tests/test_probs.c derives the
+ * bound). */
+
+/* The block: counts 0 mean "to the end of the dimension". A range must lie inside its
+ * dimension (begin + count at most the dimension, begin below it). */
+typedef struct clattn_probs_block {
+  size_t struct_size;       /* sizeof(clattn_probs_block) */
+  size_t head_begin, heads; /* query heads [head_begin, head_begin + heads); heads 0: to heads_q */
+  size_t row_begin, rows;   /* query rows; rows 0: to seq_q */
+  size_t col_begin, cols;   /* key columns; cols 0: to seq_kv (over a cache: to the longest
+                               sequence of the call) */
+} clattn_probs_block;
+
+#define CLATTN_PROBS_BLOCK_INIT \
+  { .struct_size = sizeof(clattn_probs_block) }
+
+/* Enqueues P of the block for every batch index, as float32 [batch, heads, rows, cols]
+ * contiguous from element p_offset of p, on `queue` (NULL: the context's queue) after the wait
+ * list; *event (may be NULL) gets the event of its last command, released by the caller. Does
+ * not wait for completion. desc as for clattn_attention (the same as the fused call's).
+ * buffers: q, k and lse required (lse: the LSE a fused clattn_attention call with this desc
+ * and these inputs wrote), kv_lengths optional (the fused call's); v, o and workspace are not
+ * read and may be NULL. block NULL: the whole matrix. Thread-safe as clattn_attention.
+ * Returns CLATTN_ERROR_INVALID_ARGUMENT for a NULL q, k, lse or p, a block beyond the shape
+ * (or a bad struct_size), p sharing elements with q, k, lse or kv_lengths in one cl_mem, a
+ * buffer of another context, an input created CL_MEM_WRITE_ONLY (an LSE buffer made for the
+ * fused call alone, say) or a p created CL_MEM_READ_ONLY; CLATTN_ERROR_BUFFER_TOO_SMALL for a p
+ * (from p_offset) smaller than the block or any input smaller than the shape;
+ * CLATTN_ERROR_UNSUPPORTED for an output beyond 32-bit indexing (p_offset plus its elements above
+ * 2^32); the shape's statuses as clattn_attention. */
+CLATTN_API clattn_status clattn_attention_probs(
+    clattn_context* ctx, const clattn_attention_desc* desc, const clattn_attention_buffers* buffers,
+    const clattn_probs_block* block, cl_mem p, size_t p_offset, cl_command_queue queue,
+    cl_uint num_wait_events, const cl_event* wait_events, cl_event* event);
+
+/* Blocking host form on the context's queue: q and k as the descriptor addresses them (from
+ * index 0, in the storage of desc->dtype), lse float [batch, heads_q, seq_q], kv_lengths int32
+ * [batch] or NULL, p as above (batch · heads · rows · cols floats). */
+CLATTN_API clattn_status clattn_attention_probs_host(clattn_context* ctx,
+                                                     const clattn_attention_desc* desc,
+                                                     const void* q, const void* k, const float* lse,
+                                                     const int32_t* kv_lengths,
+                                                     const clattn_probs_block* block, float* p);
+
 /* ---------------------------------------------------------------- layer: multi-head attention */
 
 /* A multi-head attention layer, PyTorch nn.MultiheadAttention's computation (batch_first):
