@@ -359,12 +359,44 @@ Test(grid, cells_take_the_colour_of_their_value) {
   clattn_maps_layout_free(&L);
 
   /* The fixed range: 0.8 of 1 is entry round(204) = 204. */
-  g.fixed_range = 1;
+  g.range = CLATTN_MAPS_RANGE_FIXED;
   cr_assert_eq(clattn_maps_layout_compute(&g, &L, err, sizeof err), 0, "%s", err);
   cr_assert_eq(clattn_maps_render(&g, &L, &img, err, sizeof err), 0, "%s", err);
   clattn_maps_layout_map_origin(&L, 0, &mx, &my);
   cr_assert(same(clattn_maps_image_get(&img, mx + 1, my + 1), entry(204)));
   clattn_maps_image_free(&img);
+  clattn_maps_layout_free(&L);
+}
+
+Test(grid, the_log_scale_spans_four_decades_below_the_largest_value) {
+  const float m[4] = {2.0f, 0.02f, 1e-5f, 0.0f};
+  const float* values[1] = {m};
+  const char* titles[1] = {"head 0"};
+  clattn_maps_grid g = {.panels = 1,
+                        .values = values,
+                        .titles = titles,
+                        .rows = 2,
+                        .cols = 2,
+                        .cell = 4,
+                        .range = CLATTN_MAPS_RANGE_LOG};
+  clattn_maps_layout L;
+  char err[512];
+  cr_assert_eq(clattn_maps_layout_compute(&g, &L, err, sizeof err), 0, "%s", err);
+  cr_assert(L.log_scale);
+  cr_assert_float_eq(L.bottom, 2e-4, 1e-12);
+  cr_assert(same(clattn_maps_layout_color(&L, 2.0), entry(255)));
+  cr_assert(same(clattn_maps_layout_color(&L, 0.02), entry(128))); /* 2 of 4 decades */
+  cr_assert(same(clattn_maps_layout_color(&L, 1e-5), entry(0)));
+  cr_assert(same(clattn_maps_layout_color(&L, 0.0), entry(0)));
+  /* The bar's ticks are the powers of ten inside the scale: 1e-3, 1e-2, 1e-1 and 1. */
+  size_t found = 0;
+  for (size_t i = 0; i < L.item_count; ++i) {
+    const char* t = L.items[i].text;
+    if (t && (!strcmp(t, "1e-3") || !strcmp(t, "1e-2") || !strcmp(t, "1e-1") || !strcmp(t, "1"))) {
+      ++found;
+    }
+  }
+  cr_assert_eq(found, 4);
   clattn_maps_layout_free(&L);
 }
 

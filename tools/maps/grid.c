@@ -124,6 +124,56 @@ static double scale_step(double top, int* decimals) {
   return step;
 }
 
+/* Where value v sits on the scale, 0 (bottom) to 1 (top), clamped; NaN for NaN. */
+static double scale_position(const clattn_maps_layout* L, double v) {
+  if (isnan(v)) return v;
+  double t;
+  if (L->log_scale) {
+    t = v > L->bottom ? log10(v / L->bottom) / CLATTN_MAPS_LOG_DECADES : 0.0;
+  } else {
+    t = L->top > 0 ? v / L->top : 0.0;
+  }
+  return t < 0 ? 0 : t > 1 ? 1 : t;
+}
+
+clattn_maps_rgb clattn_maps_layout_color(const clattn_maps_layout* L, double v) {
+  return clattn_maps_colormap(scale_position(L, v), 1.0);
+}
+
+/* The scale bar's ticks: positions 0..1 and their numbers. */
+typedef struct scale_ticks {
+  size_t n;
+  double at[16];
+  char text[16][24];
+} scale_ticks;
+
+static void make_scale_ticks(const clattn_maps_layout* L, scale_ticks* t) {
+  t->n = 0;
+  if (L->log_scale) {
+    /* Each power of ten in [bottom, top]. */
+    const int lo = (int)ceil(log10(L->bottom) - 1e-9), hi = (int)floor(log10(L->top) + 1e-9);
+    for (int k = lo; k <= hi && t->n < 16; ++k) {
+      t->at[t->n] = scale_position(L, pow(10.0, k));
+      if (k >= 0) {
+        snprintf(t->text[t->n], sizeof t->text[0], "%.0f", pow(10.0, k));
+      } else {
+        snprintf(t->text[t->n], sizeof t->text[0], "1e%d", k);
+      }
+      ++t->n;
+    }
+    return;
+  }
+  int decimals = 0;
+  const double step = scale_step(L->top, &decimals);
+  for (int i = 0; t->n < 16; ++i) {
+    const double v = i * step;
+    if (v > L->top * (1 + 1e-9)) break;
+    t->at[t->n] = v / L->top;
+    snprintf(t->text[t->n], sizeof t->text[0], "%.*f", decimals, v);
+    ++t->n;
+  }
+}
+
 /* The label of token i cut to the label width, into buf. */
 static const char* fitted(const char* const* labels, size_t i, char* buf, size_t size) {
   return clattn_maps_text_fit(labels[i], CLATTN_MAPS_LABEL_MAX_GLYPHS, buf, size);
@@ -240,7 +290,9 @@ int clattn_maps_layout_compute(const clattn_maps_grid* g, clattn_maps_layout* ou
     }
   }
   L->max_value = max_value;
-  L->top = g->fixed_range ? 1.0 : (max_value > 0 ? (double)max_value : 1.0);
+  L->top = g->range == CLATTN_MAPS_RANGE_FIXED ? 1.0 : (max_value > 0 ? (double)max_value : 1.0);
+  L->log_scale = g->range == CLATTN_MAPS_RANGE_LOG;
+  L->bottom = L->log_scale ? L->top * pow(10.0, -CLATTN_MAPS_LOG_DECADES) : 0.0;
 
   /* Ticks every k tokens: at least the width of the longest index number apart. */
   const double need = (double)(FW * digits(longest - 1) + 12) < 20.0
@@ -279,17 +331,17 @@ int clattn_maps_layout_compute(const clattn_maps_grid* g, clattn_maps_layout* ou
   L->bar_y = L->origin_y + L->map_dy;
   L->bar_w = BAR_W;
   L->bar_h = L->map_h < 160 ? 160 : L->map_h;
-  int decimals = 0;
-  const double step = scale_step(L->top, &decimals);
+  scale_ticks ticks;
+  make_scale_ticks(L, &ticks);
   size_t tick_w = 0;
-  for (double v = 0.0; v <= L->top * (1 + 1e-9); v += step) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "%.*f", decimals, v);
-    if (strlen(buf) * FW > tick_w) tick_w = strlen(buf) * FW;
+  for (size_t t = 0; t < ticks.n; ++t) {
+    if (strlen(ticks.text[t]) * FW > tick_w) tick_w = strlen(ticks.text[t]) * FW;
   }
   char range[96];
-  if (g->fixed_range) {
+  if (g->range == CLATTN_MAPS_RANGE_FIXED) {
     snprintf(range, sizeof range, "0 to 1 (fixed)");
+  } else if (L->log_scale) {
+    snprintf(range, sizeof range, "log, %.3g to max %.4g", L->bottom, L->top);
   } else {
     snprintf(range, sizeof range, "0 to max %.4g", L->top);
   }
@@ -388,13 +440,11 @@ int clattn_maps_layout_compute(const clattn_maps_grid* g, clattn_maps_layout* ou
   bad |= add_rect(L, bx - 1, by + bh, bw + 2, 1, CLATTN_MAPS_MUTED);
   bad |= add_rect(L, bx - 1, by, 1, bh, CLATTN_MAPS_MUTED);
   bad |= add_rect(L, bx + bw, by, 1, bh, CLATTN_MAPS_MUTED);
-  for (int t = 0; !bad; ++t) {
-    const double v = t * step;
-    if (v > L->top * (1 + 1e-9)) break;
-    const long y = by + bh - 1 - lround(v / L->top * (double)(bh - 1));
+  for (size_t t = 0; t < ticks.n && !bad; ++t) {
+    const long y = by + bh - 1 - lround(ticks.at[t] * (double)(bh - 1));
     bad |= add_rect(L, bx + bw + 1, y, TICK, 1, CLATTN_MAPS_INK);
     bad |= add_text(L, CLATTN_MAPS_TEXT, bx + bw + 1 + TICK + GAP, y, CLATTN_MAPS_START,
-                    CLATTN_MAPS_INK, "%.*f", decimals, v);
+                    CLATTN_MAPS_INK, "%s", ticks.text[t]);
   }
   const long cap_y = by + bh + 1 + GAP + FH / 2 + 2;
   bad |=
@@ -429,14 +479,15 @@ int clattn_maps_render(const clattn_maps_grid* g, const clattn_maps_layout* L,
       for (size_t c = 0; c < bins_c; ++c) {
         const float v = clattn_maps_layout_cell_value(g, L, p, r, c);
         clattn_maps_image_fill(img, (long)(mx + c * L->cell), (long)(my + r * L->cell),
-                               (long)L->cell, (long)L->cell, clattn_maps_colormap(v, L->top));
+                               (long)L->cell, (long)L->cell, clattn_maps_layout_color(L, v));
       }
     }
   }
   for (size_t y = 0; y < L->bar_h; ++y) {
-    const double v = L->top * (double)(L->bar_h - 1 - y) / (double)(L->bar_h - 1);
+    /* The bar runs through the colour map evenly, whatever the scale. */
+    const double t = (double)(L->bar_h - 1 - y) / (double)(L->bar_h - 1);
     clattn_maps_image_fill(img, (long)L->bar_x, (long)(L->bar_y + y), (long)L->bar_w, 1,
-                           clattn_maps_colormap(v, L->top));
+                           clattn_maps_colormap(t, 1.0));
   }
   for (size_t i = 0; i < L->item_count; ++i) {
     const clattn_maps_item* it = &L->items[i];

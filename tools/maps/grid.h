@@ -19,6 +19,17 @@
  * the largest value of the bin (so a lone bright cell stays visible). */
 #define CLATTN_MAPS_MAX_PIXELS_PER_MAP_SIDE 1024
 
+/* The colour scale: linear from 0 to the largest finite value drawn, linear from 0 to 1, or
+ * logarithmic over the 4 decades below the largest value (smaller values, 0 included, take
+ * the bottom colour). */
+typedef enum clattn_maps_range {
+  CLATTN_MAPS_RANGE_MAX = 0,
+  CLATTN_MAPS_RANGE_FIXED = 1,
+  CLATTN_MAPS_RANGE_LOG = 2
+} clattn_maps_range;
+
+#define CLATTN_MAPS_LOG_DECADES 4
+
 /* What to draw. */
 typedef struct clattn_maps_grid {
   size_t panels;
@@ -27,7 +38,7 @@ typedef struct clattn_maps_grid {
   size_t rows, cols;
   const char* const* row_labels; /* rows tokens, or NULL */
   const char* const* col_labels; /* cols tokens, or NULL */
-  int fixed_range;               /* 1: the scale is 0..1; 0: 0..the largest finite value */
+  clattn_maps_range range;       /* the colour scale */
   size_t cell;                   /* pixels per cell, 1..64; 0: chosen from the size */
   size_t columns;                /* panels per row of the grid; 0: chosen */
   size_t tick_every;             /* axis tick every this many tokens; 0: chosen */
@@ -72,7 +83,9 @@ typedef struct clattn_maps_layout {
   size_t bar_x, bar_y, bar_w, bar_h;
   size_t width, height;
   size_t tick_every;
-  double top;       /* value at the top of the scale */
+  double top;    /* value at the top of the scale */
+  double bottom; /* value at its bottom: 0, or top / 10^4 on the log scale */
+  int log_scale;
   double max_value; /* largest finite value drawn (0 when none) */
   size_t nan_count; /* NaN values drawn */
   clattn_maps_item* items;
@@ -97,6 +110,9 @@ void clattn_maps_layout_map_origin(const clattn_maps_layout* layout, size_t p, s
  * value, NaN when any is NaN). */
 float clattn_maps_layout_cell_value(const clattn_maps_grid* g, const clattn_maps_layout* layout,
                                     size_t panel, size_t r, size_t c);
+
+/* The colour of value v on the layout's scale. */
+clattn_maps_rgb clattn_maps_layout_color(const clattn_maps_layout* layout, double v);
 
 /* Draws the picture into *img (allocated here; free with clattn_maps_image_free). Returns 0,
  * or -1 with a message. */

@@ -67,7 +67,7 @@ typedef struct options {
   int bias;
 } options;
 
-static const char* const kRanges[] = {"max", "fixed", NULL};
+static const char* const kRanges[] = {"max", "fixed", "log", NULL};
 static const char* const kLayouts[] = {"bhnd", "bnhd", NULL};
 
 static const char kNotes[] =
@@ -131,8 +131,9 @@ static clattn_flags_result parse_options(int argc, char** argv, options* o) {
        .kind = CLATTN_FLAG_CHOICE,
        .ptr = &o->range,
        .choices = kRanges,
-       .help = "colour scale 0..the largest value drawn (max, the\n"
-               "default) or 0..1 (fixed)"},
+       .help = "colour scale: 0..the largest value drawn (max, the\n"
+               "default), 0..1 (fixed), or the 4 decades below the\n"
+               "largest value (log)"},
       {.name = "--cell",
        .kind = CLATTN_FLAG_SIZE,
        .ptr = &o->cell,
@@ -967,7 +968,7 @@ int main(int argc, char** argv) {
                         .cols = pb.seq_kv,
                         .row_labels = o.labels ? (const char* const*)row_labels.items : NULL,
                         .col_labels = cols,
-                        .fixed_range = o.range == 1,
+                        .range = (clattn_maps_range)o.range,
                         .cell = o.cell,
                         .columns = o.columns,
                         .tick_every = o.tick_every,

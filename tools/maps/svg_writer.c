@@ -98,7 +98,7 @@ int clattn_maps_svg_write_stream(FILE* f, const clattn_maps_grid* g, const clatt
       for (size_t j = 0; j < g->cols; ++j) {
         const float v = g->values[p][i * g->cols + j];
         fprintf(f, "<rect x=\"%zu\" y=\"%zu\" width=\"1\" height=\"1\" fill=\"", j, i);
-        put_color(f, clattn_maps_colormap(v, L->top));
+        put_color(f, clattn_maps_layout_color(L, v));
         fputs("\"><title>", f);
         put_escaped(f, g->titles[p]);
         fprintf(f, ": q %zu", i);
