@@ -155,7 +155,7 @@ if [[ -x "$dir/clattn-maps" ]]; then
   expect 2 "unknown flag '--q' (options of the attention core need --core)" clattn-maps --q x
   expect 2 "--mean is given more than once" clattn-maps --mean --mean
   expect 2 "--cell takes 0..64, got '65'" clattn-maps --core --cell 65
-  expect 2 "--range takes max|fixed, got 'x'" clattn-maps --range x
+  expect 2 "--range takes max|fixed|log, got 'x'" clattn-maps --range x
   expect 2 "unknown flag '--identity' (options of the attention core need --core)" clattn-maps \
     --identity
   expect 2 "--head-dim takes 1..256, got '300'" clattn-maps --core --head-dim 300
