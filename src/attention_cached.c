@@ -202,10 +202,8 @@ clattn_status clattn__kv_step_attend(clattn_kv_cache* c, const clattn__kv_step* 
 
 /* ------------------------------------------------------------ public entry points */
 
-/* The shape of a call over the cache: desc as for clattn_attention with seq_kv 0, resolved
- * with seq_kv 1 (the lengths come from the cache at the call). */
-static clattn_status cached_shape(clattn_kv_cache* c, const clattn_attention_desc* desc,
-                                  clattn__attention_shape* sh) {
+clattn_status clattn__kv_cached_shape(clattn_kv_cache* c, const clattn_attention_desc* desc,
+                                      clattn__attention_shape* sh) {
   clattn_context* ctx = c->ctx;
   if (!desc) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc is NULL");
   clattn_attention_desc d;
@@ -248,7 +246,7 @@ clattn_status clattn_attention_cached(clattn_kv_cache* c, const clattn_attention
   }
   clattn__attention_shape sh;
   clattn_attention_buffers b;
-  clattn_status status = cached_shape(c, desc, &sh);
+  clattn_status status = clattn__kv_cached_shape(c, desc, &sh);
   if (status != CLATTN_SUCCESS) return status;
   status = clattn__attention_buffers_check(ctx, &sh, buffers, 1, &b);
   if (status != CLATTN_SUCCESS) return status;
@@ -273,7 +271,7 @@ clattn_status clattn_attention_cached_host(clattn_kv_cache* c, const clattn_atte
   clattn_context* ctx = c->ctx;
   if (!q || !o) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "q and o must not be NULL");
   clattn__attention_shape sh;
-  clattn_status status = cached_shape(c, desc, &sh);
+  clattn_status status = clattn__kv_cached_shape(c, desc, &sh);
   if (status != CLATTN_SUCCESS) return status;
   const size_t f = sizeof(float);
   const size_t o_span = clattn__tensor_span(&sh, 'o'), l_span = clattn__tensor_span(&sh, 'l');

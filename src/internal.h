@@ -429,6 +429,16 @@ clattn_status clattn__probs_enqueue(clattn_context* ctx, const clattn__attention
                                     const cl_event* wait, cl_event* event,
                                     const clattn__paged_kv* paged);
 
+/* The same over a KV cache step's sequences (their pages, lengths and causal alignment, as
+ * clattn__kv_step_attend reads them; the step's upload is waited for): q_shape as there,
+ * buffers' q and lse. */
+clattn_status clattn__kv_step_probs(clattn_kv_cache* cache, const clattn__kv_step* step,
+                                    const clattn__attention_shape* q_shape,
+                                    const clattn_attention_buffers* buffers,
+                                    const clattn__probs_region* region, int mean, cl_mem p,
+                                    size_t p_offset, cl_command_queue queue, cl_uint num_wait,
+                                    const cl_event* wait, cl_event* event);
+
 /* ------------------------------------------------------------ workspace (src/workspace.c) */
 
 /* The context's scratch buffers, shared by calls on any queue: a call takes a free slot for

@@ -50,4 +50,10 @@ void clattn__kv_copy_range(const clattn_kv_cache* cache, size_t rows, size_t bat
 cl_uint clattn__kv_waits(cl_uint num_wait, const cl_event* wait, cl_event extra0, cl_event extra1,
                          cl_event* stack, size_t stack_size, cl_event** list);
 
+/* The shape of a call over the cache (src/attention_cached.c): desc as for clattn_attention with
+ * seq_kv 0, checked against the cache and resolved with seq_kv 1 (the lengths come from the
+ * cache at the call). */
+clattn_status clattn__kv_cached_shape(clattn_kv_cache* cache, const clattn_attention_desc* desc,
+                                      clattn__attention_shape* sh);
+
 #endif

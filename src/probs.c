@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "kv_cache.h"
 
 /* Kernels index with 32-bit unsigned integers. */
 #define MAX_INDEX ((size_t)UINT32_MAX)
@@ -15,6 +15,7 @@
 /* Work-items of one group at most, and along the columns at most. */
 #define GROUP_ITEMS 64
 #define GROUP_COLS 16
+#define STACK_WAITS 16
 
 /* ------------------------------------------------------------ regions and checks */
 
@@ -255,6 +256,52 @@ cleanup:
   return status;
 }
 
+/* ------------------------------------------------------------ over a KV cache */
+
+clattn_status clattn__kv_step_probs(clattn_kv_cache* c, const clattn__kv_step* step,
+                                    const clattn__attention_shape* q_shape,
+                                    const clattn_attention_buffers* buffers,
+                                    const clattn__probs_region* region, int mean, cl_mem p,
+                                    size_t p_offset, cl_command_queue queue, cl_uint num_wait,
+                                    const cl_event* wait, cl_event* event) {
+  clattn_context* ctx = c->ctx;
+  if (q_shape->batch != step->count || q_shape->head_dim != c->head_dim ||
+      q_shape->heads_q % c->heads_kv) {
+    return clattn__fail(ctx, CLATTN_ERROR_INTERNAL,
+                        "probabilities over a cache: batch %zu, heads %zu, head_dim %zu against a "
+                        "step of %zu sequences and a cache of %zu heads of %zu",
+                        q_shape->batch, q_shape->heads_q, q_shape->head_dim, step->count,
+                        c->heads_kv, c->head_dim);
+  }
+  /* The shape clattn__kv_step_attend gives a page-reading variant. */
+  clattn__attention_shape sh = *q_shape;
+  sh.heads_kv = c->heads_kv;
+  sh.seq_kv = step->max_length ? step->max_length : 1;
+  sh.causal = q_shape->causal ? CLATTN__CAUSAL_PER_LENGTH : 0;
+  sh.paged = 1;
+  sh.k = sh.v = (clattn_strides){
+      .batch = 0, .head = c->num_blocks * c->block_tokens * c->head_dim, .seq = c->head_dim};
+  clattn_attention_buffers b = *buffers;
+  b.k = c->k_pool;
+  b.k_offset = 0;
+  b.v = NULL;
+  b.o = NULL;
+  b.kv_lengths = step->lengths;
+  const clattn__paged_kv paged = {.block_table = c->table,
+                                  .table_stride = c->table_stride,
+                                  .block_tokens = c->block_tokens,
+                                  .block_stride = c->block_tokens * c->head_dim,
+                                  .seq_ids = step->seq_ids};
+  cl_event stack[STACK_WAITS];
+  cl_event* waits = stack;
+  const cl_uint n = clattn__kv_waits(num_wait, wait, step->ready, NULL, stack, STACK_WAITS, &waits);
+  if (!waits) return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+  clattn_status status = clattn__probs_enqueue(ctx, &sh, &b, region, mean, p, p_offset, queue, n,
+                                               waits, event, &paged);
+  if (waits != stack) free(waits);
+  return status;
+}
+
 /* ------------------------------------------------------------ public entry points */
 
 clattn_status clattn_attention_probs(clattn_context* ctx, const clattn_attention_desc* desc,
@@ -334,4 +381,47 @@ cleanup:
     if (mems[i]) clReleaseMemObject(mems[i]);
   }
   return status;
+}
+
+clattn_status clattn_attention_probs_cached(clattn_kv_cache* c, const clattn_attention_desc* desc,
+                                            const int32_t* seq_ids,
+                                            const clattn_attention_buffers* buffers,
+                                            const clattn_probs_block* block, cl_mem p,
+                                            size_t p_offset, cl_command_queue queue,
+                                            cl_uint num_wait_events, const cl_event* wait_events,
+                                            cl_event* event) {
+  if (!c) return CLATTN_ERROR_INVALID_ARGUMENT;
+  clattn_context* ctx = c->ctx;
+  if (event) *event = NULL;
+  if (num_wait_events && !wait_events) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
+  }
+  clattn__attention_shape sh;
+  clattn_attention_buffers b;
+  clattn_status status = clattn__kv_cached_shape(c, desc, &sh);
+  if (status != CLATTN_SUCCESS) return status;
+  status = inputs_check(ctx, &sh, buffers, 1, &b);
+  if (status != CLATTN_SUCCESS) return status;
+  if (!p) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "p is NULL");
+  if (queue && queue != ctx->queue) {
+    status = clattn__queue_check(ctx, queue);
+    if (status != CLATTN_SUCCESS) return status;
+  } else {
+    queue = ctx->queue;
+  }
+  clattn__kv_step step;
+  status = clattn__kv_step_begin(c, sh.batch, seq_ids, 0, queue, &step);
+  if (status != CLATTN_SUCCESS) return status;
+  /* The columns are known now: up to the longest sequence of the call. */
+  clattn__probs_region r;
+  status = clattn__probs_region_resolve(ctx, block, sh.heads_q, sh.seq_q, step.max_length, &r);
+  if (status == CLATTN_SUCCESS) {
+    status = output_check(ctx, &sh, &b, p, p_offset, region_elements(&r, sh.batch, 0));
+  }
+  if (status == CLATTN_SUCCESS) {
+    status = clattn__kv_step_probs(c, &step, &sh, &b, &r, 0, p, p_offset, queue, num_wait_events,
+                                   wait_events, event);
+  }
+  return clattn__kv_step_end(c, &step, status); /* no token appended: nothing to roll back */
 }

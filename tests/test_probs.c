@@ -84,13 +84,18 @@ static void check_probs(const test_problem* pr, const int32_t* kv_lengths, const
                         const float* p, const char* label) {
   const clattn_attention_desc* d = &pr->desc;
   const size_t count = region_size(d, g);
-  double* ref = malloc(count * sizeof(double));
+  /* Columns past seq_kv (a KV cache's shorter sequences) must be 0: the reference has none. */
+  const size_t nc_ref =
+      g->c0 >= d->seq_kv ? 0 : (g->nc < d->seq_kv - g->c0 ? g->nc : d->seq_kv - g->c0);
+  double* ref = malloc((d->batch * g->nh * g->nr * nc_ref + 1) * sizeof(double));
   double* ref_o = malloc(pr->no * sizeof(double));
   double* ref_lse = malloc(pr->nl * sizeof(double));
   cr_assert(ref && ref_o && ref_lse, "out of host memory");
-  cr_assert_eq(clattn_ref_attention_probs(d, pr->q, pr->k, kv_lengths, g->h0, g->nh, g->r0, g->nr,
-                                          g->c0, g->nc, ref),
-               0, "%s: the reference rejected the block", label);
+  if (nc_ref) {
+    cr_assert_eq(clattn_ref_attention_probs(d, pr->q, pr->k, kv_lengths, g->h0, g->nh, g->r0, g->nr,
+                                            g->c0, nc_ref, ref),
+                 0, "%s: the reference rejected the block", label);
+  }
   cr_assert_eq(clattn_ref_attention(d, pr->q, pr->k, pr->v, kv_lengths, ref_o, ref_lse, 1), 0);
   size_t bad = 0, sums = 0;
   char first[512] = "";
@@ -106,10 +111,11 @@ static void check_probs(const test_problem* pr, const int32_t* kv_lengths, const
         const double lse_ref = ref_lse[(b * d->heads_q + h) * d->seq_q + i];
         const double rho = n ? probs_rho(d->head_dim, n, s, lse_ref) : 0.0;
         const size_t base = ((b * g->nh + hh) * g->nr + r) * g->nc;
+        const size_t base_ref = ((b * g->nh + hh) * g->nr + r) * nc_ref;
         double sum = 0.0;
         for (size_t c = 0; c < g->nc; ++c) {
           const size_t j = g->c0 + c;
-          const double got = p[base + c], want = ref[base + c];
+          const double got = p[base + c], want = c < nc_ref ? ref[base_ref + c] : 0.0;
           const int visible = j < n;
           const double tol = visible ? 2.0 * rho * want + PROBS_FLOOR : 0.0;
           const double err = fabs(got - want);
@@ -190,6 +196,22 @@ static clattn_probs_block block_of(size_t h0, size_t nh, size_t r0, size_t nr, s
   b.col_begin = c0;
   b.cols = nc;
   return b;
+}
+
+static cl_mem make_buffer(cl_context cl_ctx, size_t bytes) {
+  cl_int err = CL_SUCCESS;
+  cl_mem mem = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS, "clCreateBuffer(%zu bytes): %d", bytes, (int)err);
+  return mem;
+}
+
+static void expect_status(clattn_context* ctx, clattn_status got, clattn_status want,
+                          const char* what) {
+  cr_expect_eq(got, want, "%s: %s, expected %s (%s)", what, clattn_status_name(got),
+               clattn_status_name(want), test_last_error(ctx));
+  if (got != CLATTN_SUCCESS && ctx != NULL) {
+    cr_expect(test_last_error(ctx)[0] != '\0', "%s: no message", what);
+  }
 }
 
 /* ---------------------------------------------------------------- sweep */
@@ -421,14 +443,273 @@ Test(probs, masked_nan_is_never_read, .timeout = 300.0) {
   clattn_context_destroy(ctx);
 }
 
-/* ---------------------------------------------------------------- cl_mem entry point */
+/* ---------------------------------------------------------------- over a KV cache */
 
-static cl_mem make_buffer(cl_context cl_ctx, size_t bytes) {
-  cl_int err = CL_SUCCESS;
-  cl_mem mem = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
-  cr_assert_eq(err, CL_SUCCESS, "clCreateBuffer(%zu bytes): %d", bytes, (int)err);
-  return mem;
+/* Every sequence's K and V as [heads_kv][MAX_LEN][head_dim], as appended. */
+#define CACHE_SEQS 4
+#define MAX_LEN 160
+
+typedef struct cache_fixture {
+  clattn_context* ctx;
+  clattn_kv_cache* cache;
+  size_t heads_kv, dim;
+  float *k, *v;
+  size_t len[CACHE_SEQS];
+} cache_fixture;
+
+static size_t cache_at(const cache_fixture* f, size_t s, size_t h, size_t j) {
+  return ((s * f->heads_kv + h) * MAX_LEN + j) * f->dim;
 }
+
+/* Appends `tokens` rows to sequence s (poison: all NaN, not recorded as part of the sequence,
+ * for a truncation to hide again). */
+static void cache_append(cache_fixture* f, int32_t s, size_t tokens, int poison, uint64_t seed) {
+  const size_t n = f->heads_kv * tokens * f->dim;
+  float* k = malloc(n * sizeof(float));
+  float* v = malloc(n * sizeof(float));
+  cr_assert(k && v);
+  uint64_t state = seed;
+  clattn_ref_fill_uniform(k, n, -1.0f, 1.0f, &state);
+  clattn_ref_fill_uniform(v, n, -1.0f, 1.0f, &state);
+  if (poison) {
+    for (size_t i = 0; i < n; ++i) k[i] = v[i] = NAN;
+  }
+  clattn_kv_append_desc d = CLATTN_KV_APPEND_DESC_INIT;
+  d.count = 1;
+  d.seq_ids = &s;
+  d.tokens = tokens;
+  const clattn_status st = clattn_kv_cache_append_host(f->cache, &d, k, v);
+  cr_assert_eq(st, CLATTN_SUCCESS, "append: %s (%s)", clattn_status_name(st),
+               test_last_error(f->ctx));
+  cr_assert(f->len[s] + tokens <= MAX_LEN);
+  for (size_t h = 0; h < f->heads_kv && !poison; ++h) {
+    memcpy(&f->k[cache_at(f, (size_t)s, h, f->len[s])], k + h * tokens * f->dim,
+           tokens * f->dim * sizeof(float));
+    memcpy(&f->v[cache_at(f, (size_t)s, h, f->len[s])], v + h * tokens * f->dim,
+           tokens * f->dim * sizeof(float));
+  }
+  if (!poison) f->len[s] += tokens;
+  free(k);
+  free(v);
+}
+
+/* A cache whose sequences' pages are scrambled (grown in turns of different sizes), sequence 1
+ * with NaN tokens appended and truncated away (still in its last block, masked by its length),
+ * sequence 3 empty. */
+static void cache_fixture_init(cache_fixture* f, size_t heads_kv, size_t dim) {
+  memset(f, 0, sizeof *f);
+  f->ctx = test_context(NULL);
+  f->heads_kv = heads_kv;
+  f->dim = dim;
+  clattn_kv_cache_desc d = CLATTN_KV_CACHE_DESC_INIT;
+  d.max_sequences = CACHE_SEQS;
+  d.heads_kv = heads_kv;
+  d.head_dim = dim;
+  d.capacity = CACHE_SEQS * MAX_LEN;
+  d.block_tokens = 8;
+  clattn_status st = clattn_kv_cache_create(f->ctx, &d, &f->cache);
+  cr_assert_eq(st, CLATTN_SUCCESS, "%s (%s)", clattn_status_name(st), test_last_error(f->ctx));
+  f->k = calloc(CACHE_SEQS * heads_kv * MAX_LEN * dim, sizeof(float));
+  f->v = calloc(CACHE_SEQS * heads_kv * MAX_LEN * dim, sizeof(float));
+  cr_assert(f->k && f->v);
+  static const size_t turns[][3] = {{5, 3, 11}, {9, 1, 2}, {13, 6, 7}, {4, 2, 9}};
+  for (size_t t = 0; t < sizeof turns / sizeof turns[0]; ++t) {
+    for (int32_t s = 0; s < 3; ++s)
+      cache_append(f, s, test_len(turns[t][s] * 3), 0, 70 + t * 3 + s);
+  }
+  cache_append(f, 1, 3, 1, 99);
+  st = clattn_kv_cache_truncate(f->cache, 1, f->len[1]);
+  cr_assert_eq(st, CLATTN_SUCCESS, "truncate: %s", clattn_status_name(st));
+}
+
+static void cache_fixture_free(cache_fixture* f) {
+  clattn_kv_cache_destroy(f->cache);
+  clattn_context_destroy(f->ctx);
+  free(f->k);
+  free(f->v);
+}
+
+/* The fused call over the cache (variant) for the LSE, then the probabilities of `block`
+ * through clattn_attention_probs_cached, checked sequence by sequence against the reference
+ * over the model's K (columns past a sequence's length 0). */
+static void run_cached(cache_fixture* f, size_t count, const int32_t* ids, size_t heads_q,
+                       size_t seq_q, int causal, clattn_variant variant,
+                       const clattn_probs_block* block, uint64_t seed) {
+  size_t longest = 0;
+  for (size_t i = 0; i < count; ++i) {
+    if (f->len[ids[i]] > longest) longest = f->len[ids[i]];
+  }
+  clattn_attention_desc d = test_desc(count, heads_q, f->heads_kv, seq_q, 0, f->dim, causal);
+  clattn_attention_desc whole = d;
+  whole.seq_kv = longest;
+  const region g = region_of(&whole, block);
+  const size_t per_q = heads_q * seq_q * f->dim, per_l = heads_q * seq_q;
+  const size_t per_p = g.nh * g.nr * g.nc;
+  float* q = malloc(count * per_q * sizeof(float));
+  float* o = malloc(count * per_q * sizeof(float));
+  float* lse = malloc(count * per_l * sizeof(float));
+  float* p = malloc((count * per_p + 1) * sizeof(float));
+  cr_assert(q && o && lse && p);
+  uint64_t state = seed;
+  clattn_ref_fill_uniform(q, count * per_q, -1.0f, 1.0f, &state);
+  for (size_t i = 0; i < count * per_p; ++i) p[i] = NAN;
+  const clattn_attention_config config = test_config(variant);
+  clattn_status st = clattn_attention_cached_host(f->cache, &d, ids, q, o, lse, &config);
+  cr_assert_eq(st, CLATTN_SUCCESS, "clattn_attention_cached_host: %s (%s)", clattn_status_name(st),
+               test_last_error(f->ctx));
+  cl_context cl_ctx = NULL;
+  cl_command_queue queue = NULL;
+  cr_assert_eq(clattn_context_get_cl(f->ctx, &cl_ctx, NULL, &queue), CLATTN_SUCCESS);
+  cl_int err = CL_SUCCESS;
+  cl_mem mq = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                             count * per_q * sizeof(float), q, &err);
+  cl_mem ml = clCreateBuffer(cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                             count * per_l * sizeof(float), lse, &err);
+  cl_mem mp =
+      clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (count * per_p + 1) * sizeof(float), NULL, &err);
+  cr_assert_eq(err, CL_SUCCESS);
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = mq;
+  b.lse = ml;
+  cl_event done = NULL;
+  st = clattn_attention_probs_cached(f->cache, &d, ids, &b, block, mp, 1, NULL, 0, NULL, &done);
+  cr_assert_eq(st, CLATTN_SUCCESS, "clattn_attention_probs_cached: %s (%s)", clattn_status_name(st),
+               test_last_error(f->ctx));
+  cr_assert_not_null(done);
+  cr_assert_eq(clEnqueueReadBuffer(queue, mp, CL_TRUE, sizeof(float), count * per_p * sizeof(float),
+                                   p, 1, &done, NULL),
+               CL_SUCCESS);
+  clReleaseEvent(done);
+  for (size_t i = 0; i < count; ++i) {
+    const size_t s = (size_t)ids[i], len = f->len[s];
+    char label[256];
+    snprintf(label, sizeof label,
+             "%s sequence %zu (batch index %zu of %zu) L=%zu Hq=%zu Hkv=%zu Nq=%zu D=%zu causal=%d "
+             "block h[%zu+%zu] i[%zu+%zu] j[%zu+%zu]",
+             test_variant_name(variant), s, i, count, len, heads_q, f->heads_kv, seq_q, f->dim,
+             causal, g.h0, g.nh, g.r0, g.nr, g.c0, g.nc);
+    const float* pi = p + i * per_p;
+    if (len == 0) {
+      for (size_t e = 0; e < per_p; ++e) {
+        cr_assert(pi[e] == 0.0f, "%s: P[%zu] = %g, not 0 (an empty sequence)", label, e,
+                  (double)pi[e]);
+      }
+      continue;
+    }
+    test_problem one;
+    memset(&one, 0, sizeof one);
+    one.desc = test_desc(1, heads_q, f->heads_kv, seq_q, len, f->dim, causal);
+    one.desc.k_strides = (clattn_strides){
+        .batch = f->heads_kv * MAX_LEN * f->dim, .head = MAX_LEN * f->dim, .seq = f->dim};
+    one.desc.v_strides = one.desc.k_strides;
+    one.q = q + i * per_q;
+    one.k = &f->k[cache_at(f, s, 0, 0)];
+    one.v = &f->v[cache_at(f, s, 0, 0)];
+    one.no = test_span(&one.desc, 'o');
+    one.nl = test_span(&one.desc, 'l');
+    check_probs(&one, NULL, &g, pi, label);
+  }
+  clReleaseMemObject(mq);
+  clReleaseMemObject(ml);
+  clReleaseMemObject(mp);
+  free(q);
+  free(o);
+  free(lse);
+  free(p);
+}
+
+/* Decode (one row) and prompt rows (causal aligned to each sequence's length, the first rows
+ * of a sequence shorter than seq_q seeing nothing), GQA, sequences in any order with an empty
+ * one, from the LSE of every variant, whole and in blocks (the longest's last column, a middle
+ * block, one row). */
+Test(probs, over_a_kv_cache, .timeout = 300.0) {
+  cache_fixture f;
+  cache_fixture_init(&f, 2, 24);
+  const int32_t ids[CACHE_SEQS] = {2, 0, 3, 1};
+  size_t longest = 0;
+  for (int s = 0; s < CACHE_SEQS; ++s) longest = f.len[s] > longest ? f.len[s] : longest;
+  const clattn_probs_block blocks[] = {
+      block_of(0, 0, 0, 0, longest - 1, 1),
+      block_of(1, 2, 0, 0, longest / 4, longest / 2),
+      block_of(0, 0, 0, 1, 0, 0),
+  };
+  for (size_t v = 0; v < NUM_VARIANTS; ++v) {
+    for (int causal = 0; causal <= 1; ++causal) {
+      run_cached(&f, CACHE_SEQS, ids, 4, 1, causal, kVariants[v], NULL, 300 + v * 4 + causal);
+      run_cached(&f, CACHE_SEQS, ids, 4, 5, causal, kVariants[v], NULL, 310 + v * 4 + causal);
+      for (size_t k = 0; k < sizeof blocks / sizeof blocks[0]; ++k) {
+        run_cached(&f, CACHE_SEQS, ids, 4, 5, causal, kVariants[v], &blocks[k],
+                   320 + v * 16 + k * 2 + causal);
+      }
+      const int32_t two[2] = {1, 0}; /* a batch whose longest is shorter than the cache's */
+      run_cached(&f, 2, two, 2, 3, causal, kVariants[v], NULL, 380 + v * 4 + causal);
+    }
+  }
+  cache_fixture_free(&f);
+}
+
+/* Over a cache: k, v or kv_lengths set, seq_kv set, a block past the longest sequence of the
+ * call, a NULL lse or p, p too small, a repeated id. */
+Test(probs, over_a_kv_cache_bad_input) {
+  cache_fixture f;
+  cache_fixture_init(&f, 2, 8);
+  clattn_context* ctx = f.ctx;
+  cl_context cl_ctx = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, NULL, NULL), CLATTN_SUCCESS);
+  const int32_t ids[2] = {0, 1};
+  const size_t longest = f.len[0] > f.len[1] ? f.len[0] : f.len[1];
+  clattn_attention_desc d = test_desc(2, 2, 2, 3, 0, 8, 1);
+  cl_mem q = make_buffer(cl_ctx, 2 * 2 * 3 * 8 * sizeof(float));
+  cl_mem l = make_buffer(cl_ctx, 2 * 2 * 3 * sizeof(float));
+  const size_t whole = 2 * 2 * 3 * longest;
+  cl_mem p = make_buffer(cl_ctx, whole * sizeof(float));
+  clattn_attention_buffers b = CLATTN_ATTENTION_BUFFERS_INIT;
+  b.q = q;
+  b.lse = l;
+  clattn_status st;
+  st = clattn_attention_probs_cached(f.cache, &d, ids, &b, NULL, p, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_SUCCESS, "good arguments");
+  cl_command_queue queue = NULL;
+  cr_assert_eq(clattn_context_get_cl(ctx, NULL, NULL, &queue), CLATTN_SUCCESS);
+  cr_assert_eq(clFinish(queue), CL_SUCCESS);
+  st = clattn_attention_probs_cached(NULL, &d, ids, &b, NULL, p, 0, NULL, 0, NULL, NULL);
+  expect_status(NULL, st, CLATTN_ERROR_INVALID_ARGUMENT, "NULL cache");
+  clattn_attention_buffers nb = b;
+  nb.k = q;
+  st = clattn_attention_probs_cached(f.cache, &d, ids, &nb, NULL, p, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_INVALID_ARGUMENT, "k set over a cache");
+  nb = b;
+  nb.kv_lengths = q;
+  st = clattn_attention_probs_cached(f.cache, &d, ids, &nb, NULL, p, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_INVALID_ARGUMENT, "kv_lengths set over a cache");
+  nb = b;
+  nb.lse = NULL;
+  st = clattn_attention_probs_cached(f.cache, &d, ids, &nb, NULL, p, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_INVALID_ARGUMENT, "NULL lse");
+  st = clattn_attention_probs_cached(f.cache, &d, ids, &b, NULL, NULL, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_INVALID_ARGUMENT, "NULL p");
+  st = clattn_attention_probs_cached(f.cache, &d, ids, &b, NULL, p, 1, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_BUFFER_TOO_SMALL, "p too small");
+  const clattn_probs_block past = block_of(0, 0, 0, 0, longest - 1, 2);
+  st = clattn_attention_probs_cached(f.cache, &d, ids, &b, &past, p, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_INVALID_ARGUMENT, "columns past the longest sequence");
+  clattn_attention_desc with_kv = d;
+  with_kv.seq_kv = 4;
+  st = clattn_attention_probs_cached(f.cache, &with_kv, ids, &b, NULL, p, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_INVALID_SHAPE, "seq_kv set over a cache");
+  const int32_t twice[2] = {1, 1};
+  st = clattn_attention_probs_cached(f.cache, &d, twice, &b, NULL, p, 0, NULL, 0, NULL, NULL);
+  expect_status(ctx, st, CLATTN_ERROR_INVALID_ARGUMENT, "a repeated id");
+  size_t len = 0;
+  cr_assert_eq(clattn_kv_cache_seq_length(f.cache, 0, &len), CLATTN_SUCCESS);
+  cr_expect_eq(len, f.len[0], "a refused call changed the cache");
+  clReleaseMemObject(q);
+  clReleaseMemObject(l);
+  clReleaseMemObject(p);
+  cache_fixture_free(&f);
+}
+
+/* ---------------------------------------------------------------- cl_mem entry point */
 
 /* Inputs at offsets, p at an offset between guard values, written after a wait list of
  * non-blocking writes and a user event, on the context's queue or the caller's: the call must
@@ -528,15 +809,6 @@ Test(probs, cl_mem_offsets_and_events, .timeout = 120.0) { run_cl_mem_case(0); }
 Test(probs, cl_mem_own_queue, .timeout = 120.0) { run_cl_mem_case(1); }
 
 /* ---------------------------------------------------------------- bad input */
-
-static void expect_status(clattn_context* ctx, clattn_status got, clattn_status want,
-                          const char* what) {
-  cr_expect_eq(got, want, "%s: %s, expected %s (%s)", what, clattn_status_name(got),
-               clattn_status_name(want), test_last_error(ctx));
-  if (got != CLATTN_SUCCESS && ctx != NULL) {
-    cr_expect(test_last_error(ctx)[0] != '\0', "%s: no message", what);
-  }
-}
 
 /* Every refusal, with a message, and no crash. */
 Test(probs, bad_input) {

@@ -412,10 +412,10 @@ Test(steady_state, layer_forwards_create_nothing) {
   clattn_context_destroy(ctx);
 }
 
-/* A decode loop over a KV cache (append one token per sequence, attend with one query row):
- * after its first step, steps create no kernel, build no program and allocate no buffer,
- * across block boundaries and growing lengths (within one power-of-two length class, as plans
- * are keyed). */
+/* A decode loop over a KV cache (append one token per sequence, attend with one query row, take
+ * its attention map): after its first step, steps create no kernel, build no program and
+ * allocate no buffer, across block boundaries and growing lengths (within one power-of-two
+ * length class, as plans are keyed). */
 Test(steady_state, decode_steps_create_nothing) {
   clattn_context* ctx = test_context(NULL);
   const size_t count = 2, hk = 2, hq = 4, dim = 32, prompt = 70, steps = 40;
@@ -440,6 +440,7 @@ Test(steady_state, decode_steps_create_nothing) {
   cl_mem qb = device_buffer(ctx, count * hq * dim * sizeof(float), q);
   cl_mem ob = device_buffer(ctx, count * hq * dim * sizeof(float), NULL);
   cl_mem lb = device_buffer(ctx, count * hq * sizeof(float), NULL);
+  cl_mem pb = device_buffer(ctx, count * hq * (prompt + steps + 1) * sizeof(float), NULL);
   const int32_t ids[2] = {3, 1};
   clattn_kv_append_desc ad = CLATTN_KV_APPEND_DESC_INIT;
   ad.count = count;
@@ -464,16 +465,22 @@ Test(steady_state, decode_steps_create_nothing) {
                  test_last_error(ctx));
     cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
     clReleaseEvent(done);
+    /* The step's attention map: every head's probabilities over the whole cache. */
+    st = clattn_attention_probs_cached(cache, &d, ids, &b, NULL, pb, 0, NULL, 0, NULL, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "step %zu probabilities: %s (%s)", r, clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
   }
-  expect_no_setup("decode steps", (int)steps);
+  expect_no_setup("decode steps (attention and probabilities)", (int)steps);
   size_t len = 0;
   cr_assert_eq(clattn_kv_cache_seq_length(cache, 3, &len), CLATTN_SUCCESS);
   cr_expect_eq(len, prompt + steps + 1);
   cr_expect_eq(atomic_load(&launches_without_local), 0,
                "%d of clattn's kernel launches left the work-group size to the driver",
                atomic_load(&launches_without_local));
-  cl_mem mems[5] = {kp, kt, qb, ob, lb};
-  for (int i = 0; i < 5; ++i) clReleaseMemObject(mems[i]);
+  cl_mem mems[6] = {kp, kt, qb, ob, lb, pb};
+  for (int i = 0; i < 6; ++i) clReleaseMemObject(mems[i]);
   free(kv);
   free(q);
   clattn_kv_cache_destroy(cache);

@@ -517,8 +517,8 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
  * is exactly 0. They are recomputed for a block of query heads, query rows and key columns
  * from Q, K and the LSE a fused call with the same descriptor and inputs wrote, tile by tile:
  * no buffer beyond the caller's block, and work in proportion to it (heads · rows · cols ·
- * head_dim multiply-adds). Every mask, layout, stride and head grouping of the core applies.
- * Only keys a row sees are read (a NaN or Inf
+ * head_dim multiply-adds). Every mask, layout, stride and head grouping of the core applies, as
+ * does a KV cache (clattn_attention_probs_cached). Only keys a row sees are read (a NaN or Inf
  * stored under a mask changes nothing). A row that sees no key (LSE -INFINITY) is all 0; a NaN
  * LSE (a NaN in the row's Q or a visible K) makes the row's visible entries NaN.
  * Accuracy: each entry carries the rounding of its score (a head_dim-term float dot product)
@@ -566,6 +566,19 @@ CLATTN_API clattn_status clattn_attention_probs_host(clattn_context* ctx,
                                                      const void* q, const void* k, const float* lse,
                                                      const int32_t* kv_lengths,
                                                      const clattn_probs_block* block, float* p);
+
+/* Over a KV cache, as clattn_attention_cached reads it: desc with seq_kv 0 (batch sequences,
+ * the i-th being seq_ids[i]; seq_ids NULL: 0 .. batch - 1), causal aligned to each sequence's
+ * length, K from the cache as it is when the call is made (make it right after the fused
+ * clattn_attention_cached call whose LSE it takes, before the next append). buffers: q and lse
+ * (k, v and kv_lengths must be NULL; o and workspace are not read). The block's columns run
+ * up to the longest sequence of the call (cols 0: to it); a sequence's columns past its own
+ * length are 0. Other statuses as clattn_attention_probs and clattn_attention_cached. */
+CLATTN_API clattn_status clattn_attention_probs_cached(
+    clattn_kv_cache* cache, const clattn_attention_desc* desc, const int32_t* seq_ids,
+    const clattn_attention_buffers* buffers, const clattn_probs_block* block, cl_mem p,
+    size_t p_offset, cl_command_queue queue, cl_uint num_wait_events, const cl_event* wait_events,
+    cl_event* event);
 
 /* ---------------------------------------------------------------- layer: multi-head attention */
 
