@@ -514,3 +514,140 @@ int clattn_ref_attention_probs(const clattn_attention_desc* desc, const float* q
   free(score);
   return 0;
 }
+
+/* The layer's weights: projections (and rotations) as clattn_ref_mha_forward's, then per row
+ * the softmax p_j of the visible scores. Tolerance, in the statistical model above: a score
+ * error ds_j moves p_j by p_j (ds_j - sum_k p_k ds_k), so with the scores' standard deviations
+ * sigma_k (point 2) sigma_p_j^2 <= p_j^2 (sigma_j^2 + sum_k p_k^2 sigma_k^2) (the cross term
+ * -2 p_j sigma_j^2 dropped, which only enlarges it). The probability kernel's own rounding is
+ * relative to p_j: its exp2 (16 u, as clattn_ref_row_tolerance allows), the rounding of its
+ * exponent (the score's, counted in sigma_j, and 2 u (|s_j| + |lse|) for the product by
+ * log2(e) and the subtraction) and the fused core's LSE, whose float sum of n terms commits
+ * (n + ceil(n/16) + 2) u relative at worst and its log 8 u (|lse| + 1) (as in
+ * test_lse_tolerance); these worst cases join as one more standard deviation, as point 2 does
+ * for the core's dot product. tol_j = REF_MHA_LAMBDA sigma_p_j. The mean over heads sums H
+ * independent errors (sqrt(sum_h sigma_h^2) / H) plus its own float sum, at most (H + 1) u of
+ * the mean. */
+int clattn_ref_mha_weights(const clattn_ref_mha_layer* L, size_t batch, size_t seq, size_t seq_kv,
+                           int causal, const float* x, const float* key, const float* value,
+                           const int32_t* kv_lengths, double* w, double* w_tol, double* mean,
+                           double* mean_tol) {
+  (void)value; /* the weights do not depend on the values */
+  if (L == NULL || x == NULL || L->wq == NULL || L->wk == NULL) return -1;
+  const int self = key == NULL;
+  if (self) seq_kv = seq;
+  const size_t E = L->d_model, H = L->heads, D = L->head_dim;
+  const size_t Hkv = L->heads_kv != 0 ? L->heads_kv : H;
+  const size_t kd = self ? E : L->k_dim;
+  if (E == 0 || H == 0 || D == 0 || H % Hkv != 0 || batch == 0 || seq == 0 || seq_kv == 0 ||
+      kd == 0) {
+    return -1;
+  }
+  const size_t rope_dims = L->rope_dims != 0 ? L->rope_dims : D;
+  if (L->rope != 0 && (rope_dims % 2 != 0 || rope_dims > D || !(L->rope_theta >= 0.0))) return -1;
+  const size_t HD = H * D, KD = Hkv * D, group = H / Hkv;
+  const double scale = L->scale != 0.0 ? L->scale : 1.0 / sqrt((double)D);
+  const size_t rows = batch * seq, rows_kv = batch * seq_kv;
+  double* q = malloc(rows * HD * sizeof(double));
+  double* sq = malloc(rows * HD * sizeof(double));
+  double* k = malloc(rows_kv * KD * sizeof(double));
+  double* sk = malloc(rows_kv * KD * sizeof(double));
+  double* score = malloc(seq_kv * sizeof(double));
+  double* ss = malloc(seq_kv * sizeof(double));  /* sigma_s_j^2 */
+  double* var = malloc(seq_kv * sizeof(double)); /* a row's summed variances over heads */
+  int rc = -1;
+  if (!q || !sq || !k || !sk || !score || !ss || !var) goto done;
+  ref_linear(x, rows, E, L->wq, L->bq, HD, q, sq);
+  ref_linear(self ? x : key, rows_kv, kd, L->wk, L->bk, KD, k, sk);
+  if (L->rope != 0) {
+    ref_rope(L, rows, seq, H, q, sq);
+    ref_rope(L, rows_kv, seq_kv, Hkv, k, sk);
+  }
+  const double u = REF_U;
+  for (size_t b = 0; b < batch; ++b) {
+    size_t len = seq_kv;
+    if (kv_lengths != NULL) {
+      len = kv_lengths[b] < 0 ? 0 : (size_t)kv_lengths[b];
+      if (len > seq_kv) len = seq_kv;
+    }
+    for (size_t i = 0; i < seq; ++i) {
+      size_t n = len;
+      if (causal) {
+        const int64_t last = (int64_t)i + (int64_t)seq_kv - (int64_t)seq;
+        if (last < 0) {
+          n = 0;
+        } else if ((uint64_t)last + 1 < (uint64_t)n) {
+          n = (size_t)last + 1;
+        }
+      }
+      const size_t r = b * seq + i;
+      double* mrow = mean != NULL ? mean + r * seq_kv : NULL;
+      double* mtol = mean_tol != NULL ? mean_tol + r * seq_kv : NULL;
+      for (size_t j = 0; j < seq_kv; ++j) {
+        var[j] = 0.0;
+        if (mrow != NULL) mrow[j] = 0.0;
+        if (mtol != NULL) mtol[j] = 0.0;
+      }
+      for (size_t h = 0; h < H; ++h) {
+        double* wrow = w != NULL ? w + ((b * H + h) * seq + i) * seq_kv : NULL;
+        double* trow = w_tol != NULL ? w_tol + ((b * H + h) * seq + i) * seq_kv : NULL;
+        for (size_t j = 0; j < seq_kv; ++j) {
+          if (wrow != NULL) wrow[j] = 0.0;
+          if (trow != NULL) trow[j] = 0.0;
+        }
+        if (n == 0) continue;
+        const double* qr = q + r * HD + h * D;
+        const double* sqr = sq + r * HD + h * D;
+        const size_t col = (h / group) * D;
+        double m = -INFINITY;
+        for (size_t j = 0; j < n; ++j) {
+          const size_t rk = (b * seq_kv + j) * KD + col;
+          double s = 0.0, sa = 0.0, v2 = 0.0;
+          for (size_t d = 0; d < D; ++d) {
+            s += qr[d] * k[rk + d];
+            sa += fabs(qr[d] * k[rk + d]);
+            v2 += sqr[d] * sqr[d] * k[rk + d] * k[rk + d] + qr[d] * qr[d] * sk[rk + d] * sk[rk + d];
+          }
+          score[j] = s * scale;
+          if (score[j] > m) m = score[j];
+          const double own = ((double)D + 2.0) * u * sa * fabs(scale);
+          ss[j] = scale * scale * v2 + own * own;
+        }
+        double l = 0.0;
+        for (size_t j = 0; j < n; ++j) l += exp(score[j] - m);
+        const double lse = m + log(l), nd = (double)n;
+        double shared = 0.0; /* sum_k p_k^2 sigma_k^2 */
+        for (size_t j = 0; j < n; ++j) {
+          const double pj = exp(score[j] - m) / l;
+          shared += pj * pj * ss[j];
+        }
+        for (size_t j = 0; j < n; ++j) {
+          const double pj = exp(score[j] - m) / l;
+          const double own = 16.0 * u + 2.0 * u * (fabs(score[j]) + fabs(lse)) +
+                             (nd + ceil(nd / 16.0) + 2.0) * u + 8.0 * u * (fabs(lse) + 1.0);
+          const double v = pj * pj * (ss[j] + shared + own * own);
+          if (wrow != NULL) wrow[j] = pj;
+          if (trow != NULL) trow[j] = REF_MHA_LAMBDA * sqrt(v);
+          if (mrow != NULL) mrow[j] += pj;
+          var[j] += v;
+        }
+      }
+      for (size_t j = 0; j < n && mrow != NULL; ++j) {
+        mrow[j] /= (double)H;
+        if (mtol != NULL) {
+          mtol[j] = REF_MHA_LAMBDA * sqrt(var[j]) / (double)H + ((double)H + 1.0) * u * mrow[j];
+        }
+      }
+    }
+  }
+  rc = 0;
+done:
+  free(q);
+  free(sq);
+  free(k);
+  free(sk);
+  free(score);
+  free(ss);
+  free(var);
+  return rc;
+}

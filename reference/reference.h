@@ -77,4 +77,15 @@ int clattn_ref_attention_probs(const clattn_attention_desc* desc, const float* q
                                size_t row_begin, size_t rows, size_t col_begin, size_t cols,
                                double* p);
 
+/* The layer's attention weights for the same inputs as clattn_ref_mha_forward (value is not
+ * used): w [batch, heads, seq, seq_kv] (PyTorch's need_weights with average_attn_weights=False)
+ * and mean [batch, seq, seq_kv], their mean over heads (average_attn_weights=True); each of w,
+ * w_tol, mean, mean_tol may be NULL. Masked entries and rows that see no key are 0, with
+ * tolerance 0 (the implementation must give exactly 0). The tolerances follow the layer's
+ * statistical model (see reference.c). Returns 0, or -1 on bad arguments. */
+int clattn_ref_mha_weights(const clattn_ref_mha_layer* layer, size_t batch, size_t seq,
+                           size_t seq_kv, int causal, const float* x, const float* key,
+                           const float* value, const int32_t* kv_lengths, double* w, double* w_tol,
+                           double* mean, double* mean_tol);
+
 #endif

@@ -14,7 +14,7 @@
 #define MAX_INDEX ((size_t)UINT32_MAX)
 
 /* The workspace's buffers. */
-enum { WS_Q, WS_K, WS_V, WS_O, WS_TEMP, WS_CORE, WS_COUNT };
+enum { WS_Q, WS_K, WS_V, WS_O, WS_TEMP, WS_CORE, WS_LSE, WS_COUNT };
 
 struct clattn_mha {
   clattn_context* ctx; /* borrowed: must outlive the layer */
@@ -563,6 +563,9 @@ clattn_status clattn_mha_workspace_size(const clattn_mha* mha, const clattn_mha_
   return status;
 }
 
+/* clattn_mha_buffers as 0.3 published it, before the attention weights. */
+#define MHA_BUFFERS_V0_3 offsetof(clattn_mha_buffers, attn_weights)
+
 /* Checks one caller buffer: offset + elements at most MAX_INDEX, as the call plan's sizes. */
 static clattn_status io_check(const clattn_context* ctx, cl_mem mem, const char* name,
                               size_t offset, size_t elements, size_t item) {
@@ -703,6 +706,84 @@ cleanup:
   return status;
 }
 
+/* ------------------------------------------------------------------------ attention weights */
+
+static int weights_wanted(const clattn_mha_buffers* b) {
+  return b->attn_weights != NULL || b->attn_weights_mean != NULL;
+}
+
+/* Checks a call's weight buffers for `cols` keys per row (seq_kv; over a cache, the longest
+ * sequence after the append): their sizes, and no element shared with another of the call's
+ * buffers in one cl_mem (the weights are written while x, key and value may still be read and
+ * before y is). */
+static clattn_status weights_check(const clattn_mha* m, const mha_plan* p,
+                                   const clattn_mha_buffers* b, size_t cols) {
+  const clattn_context* ctx = m->ctx;
+  clattn_status status = CLATTN_SUCCESS;
+  const size_t f = sizeof(float), rows_cols = mul(p->rows, cols);
+  const struct {
+    const char* name;
+    cl_mem mem;
+    size_t offset, span;
+  } t[7] = {{"attn_weights", b->attn_weights, b->attn_weights_offset, mul(rows_cols, m->heads)},
+            {"attn_weights_mean", b->attn_weights_mean, b->attn_weights_mean_offset, rows_cols},
+            {"x", b->x, b->x_offset, mul(p->rows, m->d_model)},
+            {"y", b->y, b->y_offset, mul(p->rows, m->d_model)},
+            {"key", p->cross ? b->key : NULL, b->key_offset, mul(p->rows_kv, m->k_dim)},
+            {"value", p->cross ? b->value : NULL, b->value_offset, mul(p->rows_kv, m->v_dim)},
+            {"kv_lengths", b->kv_lengths, 0, p->batch}};
+  for (int w = 0; w < 2; ++w) {
+    if (!t[w].mem) continue;
+    if (t[w].span > MAX_INDEX) {
+      return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                          "%s: %zu weights are beyond 32-bit indexing", t[w].name, t[w].span);
+    }
+    CLATTN__CHECK(io_check(ctx, t[w].mem, t[w].name, t[w].offset, t[w].span, f));
+    for (int o = 0; o < 7; ++o) {
+      if (o == w || t[o].mem != t[w].mem) continue;
+      if (t[w].offset < t[o].offset + t[o].span && t[o].offset < t[w].offset + t[w].span) {
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "%s overlaps %s in the same cl_mem: the weights must not alias the "
+                            "call's other buffers",
+                            t[w].name, t[o].name);
+      }
+    }
+  }
+cleanup:
+  return status;
+}
+
+/* The weights (and their mean over heads) from the layer's Q and K and the core's LSE, into the
+ * caller's buffers, through the probabilities kernel (src/probs.c). paged (a cached forward):
+ * the cache's step instead of the layer's K. */
+static clattn_status weights_enqueue(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
+                                     const clattn__attention_shape* core, clattn_kv_cache* cache,
+                                     const clattn__kv_step* step, cl_command_queue queue) {
+  clattn_status status = CLATTN_SUCCESS;
+  clattn_attention_buffers ab = CLATTN_ATTENTION_BUFFERS_INIT;
+  ab.q = m->ws[WS_Q].mem;
+  ab.k = m->ws[WS_K].mem;
+  ab.lse = m->ws[WS_LSE].mem;
+  ab.kv_lengths = b->kv_lengths;
+  const clattn__probs_region all = {
+      .heads = m->heads, .rows = p->seq, .cols = step ? step->max_length : p->seq_kv};
+  cl_mem out[2] = {b->attn_weights, b->attn_weights_mean};
+  const size_t at[2] = {b->attn_weights_offset, b->attn_weights_mean_offset};
+  for (int mean = 0; mean < 2; ++mean) {
+    if (!out[mean]) continue;
+    if (step) {
+      ab.k = NULL;
+      CLATTN__CHECK(clattn__kv_step_probs(cache, step, core, &ab, &all, mean, out[mean], at[mean],
+                                          queue, 0, NULL, NULL));
+    } else {
+      CLATTN__CHECK(clattn__probs_enqueue(m->ctx, core, &ab, &all, mean, out[mean], at[mean], queue,
+                                          0, NULL, NULL, NULL));
+    }
+  }
+cleanup:
+  return status;
+}
+
 /* The attention core on the projected heads, through its plan: Q, K and V are read in place
  * through strides; O is written as [batch, seq, H·D]; its scratch is the layer's. */
 static clattn_status attend(clattn_mha* m, const mha_plan* p, const clattn_mha_buffers* b,
@@ -713,6 +794,7 @@ static clattn_status attend(clattn_mha* m, const mha_plan* p, const clattn_mha_b
   ab.v = m->ws[WS_V].mem;
   ab.o = m->ws[WS_O].mem;
   ab.kv_lengths = b->kv_lengths;
+  if (weights_wanted(b)) ab.lse = m->ws[WS_LSE].mem; /* for the weights */
   return clattn__plan_enqueue(m->ctx, p->core_plan, &p->core, &ab, m->ws[WS_CORE].mem, 0, queue, 0,
                               NULL, NULL, NULL);
 }
@@ -729,6 +811,9 @@ static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha
   clattn__gemm_args g[GEMM_COUNT];
   CLATTN__CHECK(plan_temp(m, p, b));
   CLATTN__CHECK(workspace_reserve_all(m, p));
+  if (weights_wanted(b)) {
+    CLATTN__CHECK(workspace_reserve(m, WS_LSE, mul(p->rows, m->heads) * sizeof(float)));
+  }
   gemms_make(m, p, b, g);
 
   /* CLBlast takes no wait list: a marker carries the caller's events and the previous call's
@@ -748,6 +833,7 @@ static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha
   CLATTN__CHECK(project_inputs(m, p, g, queue));
   CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows_kv, p->seq_kv, NULL, queue));
   CLATTN__CHECK(attend(m, p, b, queue));
+  if (weights_wanted(b)) CLATTN__CHECK(weights_enqueue(m, p, b, &p->core, NULL, NULL, queue));
   /* y = bo, then y += O·Woᵀ; without bo, y = O·Woᵀ (CLBlast does not read C when beta is 0,
    * so whatever y held, NaN included, is overwritten). */
   const size_t e = m->d_model;
@@ -783,9 +869,8 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
   }
   if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
   clattn_mha_buffers copy;
-  clattn_status status =
-      clattn__struct_copy(ctx, "clattn_mha_buffers", given, sizeof(clattn_mha_buffers),
-                          sizeof(clattn_mha_buffers), &copy);
+  clattn_status status = clattn__struct_copy(ctx, "clattn_mha_buffers", given, MHA_BUFFERS_V0_3,
+                                             sizeof(clattn_mha_buffers), &copy);
   if (status != CLATTN_SUCCESS) return status;
   const clattn_mha_buffers* b = &copy;
   if (!b->x || !b->y) {
@@ -804,6 +889,7 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
   mha_plan p;
   CLATTN__CHECK(plan_make(m, fwd, b->key != NULL, &p));
   CLATTN__CHECK(buffers_check(m, &p, b));
+  CLATTN__CHECK(weights_check(m, &p, b, p.seq_kv));
   if (queue && queue != ctx->queue) {
     CLATTN__CHECK(clattn__queue_check(ctx, queue));
   } else {
@@ -873,6 +959,87 @@ cleanup:
   return status;
 }
 
+clattn_status clattn_mha_forward_weights_host(clattn_mha* m, const clattn_mha_forward_desc* fwd,
+                                              const void* x, const void* key, const void* value,
+                                              void* y, const int32_t* kv_lengths,
+                                              float* attn_weights, float* attn_weights_mean) {
+  if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
+  clattn_context* ctx = m->ctx;
+  if (!x || !y) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "x and y must be set");
+  if (!key && value) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "value is set but key is NULL: give key for cross-attention");
+  }
+  if (key && !value && m->k_dim != m->v_dim) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "value is NULL but the layer's k_dim (%zu) and v_dim (%zu) differ: give "
+                        "a value input",
+                        m->k_dim, m->v_dim);
+  }
+  clattn_status status;
+  mha_plan p;
+  cl_event done = NULL;
+  clattn_mha_buffers b = CLATTN_MHA_BUFFERS_INIT;
+  CLATTN__CHECK(plan_make(m, fwd, key != NULL, &p));
+  if (kv_lengths) {
+    for (size_t i = 0; i < p.batch; ++i) {
+      if (kv_lengths[i] < 0 || (size_t)kv_lengths[i] > p.seq_kv) {
+        status = clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                              "kv_lengths[%zu] is %d, outside [0, seq_kv = %zu]", i,
+                              (int)kv_lengths[i], p.seq_kv);
+        goto cleanup;
+      }
+    }
+  }
+  const size_t f = sizeof(float), io = p.rows * m->d_model * f;
+  const size_t mean_bytes = mul(mul(p.rows, p.seq_kv), f), w_bytes = mul(mean_bytes, m->heads);
+  if ((attn_weights && w_bytes / f > MAX_INDEX) ||
+      (attn_weights_mean && mean_bytes / f > MAX_INDEX)) {
+    status = clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED, "the weights are beyond 32-bit indexing");
+    goto cleanup;
+  }
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, io, x, &b.x));
+  CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_WRITE, io, NULL, &b.y));
+  if (key) {
+    CLATTN__CHECK(
+        clattn__buffer_create(ctx, CL_MEM_READ_ONLY, p.rows_kv * m->k_dim * f, key, &b.key));
+    if (value && value != key) {
+      CLATTN__CHECK(
+          clattn__buffer_create(ctx, CL_MEM_READ_ONLY, p.rows_kv * m->v_dim * f, value, &b.value));
+    }
+  }
+  if (kv_lengths) {
+    CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_READ_ONLY, p.batch * sizeof(int32_t),
+                                        kv_lengths, &b.kv_lengths));
+  }
+  if (attn_weights) {
+    CLATTN__CHECK(clattn__buffer_create(ctx, CL_MEM_WRITE_ONLY, w_bytes, NULL, &b.attn_weights));
+  }
+  if (attn_weights_mean) {
+    CLATTN__CHECK(
+        clattn__buffer_create(ctx, CL_MEM_WRITE_ONLY, mean_bytes, NULL, &b.attn_weights_mean));
+  }
+  CLATTN__CHECK(clattn_mha_forward(m, fwd, &b, ctx->queue, 0, NULL, &done));
+  CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, b.y, CL_FALSE, 0, io, y, 1, &done, NULL));
+  if (attn_weights) {
+    CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, b.attn_weights, CL_FALSE, 0, w_bytes,
+                                              attn_weights, 1, &done, NULL));
+  }
+  if (attn_weights_mean) {
+    CLATTN__CL_CHECK(ctx, clEnqueueReadBuffer(ctx->queue, b.attn_weights_mean, CL_FALSE, 0,
+                                              mean_bytes, attn_weights_mean, 1, &done, NULL));
+  }
+  CLATTN__CL_CHECK(ctx, clFinish(ctx->queue));
+cleanup:
+  if (status != CLATTN_SUCCESS) clFinish(ctx->queue); /* no read may still write the outputs */
+  if (done) clReleaseEvent(done);
+  cl_mem mems[7] = {b.x, b.y, b.key, b.value, b.kv_lengths, b.attn_weights, b.attn_weights_mean};
+  for (int i = 0; i < 7; ++i) {
+    if (mems[i]) clReleaseMemObject(mems[i]);
+  }
+  return status;
+}
+
 /* ------------------------------------------------------------------------ over a KV cache */
 
 /* Enqueues a forward over the cache within a begun step; the caller holds m->lock and the
@@ -890,6 +1057,9 @@ static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache
   clattn__gemm_args g[GEMM_COUNT];
   CLATTN__CHECK(plan_temp(m, p, b));
   CLATTN__CHECK(workspace_reserve_all(m, p));
+  if (weights_wanted(b)) {
+    CLATTN__CHECK(workspace_reserve(m, WS_LSE, mul(p->rows, m->heads) * sizeof(float)));
+  }
   gemms_make(m, p, b, g);
 
   /* A marker carries the caller's events, the previous call's last command and the upload of
@@ -934,7 +1104,9 @@ static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache
   clattn_attention_buffers ab = CLATTN_ATTENTION_BUFFERS_INIT;
   ab.q = m->ws[WS_Q].mem;
   ab.o = m->ws[WS_O].mem;
+  if (weights_wanted(b)) ab.lse = m->ws[WS_LSE].mem; /* for the weights */
   CLATTN__CHECK(clattn__kv_step_attend(cache, step, &q_shape, &ab, NULL, queue, 0, NULL, NULL));
+  if (weights_wanted(b)) CLATTN__CHECK(weights_enqueue(m, p, b, &q_shape, cache, step, queue));
   const size_t e = m->d_model;
   if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, b->y, b->y_offset, m->b_out, 0, p->rows, e));
   CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_OUT], &done));
@@ -994,9 +1166,8 @@ clattn_status clattn_mha_forward_cached(clattn_mha* m, clattn_kv_cache* cache,
   }
   if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
   clattn_mha_buffers copy;
-  clattn_status status =
-      clattn__struct_copy(ctx, "clattn_mha_buffers", given, sizeof(clattn_mha_buffers),
-                          sizeof(clattn_mha_buffers), &copy);
+  clattn_status status = clattn__struct_copy(ctx, "clattn_mha_buffers", given, MHA_BUFFERS_V0_3,
+                                             sizeof(clattn_mha_buffers), &copy);
   if (status != CLATTN_SUCCESS) return status;
   const clattn_mha_buffers* b = &copy;
   if (!b->x || !b->y) {
@@ -1019,8 +1190,12 @@ clattn_status clattn_mha_forward_cached(clattn_mha* m, clattn_kv_cache* cache,
   clattn__kv_step step;
   status = clattn__kv_step_begin(cache, p.batch, seq_ids, p.seq, queue, &step);
   if (status == CLATTN_SUCCESS) {
-    status =
-        forward_cached_locked(m, cache, &step, &p, b, queue, num_wait_events, wait_events, event);
+    /* The weights' columns are known now: the longest sequence after the append. */
+    status = weights_check(m, &p, b, step.max_length);
+    if (status == CLATTN_SUCCESS) {
+      status =
+          forward_cached_locked(m, cache, &step, &p, b, queue, num_wait_events, wait_events, event);
+    }
     /* A failure rolls the step's lengths and blocks back: the cache is as before the call. */
     status = clattn__kv_step_end(cache, &step, status);
   }

@@ -56,11 +56,14 @@ for shape in "${shapes[@]}"; do
   fi
 done
 # The multi-head attention layer (clattn-run's default mode): projection GEMMs, bias rows,
-# the core on strided heads, self- and cross-attention.
+# the core on strided heads, self- and cross-attention, the attention weights (per head and
+# their mean).
 layers=(
   "--d-model 32 --heads 4 --kv-heads 2 --batch 2 --seq 9 --causal"
   "--d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11"
   "--d-model 16 --heads 2 --seq 7 --no-bias"
+  "--d-model 32 --heads 4 --kv-heads 2 --batch 2 --seq 9 --causal --weights"
+  "--d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11 --weights"
 )
 for layer in "${layers[@]}"; do
   # shellcheck disable=SC2086  # layer is an argument list

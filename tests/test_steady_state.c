@@ -357,7 +357,8 @@ Test(steady_state, small_caller_workspace_is_rejected) {
 }
 
 /* The layer at the README's shape class (narrower, so that the suite stays short): after
- * the first forward, forwards create nothing of clattn's and allocate nothing at all. */
+ * the first forward, forwards create nothing of clattn's and allocate nothing at all; with
+ * attention weights too. */
 Test(steady_state, layer_forwards_create_nothing) {
   clattn_context* ctx = test_context(NULL);
   const size_t e = 128, heads = 4, seq = test_len(128);
@@ -401,6 +402,23 @@ Test(steady_state, layer_forwards_create_nothing) {
     clReleaseEvent(done);
   }
   expect_no_setup("layer forward", REPEATS);
+  /* With attention weights, per head and their mean: the first such forward makes the
+   * probabilities' kernels and the LSE's workspace, the next ones nothing. */
+  cl_mem wb = device_buffer(ctx, (heads + 1) * seq * seq * sizeof(float), NULL);
+  mb.attn_weights = wb;
+  mb.attn_weights_mean = wb;
+  mb.attn_weights_mean_offset = heads * seq * seq;
+  for (int r = 0; r <= REPEATS; ++r) {
+    if (r == 1) counts_reset();
+    cl_event done = NULL;
+    const clattn_status st = clattn_mha_forward(mha, &fwd, &mb, NULL, 0, NULL, &done);
+    cr_assert_eq(st, CLATTN_SUCCESS, "forward with weights: %s (%s)", clattn_status_name(st),
+                 test_last_error(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+  }
+  expect_no_setup("layer forward with attention weights", REPEATS);
+  clReleaseMemObject(wb);
   clReleaseMemObject(xb);
   clReleaseMemObject(yb);
   clattn_mha_destroy(mha);

@@ -744,6 +744,7 @@ typedef struct layer_options {
   const char* device;
   size_t batch, d_model, heads, kv_heads, head_dim, seq, seq_kv;
   int causal, bias, json, check;
+  int weights; /* also return the attention weights, per head and their mean */
   int reps, warmup;
   uint64_t seed;
 } layer_options;
@@ -764,6 +765,9 @@ static clattn_flags_result parse_layer_options(int argc, char** argv, layer_opti
                            "input of this length (default: self-attention)"),
       CLATTN_FLAG_DEF_SET("--causal", &o->causal, "causal mask"),
       CLATTN_FLAG_DEF_CLEAR("--no-bias", &o->bias, "no projection biases"),
+      CLATTN_FLAG_DEF_SET("--weights", &o->weights,
+                          "also return the attention weights, per head and averaged\n"
+                          "over heads (PyTorch's need_weights)"),
       CLATTN_FLAG_DEF_INT("--reps", &o->reps, MAX_REPS, "timed repetitions (10)"),
       CLATTN_FLAG_DEF_INT("--warmup", &o->warmup, MAX_REPS,
                           "untimed repetitions after the first call (2)"),
@@ -815,9 +819,11 @@ static int run_layer(int argc, char** argv) {
   clattn_mha* mha = NULL;
   cl_context cl_ctx = NULL;
   cl_command_queue queue = NULL;
-  cl_mem bx = NULL, bkv = NULL, by = NULL;
+  cl_mem bx = NULL, bkv = NULL, by = NULL, bw = NULL;
   float *w_in = NULL, *b_in = NULL, *wo = NULL, *bo = NULL, *x = NULL, *kv = NULL, *y = NULL;
   double *ref = NULL, *tol = NULL, *wall = NULL, *span = NULL;
+  float* got_w = NULL;
+  double *ref_w = NULL, *tol_w = NULL;
   cl_event ev = NULL, marker = NULL;
   cl_int err = CL_SUCCESS;
 
@@ -890,6 +896,11 @@ static int run_layer(int argc, char** argv) {
   if (err == CL_SUCCESS) {
     by = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, rows * e * sizeof *y, NULL, &err);
   }
+  /* --weights: per head, then their mean, in one buffer. */
+  const size_t n_w = rows * seq_kv * h, n_mean = rows * seq_kv;
+  if (err == CL_SUCCESS && o.weights) {
+    bw = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, (n_w + n_mean) * sizeof(float), NULL, &err);
+  }
   if (err != CL_SUCCESS) {
     report_cl_error(&report, "clCreateBuffer", err);
     goto cleanup;
@@ -903,6 +914,11 @@ static int run_layer(int argc, char** argv) {
   b.x = bx;
   b.key = bkv; /* NULL: self-attention */
   b.y = by;
+  if (o.weights) {
+    b.attn_weights = bw;
+    b.attn_weights_mean = bw;
+    b.attn_weights_mean_offset = n_w;
+  }
   size_t workspace = 0;
   clattn_mha_workspace_size(mha, &fwd, cross, &workspace);
 
@@ -983,6 +999,36 @@ static int run_layer(int argc, char** argv) {
     }
     if (bad || nan_count) exit_code = 3;
   }
+  /* The weights against the reference's, within its tolerance (masked entries exactly 0). */
+  double w_ratio = 0.0;
+  size_t w_bad = 0;
+  if (o.check && o.weights) {
+    got_w = malloc((n_w + n_mean) * sizeof *got_w);
+    ref_w = malloc((n_w + n_mean) * sizeof *ref_w);
+    tol_w = malloc((n_w + n_mean) * sizeof *tol_w);
+    const clattn_ref_mha_layer L = clattn_tool_ref_layer(&dims, w_in, b_in, wo, bo);
+    if (!got_w || !ref_w || !tol_w ||
+        clattn_ref_mha_weights(&L, o.batch, o.seq, seq_kv, o.causal, x, kv, kv, NULL, ref_w, tol_w,
+                               ref_w + n_w, tol_w + n_w) != 0) {
+      report_clattn_error(&report, ctx, "clattn_ref_mha_weights", CLATTN_ERROR_OUT_OF_MEMORY);
+      exit_code = 1;
+      goto cleanup;
+    }
+    err = clEnqueueReadBuffer(queue, bw, CL_TRUE, 0, (n_w + n_mean) * sizeof *got_w, got_w, 0, NULL,
+                              NULL);
+    if (err != CL_SUCCESS) {
+      report_cl_error(&report, "clEnqueueReadBuffer", err);
+      exit_code = 1;
+      goto cleanup;
+    }
+    for (size_t i = 0; i < n_w + n_mean; ++i) {
+      const double e_i = fabs((double)got_w[i] - ref_w[i]);
+      const double ratio = tol_w[i] > 0 ? e_i / tol_w[i] : (e_i > 0 ? (double)INFINITY : 0.0);
+      if (!(ratio <= 1.0)) ++w_bad;
+      if (!(ratio <= w_ratio)) w_ratio = ratio;
+    }
+    if (w_bad) exit_code = 3;
+  }
 
   if (o.json) {
     printf("{\"ok\":true,\"mode\":\"layer\",\"device\":");
@@ -1029,6 +1075,16 @@ static int run_layer(int argc, char** argv) {
     } else {
       printf("null");
     }
+    if (o.weights) {
+      printf(",\"weights\":");
+      if (checked) {
+        printf("{\"max_err_over_tol\":");
+        clattn_tool_json_number(stdout, w_ratio);
+        printf(",\"out_of_tolerance\":%zu}", w_bad);
+      } else {
+        printf("null");
+      }
+    }
     printf("}\n");
   } else {
     printf("device     %s (%s, %s)\n", info.name, clattn_tool_device_type_name(info.type),
@@ -1055,6 +1111,10 @@ static int run_layer(int argc, char** argv) {
              max_ref > 0 ? max_abs / max_ref : 0.0, max_ref, max_ratio);
       if (nan_count) printf(", %zu NaN", nan_count);
       printf(" -> %s\n", exit_code == 0 ? "PASS" : "FAIL");
+      if (o.weights) {
+        printf("weights    per head and mean: max err/tol %.3g, %zu out of tolerance\n", w_ratio,
+               w_bad);
+      }
     } else {
       printf("check      skipped\n");
     }
@@ -1066,6 +1126,7 @@ cleanup:
   if (bx) clReleaseMemObject(bx);
   if (bkv) clReleaseMemObject(bkv);
   if (by) clReleaseMemObject(by);
+  if (bw) clReleaseMemObject(bw);
   clattn_mha_destroy(mha);
   clattn_context_destroy(ctx);
   free(w_in);
@@ -1077,6 +1138,9 @@ cleanup:
   free(y);
   free(ref);
   free(tol);
+  free(got_w);
+  free(ref_w);
+  free(tol_w);
   free(wall);
   free(span);
   return exit_code;

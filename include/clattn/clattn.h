@@ -605,8 +605,13 @@ CLATTN_API clattn_status clattn_attention_probs_cached(
  * CLBlast GEMM adds the output projection. Memory is O(batch·seq·E); no seq × seq buffer is
  * ever made.
  *
+ * The attention weights (PyTorch's need_weights, since 0.4) are returned on request, per head
+ * and averaged over heads (clattn_mha_buffers.attn_weights, attn_weights_mean): the core then
+ * also writes its rows' LSE into the layer's workspace, and the probabilities kernel of
+ * clattn_attention_probs recomputes them from Q, K and that LSE into the caller's buffers.
+ *
  * Not supported (PyTorch options): add_bias_kv, add_zero_attn, dropout, arbitrary float
- * attn_mask, returned attention weights. Masks are the causal flag and per-sequence key
+ * attn_mask. Masks are the causal flag and per-sequence key
  * lengths (PyTorch's key_padding_mask with the padding at the end of each sequence).
  *
  * Thread safety: a layer may be used from several threads and on several queues (of its
@@ -727,6 +732,20 @@ typedef struct clattn_mha_buffers {
    * A row that sees no key (length 0, or causal rows before the first key) has a zero
    * attention output, so its y is bo (PyTorch gives NaN there). */
   cl_mem kv_lengths;
+  /* Since 0.4 (an older struct_size leaves them NULL). Optional, NULL for none: the attention
+   * weights, written beside y by the same call, as PyTorch's nn.MultiheadAttention returns them
+   * with need_weights=True: float32 [batch, heads, seq, seq_kv] (average_attn_weights=False),
+   * the softmax after masking of each head (each row sums to 1, masked keys exactly 0), and
+   * float32 [batch, seq, seq_kv] (average_attn_weights=True), their mean over heads. Offsets in
+   * elements. A row that sees no key has weights 0 (PyTorch gives NaN). They must not share
+   * elements with x, key, value, y, kv_lengths or each other in one cl_mem. A call returning
+   * weights uses batch * heads * seq floats more of the layer's workspace (the rows' LSE).
+   * Over a KV cache (clattn_mha_forward_cached), seq_kv is the longest sequence of the call
+   * after its append, and a sequence's columns past its own length are 0. */
+  cl_mem attn_weights;
+  size_t attn_weights_offset;
+  cl_mem attn_weights_mean;
+  size_t attn_weights_mean_offset;
 } clattn_mha_buffers;
 
 #define CLATTN_MHA_BUFFERS_INIT \
@@ -752,12 +771,22 @@ CLATTN_API clattn_status clattn_mha_forward_host(clattn_mha* mha,
                                                  const float* key, const float* value, float* y,
                                                  const int32_t* kv_lengths);
 
+/* Blocking host form with attention weights (since 0.4): as clattn_mha_forward_host, and
+ * attn_weights [batch, heads, seq, seq_kv] and attn_weights_mean [batch, seq, seq_kv] (floats;
+ * either may be NULL) as clattn_mha_buffers describes them. x, key, value and y hold float32
+ * (as in clattn_mha_forward_host). */
+CLATTN_API clattn_status clattn_mha_forward_weights_host(
+    clattn_mha* mha, const clattn_mha_forward_desc* fwd, const void* x, const void* key,
+    const void* value, void* y, const int32_t* kv_lengths, float* attn_weights,
+    float* attn_weights_mean);
+
 /* Bytes of device workspace a forward call of these sizes needs (self-attention when
  * cross is 0), for planning memory: the projected Q, K, V, the heads' output, the attention
  * core's scratch and CLBlast's temporary copies, for inputs and outputs at offset 0 (an x,
  * key, value or y at another offset may add CLBlast's padded copy of that matrix). The layer
  * owns its workspace: it grows to the largest call and is reused, so forwards after the
- * first of a shape allocate nothing. May build the core's kernels (its plan). */
+ * first of a shape allocate nothing. A call that returns attention weights needs
+ * 4 * batch * heads * seq bytes more (the rows' LSE). May build the core's kernels (its plan). */
 CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
                                                    const clattn_mha_forward_desc* fwd, int cross,
                                                    size_t* bytes);
@@ -774,7 +803,9 @@ CLATTN_API clattn_status clattn_mha_workspace_size(const clattn_mha* mha,
  * differ from the layer's; CLATTN_ERROR_INVALID_ARGUMENT for key, value or kv_lengths set,
  * more sequences than the cache holds, or an id out of range or repeated. Any failure leaves
  * the cache as it was. A decode step (seq 1) after the first of its batch size allocates
- * nothing in the layer. */
+ * nothing in the layer. Attention weights (buffers attn_weights, attn_weights_mean) span the
+ * longest sequence of the call after the append, L: [batch, heads, seq, L] and [batch, seq, L]
+ * (CLATTN_ERROR_BUFFER_TOO_SMALL, changing nothing, for smaller buffers). */
 CLATTN_API clattn_status clattn_mha_forward_cached(clattn_mha* mha, clattn_kv_cache* cache,
                                                    const clattn_mha_forward_desc* fwd,
                                                    const int32_t* seq_ids,
