@@ -208,6 +208,26 @@ if [[ -x "$dir/clattn-maps" ]]; then
       fi
     done
     rm -f "$maps_dir/id.png" "$maps_dir/id.svg"
+    # The layer with nn.MultiheadAttention's weights from .npy files, all zero: every score
+    # is 0, so each row spreads evenly over the keys it sees (causal: i + 1 of them).
+    mkdir -p "$maps_dir/w"
+    npy "$maps_dir/w/in_proj_weight.npy" '<f4' '(24, 8)' 768
+    npy "$maps_dir/w/out_proj.weight.npy" '<f4' '(8, 8)' 256
+    npy "$maps_dir/x.npy" '<f4' '(1, 6, 8)' 192
+    expect 0 "3 maps of 6 x 6" clattn-maps --x "$maps_dir/x.npy" --weights "$maps_dir/w" \
+      --heads 2 --causal --mean --output "$maps_dir/layer.png" --svg "$maps_dir/layer.svg"
+    for cell in "head 1: q 2, k 1: 0.333333<" "head 0: q 5, k 0: 0.166667<" \
+      "head 0: q 1, k 2: 0<" "mean of 2 heads: q 3, k 3: 0.25<"; do
+      if grep -qF "<title>$cell" "$maps_dir/layer.svg"; then
+        echo "ok:   clattn-maps layer SVG has \"$cell\""
+      else
+        echo "FAIL: clattn-maps layer SVG lacks \"$cell\""
+        failed=1
+      fi
+    done
+    expect 2 "the input projection of $maps_dir/w has shape [24, 8]; this layer needs [36, 8]" \
+      clattn-maps --x "$maps_dir/x.npy" --weights "$maps_dir/w" --heads 2 --head-dim 6
+    rm -rf "$maps_dir/w" "$maps_dir/x.npy" "$maps_dir/layer.png" "$maps_dir/layer.svg"
   fi
   # Nothing half-written was left behind by the refusals.
   leftovers=$(find "$maps_dir" -name '*.tmp.*' -o -name 'm.png' -o -name 'm.svg' | wc -l)

@@ -861,12 +861,12 @@ static int execute_layer(const options* o, problem* pb, clattn_context* ctx) {
   fwd.batch = b;
   fwd.seq = n;
   fwd.causal = o->causal;
-  (void)fwd;
-  (void)mean;
-  fail(
-      "the layer's attention weights need clattn_mha_forward_weights_host, which this "
-      "clattn does not have yet; draw the core's with --core");
-  goto cleanup;
+  st = clattn_mha_forward_weights_host(mha, &fwd, pb->x, NULL, NULL, y, pb->kv_lengths, weights,
+                                       mean);
+  if (st != CLATTN_SUCCESS) {
+    report_clattn(ctx, "clattn_mha_forward_weights_host", st);
+    goto cleanup;
+  }
   const size_t bi = o->batch_index;
   for (size_t i = 0; i < pb->n_drawn; ++i) {
     memcpy(pb->maps + i * n * n, weights + (bi * h + pb->drawn[i]) * n * n,
