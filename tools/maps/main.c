@@ -70,16 +70,34 @@ typedef struct options {
 static const char* const kRanges[] = {"max", "fixed", "log", NULL};
 static const char* const kLayouts[] = {"bhnd", "bnhd", NULL};
 
+static const char kCoreUsage[] =
+    "usage: clattn-maps --core [options]\n"
+    "\n"
+    "Core mode (clattn-maps --help without --core describes the layer mode).\n"
+    "Runs the attention core on Q and K (files, random in [-2, 2], or --identity)\n"
+    "with clattn_attention_host and its LSE, recomputes each head's probabilities\n"
+    "with clattn_attention_probs_host and draws them as one PNG grid.\n"
+    "\n";
+
+static const char kLayerUsage[] =
+    "usage: clattn-maps [options]          the multi-head attention layer\n"
+    "       clattn-maps --core [options]   the attention core (--core --help)\n"
+    "\n"
+    "Runs the layer (PyTorch's nn.MultiheadAttention, batch_first, self-attention)\n"
+    "on x with clattn_mha_forward_weights_host and draws each head's attention\n"
+    "weights (query rows, key columns) as one PNG grid with a colour scale.\n"
+    "Without files, x is random in [-1, 1], the weights in +-1/sqrt(fan_in) and\n"
+    "the biases in +-0.1.\n"
+    "\n";
+
 static const char kNotes[] =
     "\n"
-    "Input files are .npy (float32 or float64, C "
-    "order; leading dimensions of 1 may be left\n"
-    "out) or raw float32, whose shape comes from the "
-    "shape flags. Labels: one token a line,\n"
-    "as many lines as the sequence has tokens. "
-    "Outputs are written whole or not at all.\n"
-    "Exit status: 0 written, 1 a file or clattn "
-    "error, 2 usage (values, label counts, sizes).\n";
+    "Input files are .npy (float32 or float64, C order; leading dimensions of 1 may\n"
+    "be left out) or raw float32, whose shape comes from the shape flags. Labels: one\n"
+    "token a line, as many lines as the sequence has tokens. Outputs are written\n"
+    "whole or not at all.\n"
+    "Exit status: 0 written, 1 a file or clattn error, 2 usage (values, label counts,\n"
+    "sizes).\n";
 
 #if defined(__GNUC__)
 static void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -248,32 +266,7 @@ static clattn_flags_result parse_options(int argc, char** argv, options* o) {
   flags[n] = (clattn_flag)CLATTN_FLAG_DEF_END;
   const clattn_flag_spec spec = {
       .tool = TOOL,
-      .usage = o->core ? "usage: clattn-maps --core [options]\n"
-                         "\n"
-                         "Core mode (clattn-maps --help without --core "
-                         "describes the layer mode).\n"
-                         "Runs the attention core on Q and K (files, random in "
-                         "[-2, 2], or\n"
-                         "--identity) with clattn_attention_host and its LSE, "
-                         "recomputes each\n"
-                         "head's probabilities with "
-                         "clattn_attention_probs_host and draws them.\n"
-                         "\n"
-                       : "usage: clattn-maps [options]          the multi-head "
-                         "attention layer\n"
-                         "       clattn-maps --core [options]   the attention "
-                         "core (--core --help)\n"
-                         "\n"
-                         "Runs the layer (PyTorch's nn.MultiheadAttention, "
-                         "batch_first) on x with\n"
-                         "clattn_mha_forward_weights_host and draws each "
-                         "head's attention weights\n"
-                         "(query rows, key columns) as one PNG grid with a "
-                         "colour scale.\n"
-                         "Without files, x is random in [-1, 1] and the "
-                         "weights are random as\n"
-                         "PyTorch initialises them.\n"
-                         "\n",
+      .usage = o->core ? kCoreUsage : kLayerUsage,
       .notes = kNotes,
       .flags = flags,
       .unknown_hint = o->core ? NULL : " (options of the attention core need --core)",
@@ -309,10 +302,8 @@ static int read_qk(const char* path, int bnhd, size_t* b, size_t* h, size_t* n, 
   }
   if (out->ndim < 2 || out->ndim > 4) {
     char s[160];
-    fail(
-        "%s has shape %s; expected [batch, heads, seq, head-dim] or fewer "
-        "leading dims",
-        path, clattn_maps_shape_string(out->shape, out->ndim, s, sizeof s));
+    fail("%s has shape %s; expected [batch, heads, seq, head-dim] or fewer leading dims", path,
+         clattn_maps_shape_string(out->shape, out->ndim, s, sizeof s));
     return EXIT_USAGE;
   }
   size_t dims[4] = {1, 1, 1, 1};
@@ -522,10 +513,8 @@ static int prepare_core(const options* o, problem* pb) {
     goto cleanup;
   }
   if ((double)b * (double)n * (double)nkv > (double)MAX_PROBS_FLOATS) {
-    fail(
-        "a head's probabilities (%zu x %zu x %zu) are above the limit of %zu "
-        "elements",
-        b, n, nkv, MAX_PROBS_FLOATS);
+    fail("a head's probabilities (%zu x %zu x %zu) are above the limit of %zu elements", b, n, nkv,
+         MAX_PROBS_FLOATS);
     goto cleanup;
   }
   if ((rc = prepare_common(o, pb)) != 0) goto cleanup;
@@ -559,8 +548,7 @@ static int prepare_core(const options* o, problem* pb) {
     fill_identity(pb->k, b, hkv, nkv, d, bnhd, 1, a);
   }
   snprintf(pb->title, sizeof pb->title,
-           "clattn core: sequence %zu of %zu, Hq=%zu Hkv=%zu, Nq=%zu Nkv=%zu, "
-           "D=%zu%s, %s",
+           "clattn core: sequence %zu of %zu, Hq=%zu Hkv=%zu, Nq=%zu Nkv=%zu, D=%zu%s, %s",
            o->batch_index, b, h, hkv, n, nkv, d, o->causal ? ", causal" : "",
            o->identity ? "identity inputs"
            : o->q      ? "Q and K from files"
@@ -657,8 +645,7 @@ static int read_in_proj(const char* dir, clattn_maps_array* out) {
     rc = read_weight(dir, kNames[i], 0, &parts[i]);
     if (rc == 0 && (parts[i].ndim != 2 || parts[i].shape[1] != parts[0].shape[1])) {
       fail(
-          "%s/%s is not a matrix of %zu columns like q_proj_weight.npy "
-          "(self-attention needs "
+          "%s/%s is not a matrix of %zu columns like q_proj_weight.npy (self-attention needs "
           "kdim = vdim = d_model)",
           dir, kNames[i], parts[0].shape[1]);
       rc = EXIT_USAGE;
@@ -709,9 +696,7 @@ static int prepare_layer(const options* o, problem* pb) {
 
   if (o->weights) {
     if (!h) {
-      fail(
-          "--weights needs --heads: the weights do not tell how many heads "
-          "share them");
+      fail("--weights needs --heads: the weights do not tell how many heads share them");
       return EXIT_USAGE;
     }
     if ((rc = read_in_proj(o->weights, &w_in)) ||
@@ -774,10 +759,8 @@ static int prepare_layer(const options* o, problem* pb) {
     goto cleanup;
   }
   if ((double)b * (double)h * (double)n * (double)n > (double)MAX_PROBS_FLOATS) {
-    fail(
-        "the attention weights (%zu x %zu x %zu x %zu) are above the limit of "
-        "%zu elements",
-        b, h, n, n, MAX_PROBS_FLOATS);
+    fail("the attention weights (%zu x %zu x %zu x %zu) are above the limit of %zu elements", b, h,
+         n, n, MAX_PROBS_FLOATS);
     goto cleanup;
   }
   if (o->weights) {
@@ -813,8 +796,7 @@ static int prepare_layer(const options* o, problem* pb) {
     goto cleanup;
   }
   snprintf(pb->title, sizeof pb->title,
-           "clattn layer: sequence %zu of %zu, %zu tokens, d_model %zu, %zu "
-           "heads%s%s, %s, %s",
+           "clattn layer: sequence %zu of %zu, %zu tokens, d_model %zu, %zu heads%s%s, %s, %s",
            o->batch_index, b, n, e, h, hkv != h ? " (GQA)" : "", o->causal ? ", causal" : "",
            o->weights ? "weights from files" : "random weights",
            o->x ? "x from a file" : "random x");
