@@ -92,8 +92,8 @@ static const char kLayerUsage[] =
 
 static const char kNotes[] =
     "\n"
-    "Input files are .npy (float32 or float64, C order; leading dimensions of 1 may\n"
-    "be left out) or raw float32, whose shape comes from the shape flags. Labels: one\n"
+    "Input files are .npy (float32 or float64; leading dimensions of 1 may be left\n"
+    "out) or raw float32, whose shape comes from the shape flags. Labels: one\n"
     "token a line, as many lines as the sequence has tokens. Outputs are written\n"
     "whole or not at all.\n"
     "Exit status: 0 written, 1 a file or clattn error, 2 usage (values, label counts,\n"

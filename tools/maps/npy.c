@@ -208,11 +208,6 @@ int clattn_maps_npy_parse(const void* bytes, size_t size, clattn_maps_array* out
              h.descr, h.descr[0] == '>' ? " (this one is big-endian)" : "");
     return -1;
   }
-  if (h.fortran_order) {
-    snprintf(err, err_size,
-             "it is in Fortran order; save it in C order (numpy.ascontiguousarray) first");
-    return -1;
-  }
   char shape_text[160];
   clattn_maps_shape_string(h.shape, h.ndim, shape_text, sizeof shape_text);
   size_t count = 0;
@@ -246,6 +241,30 @@ int clattn_maps_npy_parse(const void* bytes, size_t size, clattn_maps_array* out
       memcpy(&v, &u, sizeof v);
       data[i] = (float)v;
     }
+  }
+  if (h.fortran_order && h.ndim > 1 && count > 1) {
+    /* Column-major (what numpy.save writes for a transposed array): into C order. */
+    float* c_order = malloc(count * sizeof *c_order);
+    if (!c_order) {
+      free(data);
+      snprintf(err, err_size, "out of memory for %zu elements", count);
+      return -1;
+    }
+    for (size_t i = 0; i < count; ++i) {
+      size_t rest = i, f_index = 0, f_stride = 1;
+      size_t index[CLATTN_MAPS_ARRAY_MAX_DIMS];
+      for (size_t d = h.ndim; d-- > 0;) {
+        index[d] = rest % h.shape[d];
+        rest /= h.shape[d];
+      }
+      for (size_t d = 0; d < h.ndim; ++d) {
+        f_index += index[d] * f_stride;
+        f_stride *= h.shape[d];
+      }
+      c_order[i] = data[f_index];
+    }
+    free(data);
+    data = c_order;
   }
   out->data = data;
   out->ndim = h.ndim;

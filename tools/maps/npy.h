@@ -1,5 +1,6 @@
 /* Input arrays: NumPy .npy files (format 1.0, 2.0 and 3.0; little-endian float32, or float64
- * converted to float32; C order) and raw float32 files whose shape the command line gives. */
+ * converted to float32; C or Fortran order, returned in C order) and raw float32 files whose
+ * shape the command line gives. */
 #ifndef CLATTN_TOOLS_MAPS_NPY_H
 #define CLATTN_TOOLS_MAPS_NPY_H
 
@@ -20,7 +21,7 @@ typedef struct clattn_maps_array {
 /* Parses a whole .npy file held in memory. Returns 0, or -1 with a message in err for: a
  * missing magic string, an unknown format version, a header longer than the bytes, a header
  * that is not the dictionary NumPy writes ('descr', 'fortran_order', 'shape'), a dtype other
- * than '<f4' or '<f8' (named in the message), Fortran order, more than 8 dimensions, a shape
+ * than '<f4' or '<f8' (named in the message), more than 8 dimensions, a shape
  * whose element count overflows or exceeds the limit, or data bytes that do not match the
  * shape exactly. */
 int clattn_maps_npy_parse(const void* bytes, size_t size, clattn_maps_array* out, char* err,
