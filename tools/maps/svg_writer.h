@@ -8,7 +8,7 @@
 
 #include "maps/grid.h"
 
-/* Most cells (all panels together) an SVG holds: about 75 bytes each, so at most ~10 MB,
+/* Most cells (all panels together) an SVG holds: about 110 bytes each, so about 14 MB,
  * which browsers still open quickly. */
 #define CLATTN_MAPS_SVG_MAX_CELLS ((size_t)131072)
 
