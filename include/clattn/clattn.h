@@ -522,9 +522,9 @@ CLATTN_API clattn_status clattn_attention_cached_host(clattn_kv_cache* cache,
  * stored under a mask changes nothing). A row that sees no key (LSE -INFINITY) is all 0; a NaN
  * LSE (a NaN in the row's Q or a visible K) makes the row's visible entries NaN.
  * Accuracy: each entry carries the rounding of its score (a head_dim-term float dot product)
- * and of the LSE it is divided by, relative to itself; a visible row sums to 1 within a few
- * hundred float ulps for rows of up to a few thousand keys (tests/test_probs.c derives the
- * bound). */
+ * and of the LSE it is divided by, relative to itself, so a row that sees n keys sums to 1
+ * within about n·2^-24 (the LSE's float sum) plus its scores' rounding (tests/test_probs.c
+ * derives the bound). */
 
 /* The block: counts 0 mean "to the end of the dimension". A range must lie inside its
  * dimension (begin + count at most the dimension, begin below it). */
