@@ -21,7 +21,7 @@ esac
 
 packages=(build-essential cmake pkg-config pocl-opencl-icd ocl-icd-opencl-dev opencl-headers
   libclblast-dev libcriterion-dev libcjson-dev clinfo oclgrind clang-format
-  valgrind)
+  valgrind libpng-dev)
 
 log() { printf '\n== %s\n' "$*"; }
 

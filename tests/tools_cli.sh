@@ -129,6 +129,117 @@ if "$dir/clattn-info" >/dev/null 2>&1; then
 else
   echo "skip: no OpenCL device, the checks that need a context were not run"
 fi
+# clattn-maps (built where libpng is): inputs, labels, outputs and sizes it refuses, all
+# before any device is asked for.
+if [[ -x "$dir/clattn-maps" ]]; then
+  maps_dir=$(mktemp -d)
+  # npy FILE DESCR SHAPE DATA_BYTES: a .npy file of zero bytes as NumPy lays it out.
+  npy() {
+    local dict="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+    local len=$(((${#dict} + 1 + 10 + 63) / 64 * 64 - 10))
+    {
+      printf '\x93NUMPY\x01\x00'
+      printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))"
+      printf '%-*s\n' $((len - 1)) "$dict"
+      head -c "$4" /dev/zero
+    } >"$1"
+  }
+  npy "$maps_dir/q.npy" '<f4' '(1, 2, 8, 4)' 256
+  npy "$maps_dir/int.npy" '<i4' '(2, 8, 4)' 256
+  npy "$maps_dir/short.npy" '<f4' '(2, 8, 4)' 100
+  printf 'The\ncat\nsat\n' >"$maps_dir/three.txt"
+  expect 0 "clattn-maps $version" clattn-maps --version
+  expect 0 "--weights DIR" clattn-maps --help
+  expect 0 "--identity" clattn-maps --core --help
+  expect 2 "unknown flag '--bogus'" clattn-maps --bogus
+  expect 2 "unknown flag '--q' (options of the attention core need --core)" clattn-maps --q x
+  expect 2 "--mean is given more than once" clattn-maps --mean --mean
+  expect 2 "--cell takes 0..64, got '65'" clattn-maps --core --cell 65
+  expect 2 "--range takes max|fixed|log, got 'x'" clattn-maps --range x
+  expect 2 "unknown flag '--identity' (options of the attention core need --core)" clattn-maps \
+    --identity
+  expect 2 "--head-dim takes 1..256, got '300'" clattn-maps --core --head-dim 300
+  expect 1 "cannot read $maps_dir/none.npy: No such file" clattn-maps --core \
+    --q "$maps_dir/none.npy"
+  expect 1 "its dtype is '<i4'; this tool reads little-endian float32" clattn-maps --core \
+    --q "$maps_dir/int.npy"
+  expect 1 "needs 256 data bytes, the file has 100" clattn-maps --core --q "$maps_dir/short.npy"
+  expect 2 "--seq 5, but $maps_dir/q.npy has 8 there" clattn-maps --core --q "$maps_dir/q.npy" \
+    --seq 5
+  expect 2 "--labels $maps_dir/three.txt has 3 lines, but the sequence has 8" clattn-maps --core \
+    --seq 8 --labels "$maps_dir/three.txt"
+  expect 2 "--kv-labels $maps_dir/three.txt has 3 lines, but the keys number 9" clattn-maps \
+    --core --seq 8 --seq-kv 9 --kv-labels "$maps_dir/three.txt"
+  expect 1 "cannot write /nonexistent-dir/m.png: No such file or directory" clattn-maps --core \
+    --seq 8 --output /nonexistent-dir/m.png
+  expect 1 "$maps_dir exists and is not a regular file (a directory)" clattn-maps --core --seq 8 \
+    --output "$maps_dir"
+  expect 1 "/dev/null exists and is not a regular file (a device)" clattn-maps --core --seq 8 \
+    --svg /dev/null --output "$maps_dir/m.png"
+  expect 2 "--svg and --output name the same file" clattn-maps --svg a.png --output a.png
+  expect 2 "above the limit of 268435456 elements" clattn-maps --core --seq 65536
+  expect 2 "an SVG of 4 maps of 1024 x 1024 cells is above its limit" clattn-maps --core \
+    --seq 1024 --svg "$maps_dir/m.svg"
+  expect 2 "the picture would be" clattn-maps --core --seq 300 --cell 64
+  expect 2 "is wider than 32768 pixels; choose a smaller --cell" clattn-maps --core --seq 1000 \
+    --cell 64
+  expect 2 "--heads-to-draw: head 9 does not exist (4 heads: 0..3)" clattn-maps --core \
+    --heads-to-draw 1,9
+  expect 2 "--batch-index 3: the batch has 2 sequences" clattn-maps --core --batch 2 \
+    --batch-index 3
+  expect 2 "--kv-length 40 is longer than the 32 keys of a sequence" clattn-maps --core \
+    --kv-length 40
+  expect 2 "--kv-length takes one length, or one per sequence (2), got 3" clattn-maps --core \
+    --batch 2 --kv-length 1,2,3
+  expect 2 "--weights needs --heads" clattn-maps --weights "$maps_dir"
+  expect 1 "cannot read $maps_dir/in_proj_weight.npy" clattn-maps --weights "$maps_dir" --heads 2
+  # With a device: the identity demo's probabilities land on the diagonal (head 1's one key to
+  # the left), masked keys are exactly 0, and both files are written whole.
+  if "$dir/clattn-info" >/dev/null 2>&1; then
+    expect 0 "4 maps of 8 x 8" clattn-maps --core --identity --heads 4 --kv-heads 2 --seq 8 \
+      --kv-length 6 --output "$maps_dir/id.png" --svg "$maps_dir/id.svg"
+    for cell in "head 0 (kv 0): q 3, k 3: 0.99" "head 2 (kv 1): q 3, k 2: 0.99" \
+      "head 1 (kv 0): q 2, k 6: 0<" "head 0 (kv 0): q 7, k 0: 0.166667<"; do
+      if grep -qF "<title>$cell" "$maps_dir/id.svg" && [[ -s "$maps_dir/id.png" ]]; then
+        echo "ok:   clattn-maps --identity SVG has \"$cell\""
+      else
+        echo "FAIL: clattn-maps --identity SVG lacks \"$cell\""
+        failed=1
+      fi
+    done
+    rm -f "$maps_dir/id.png" "$maps_dir/id.svg"
+    # The layer with nn.MultiheadAttention's weights from .npy files, all zero: every score
+    # is 0, so each row spreads evenly over the keys it sees (causal: i + 1 of them).
+    mkdir -p "$maps_dir/w"
+    npy "$maps_dir/w/in_proj_weight.npy" '<f4' '(24, 8)' 768
+    npy "$maps_dir/w/out_proj.weight.npy" '<f4' '(8, 8)' 256
+    npy "$maps_dir/x.npy" '<f4' '(1, 6, 8)' 192
+    expect 0 "3 maps of 6 x 6" clattn-maps --x "$maps_dir/x.npy" --weights "$maps_dir/w" \
+      --heads 2 --causal --mean --output "$maps_dir/layer.png" --svg "$maps_dir/layer.svg"
+    for cell in "head 1: q 2, k 1: 0.333333<" "head 0: q 5, k 0: 0.166667<" \
+      "head 0: q 1, k 2: 0<" "mean of 2 heads: q 3, k 3: 0.25<"; do
+      if grep -qF "<title>$cell" "$maps_dir/layer.svg"; then
+        echo "ok:   clattn-maps layer SVG has \"$cell\""
+      else
+        echo "FAIL: clattn-maps layer SVG lacks \"$cell\""
+        failed=1
+      fi
+    done
+    expect 2 "the input projection of $maps_dir/w has shape [24, 8]; this layer needs [36, 8]" \
+      clattn-maps --x "$maps_dir/x.npy" --weights "$maps_dir/w" --heads 2 --head-dim 6
+    rm -rf "$maps_dir/w" "$maps_dir/x.npy" "$maps_dir/layer.png" "$maps_dir/layer.svg"
+  fi
+  # Nothing half-written was left behind by the refusals.
+  leftovers=$(find "$maps_dir" -name '*.tmp.*' -o -name 'm.png' -o -name 'm.svg' | wc -l)
+  if [[ $leftovers -eq 0 ]]; then
+    echo "ok:   clattn-maps left no output or temporary file after its refusals"
+  else
+    echo "FAIL: clattn-maps left $leftovers files in $maps_dir"
+    failed=1
+  fi
+  rm -rf "$maps_dir"
+fi
+
 # json_check NAME PYTHON_ASSERTS ARGS...: clattn-bench ARGS (tiny shapes, one rep) prints one
 # JSON object on stdout that parses; with a device it holds the run's results and the
 # asserts (on `o`) hold, without one it is the {"ok": false} object. Needs python3 (skipped

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs clattn-info and clattn-run (both variants, a tail shape with a causal mask and LSE,
-# the probabilities recomputed from it, and two rejected inputs) under valgrind memcheck. Fails on a memory error or a leak that is
-# clattn's: one whose first three stack frames (below malloc or a libc string function)
-# are in clattn's library, tools or reference. Reports from the dynamic loader, PoCL, LLVM
-# and the ICD loader (without debug symbols valgrind's default suppressions do not cover
-# them) stay in the logs but are not clattn's; an OpenCL object that clattn forgets to
-# release is PoCL's allocation, and is caught by tests/test_faults.c, which counts them.
+# the probabilities recomputed from it, and two rejected inputs), and clattn-maps where it is
+# built, under valgrind memcheck. Fails on a memory error or a leak that is clattn's: one whose first three stack frames
+# (below malloc or a libc string function) are in clattn's library, tools or reference.
+# Reports from the dynamic loader, PoCL, LLVM and the ICD loader (without debug symbols
+# valgrind's default suppressions do not cover them) stay in the logs but are not clattn's;
+# an OpenCL object that clattn forgets to release is PoCL's allocation, and is caught by
+# tests/test_faults.c, which counts them.
 #   tests/valgrind_tools.sh BUILD_DIR [LOG_DIR]
 set -u
 build=${1:-build}
@@ -20,6 +21,15 @@ runs=(
   "run-bad-args|$build/tools/clattn-run --core --head-dim 300"
   "run-bad-device|$build/tools/clattn-run --device 1:x"
 )
+# clattn-maps where it is built: the core's maps of every panel kind with labels, both
+# outputs, and a refused labels file.
+if [[ -x "$build/tools/clattn-maps" ]]; then
+  printf 'a\nb\nc\nd\ne\nf\ng\nh\ni\n' >"$logs/labels9.txt"
+  runs+=(
+    "maps|$build/tools/clattn-maps --core --identity --heads 2 --kv-heads 1 --seq 9 --seq-kv 11 --kv-length 7 --causal --mean --labels $logs/labels9.txt --output $logs/maps.png --svg $logs/maps.svg"
+    "maps-bad-labels|$build/tools/clattn-maps --core --seq 8 --labels $logs/labels9.txt --output $logs/none.png"
+  )
+fi
 for entry in "${runs[@]}"; do
   name=${entry%%|*}
   cmd=${entry#*|}
