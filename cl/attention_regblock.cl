@@ -21,8 +21,10 @@ typedef float2 pv_t;
 #else
 typedef float pv_t;
 #endif
-/* PV_VEC values of V (storage KV_DTYPE) and of O (storage QO_DTYPE). */
+/* PV_VEC values of V (storage KV_DTYPE; PV_LOAD_F: from its float copy, or from V itself
+ * when that is float) and of O (storage QO_DTYPE). */
 #define PV_LOAD(i, p) LOAD_KV(PV_VEC, i, p)
+#define PV_LOAD_F(i, p) CLATTN_LOAD(0, PV_VEC, i, p)
 #define PV_STORE(x, i, p) STORE_QO(PV_VEC, x, i, p)
 
 #define PV_VECS (HEAD_DIM / PV_VEC)
@@ -56,6 +58,23 @@ __kernel void clattn_stage_kt(__global const KV_T* restrict k, uint k_off, uint 
   vstore16(v, 0,
            kt + kt_off + bh * HEAD_DIM * kt_stride + (j0 / BLOCK_N) * (HEAD_DIM * BLOCK_N) +
                d * BLOCK_N + j0 % BLOCK_N);
+}
+
+/* 16-bit K and V (KV_DTYPE != 0) also have V staged as float, row by row beside Kᵀ:
+ * vt[bh][j][d] = V[b][hk][j][d] for j < seq_kv (rows_per_bh rows apart per bh), so that the
+ * P·V loop, which reads every value once per block of ROWS query rows, widens each only once.
+ * One work-item per key row. */
+__kernel void clattn_stage_v(__global const KV_T* restrict v, uint v_off, uint v_sb, uint v_sh,
+                             uint v_sn, uint heads_kv, uint seq_kv, __global float* restrict vt,
+                             uint vt_off, uint rows_per_bh) {
+  const uint j = get_global_id(0);
+  const uint bh = get_global_id(2);
+  if (j >= seq_kv) return;
+  const uint b = bh / heads_kv;
+  const uint hk = bh % heads_kv;
+  __global const KV_T* src = v + v_off + b * v_sb + hk * v_sh + j * v_sn;
+  __global float* dst = vt + vt_off + (bh * rows_per_bh + j) * HEAD_DIM;
+  for (int i = 0; i < PV_VECS; ++i) CLATTN_STORE(0, PV_VEC, PV_LOAD(i, src), i, dst);
 }
 
 /* max, not fmax: NaN handling is not needed here (a NaN score makes the row NaN anyway). */
@@ -105,7 +124,8 @@ inline float hsum16(float16 x) {
   } while (0)
 
 __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const float* restrict kt,
-                                        uint kt_off, uint kt_stride) {
+                                        uint kt_off, uint kt_stride,
+                                        __global const float* restrict vt, uint vt_off) {
   const int row0 = (int)(get_global_id(0) * ROWS);
   const uint h = get_global_id(1);
   const uint b = get_global_id(2);
@@ -120,7 +140,16 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
       clattn_row_limit(min(row0 + ROWS, (int)seq_q) - 1, seq_q, seq_kv, kv_len, causal);
 
   __global const float* ktb = kt + kt_off + (b * heads_kv + hk) * HEAD_DIM * kt_stride;
-  __global const KV_T* vb = v + v_off + b * v_sb + hk * v_sh;
+#if KV_DTYPE == 0
+  __global const float* vb = v + v_off + b * v_sb + hk * v_sh;
+  const uint v_step = v_sn;
+  (void)vt;
+  (void)vt_off;
+#else
+  /* V's float copy (clattn_stage_v): kt_stride rows per (batch, kv head), HEAD_DIM apart. */
+  __global const float* vb = vt + vt_off + (b * heads_kv + hk) * kt_stride * HEAD_DIM;
+  const uint v_step = HEAD_DIM;
+#endif
 
   float qr[ROWS][HEAD_DIM];
   pv_t acc[ROWS][PV_VECS];
@@ -182,7 +211,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
      * at a time so that the ROWS x PV_STEP accumulators stay in registers and each value
      * vector and broadcast weight loaded feeds several multiply-adds. */
     const int n = min(BLOCK_N, max_limit - j0);
-    __global const KV_T* vcol = vb + (uint)j0 * v_sn;
+    __global const float* vcol = vb + (uint)j0 * v_step;
     for (int i = 0; i < PV_VECS; i += PV_STEP) {
       pv_t a[ROWS][PV_STEP];
 #pragma unroll
@@ -196,7 +225,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
           pv_t vv[PV_STEP];
 #pragma unroll
           for (int t = 0; t < PV_STEP; ++t)
-            vv[t] = PV_LOAD(0, vcol + (uint)jj * v_sn + (i + t) * PV_VEC);
+            vv[t] = PV_LOAD_F(0, vcol + (uint)jj * v_step + (i + t) * PV_VEC);
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) {
             const pv_t pr = (pv_t)(p[r][jj]);
@@ -213,7 +242,7 @@ __kernel void clattn_attention_regblock(CLATTN_ATTENTION_ARGS, __global const fl
           pv_t vv[PV_STEP];
 #pragma unroll
           for (int t = 0; t < PV_STEP; ++t)
-            vv[t] = PV_LOAD(0, vcol + (uint)jj * v_sn + (i + t) * PV_VEC);
+            vv[t] = PV_LOAD_F(0, vcol + (uint)jj * v_step + (i + t) * PV_VEC);
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) {
             const pv_t pr = (pv_t)(p[r][jj]);

@@ -890,7 +890,8 @@ CLATTN_API clattn_status clattn_mha_get_info(const clattn_mha* mha, clattn_mha_i
 
 /* Scratch memory, in bytes, that one clattn_attention call with this descriptor and config
  * (NULL: defaults) needs beside the caller's buffers (REGISTER_BLOCKED: the staged Kᵀ,
- * batch * heads_kv * head_dim * seq_kv rounded up to block_n floats; TILED_LOCAL: 0;
+ * batch * heads_kv * head_dim * seq_kv rounded up to block_n floats, twice that where K and V
+ * are 16-bit (V staged as float too); TILED_LOCAL: 0;
  * SPLIT_KV: batch * heads_q * seq_q * splits * (head_dim + 2) floats, splits being num_splits
  * or, for 0, the default's bound min(64, seq_kv / 256); 0 with one split). It
  * comes from clattn_attention_buffers.workspace when the caller gives one, else from the

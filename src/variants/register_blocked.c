@@ -1,7 +1,8 @@
 /* REGISTER_BLOCKED (cl/attention_regblock.cl), the CPU-style variant: K is first staged
  * transposed into the workspace (keys contiguous, tiles of block_n), then each work-item
  * keeps rows_per_item query rows in registers and walks the keys block_n at a time in float
- * vectors, with no barrier. */
+ * vectors, with no barrier. In 16-bit K/V storage V is staged as float too, so that the P·V
+ * loop, which reads each value once per block of query rows, widens it once. */
 #include <stdint.h>
 #include <stdio.h>
 
@@ -9,6 +10,8 @@
 
 #define DEFAULT_ROWS 8
 #define DEFAULT_BLOCK_N 32
+/* Work-items per group of V's staging kernel (one a key row). */
+#define STAGE_V_GROUP 16
 
 static size_t group_size(const clattn_attention_config* c) {
   (void)c;
@@ -77,13 +80,23 @@ static size_t kt_stride(const clattn__attention_shape* shape, const clattn_atten
   return (shape->seq_kv + c->block_n - 1) / c->block_n * c->block_n;
 }
 
-/* The staged Kᵀ: batch * heads_kv * head_dim rows of kt_stride floats. */
-static size_t workspace_bytes(const clattn__attention_shape* shape,
-                              const clattn_attention_config* c) {
+/* Floats of one staged tensor: batch * heads_kv * head_dim rows of kt_stride floats (Kᵀ; V's
+ * copy has the same size, kt_stride rows of head_dim per (batch, kv head)). */
+static size_t staged_floats(const clattn__attention_shape* shape,
+                            const clattn_attention_config* c) {
   const size_t stride = kt_stride(shape, c);
   const size_t rows = shape->batch * shape->heads_kv * shape->head_dim; /* < 2^41: checked */
   if (stride > UINT32_MAX || rows > UINT32_MAX / stride) return SIZE_MAX;
-  return rows * stride * sizeof(float);
+  return rows * stride;
+}
+
+/* The staged Kᵀ, and in 16-bit K/V storage V's float copy after it. */
+static size_t workspace_bytes(const clattn__attention_shape* shape,
+                              const clattn_attention_config* c) {
+  const size_t n = staged_floats(shape, c);
+  const size_t copies = shape->kv_dtype == CLATTN_DTYPE_F32 ? 1 : 2;
+  if (n == SIZE_MAX || n > UINT32_MAX / copies) return SIZE_MAX;
+  return copies * n * sizeof(float);
 }
 
 /* Work-items per staging work-group: the largest divisor of head_dim within the device's and
@@ -130,11 +143,37 @@ static clattn_status enqueue(const clattn__launch* l) {
   CLATTN__CL_CHECK(l->ctx,
                    clEnqueueNDRangeKernel(l->queue, stage, 3, NULL, stage_global, stage_local,
                                           l->num_wait, l->num_wait ? l->wait : NULL, NULL));
+  /* V's float copy after Kᵀ (16-bit storage only), one work-item per key row in groups of a
+   * fixed size (the key count rounded up to it), for the reason given above. */
+  const size_t vt_off = kt_off + staged_floats(sh, c);
+  if (sh->kv_dtype != CLATTN_DTYPE_F32) {
+    cl_kernel stage_v = l->plan->kernels[2];
+    a = 0;
+    clattn__arg_mem(stage_v, &a, b->v, &err);
+    clattn__arg_uint(stage_v, &a, b->v_offset, &err);
+    clattn__arg_uint(stage_v, &a, sh->v.batch, &err);
+    clattn__arg_uint(stage_v, &a, sh->v.head, &err);
+    clattn__arg_uint(stage_v, &a, sh->v.seq, &err);
+    clattn__arg_uint(stage_v, &a, sh->heads_kv, &err);
+    clattn__arg_uint(stage_v, &a, sh->seq_kv, &err);
+    clattn__arg_mem(stage_v, &a, l->workspace, &err);
+    clattn__arg_uint(stage_v, &a, vt_off, &err);
+    clattn__arg_uint(stage_v, &a, stride, &err);
+    CLATTN__CL_CHECK(l->ctx, err);
+    size_t v_local[3] = {STAGE_V_GROUP, 1, 1};
+    if (v_local[0] > l->plan->kernel_group_limit[2]) v_local[0] = l->plan->kernel_group_limit[2];
+    size_t v_global[3] = {(sh->seq_kv + v_local[0] - 1) / v_local[0] * v_local[0], 1,
+                          sh->batch * sh->heads_kv};
+    CLATTN__CL_CHECK(l->ctx, clEnqueueNDRangeKernel(l->queue, stage_v, 3, NULL, v_global, v_local,
+                                                    0, NULL, NULL));
+  }
 
   err = clattn__set_attention_args(main, sh, b, &a);
   clattn__arg_mem(main, &a, l->workspace, &err);
   clattn__arg_uint(main, &a, kt_off, &err);
   clattn__arg_uint(main, &a, stride, &err);
+  clattn__arg_mem(main, &a, l->workspace, &err);
+  clattn__arg_uint(main, &a, vt_off, &err); /* not read in float32 storage */
   CLATTN__CL_CHECK(l->ctx, err);
   size_t global[3] = {(sh->seq_q + c->rows_per_item - 1) / c->rows_per_item, sh->heads_q,
                       sh->batch};
@@ -174,7 +213,7 @@ const clattn__variant clattn__variant_register_blocked = {
     .name = "register_blocked",
     .short_name = "regblock",
     .source = "attention_regblock",
-    .kernels = {"clattn_attention_regblock", "clattn_stage_kt", NULL},
+    .kernels = {"clattn_attention_regblock", "clattn_stage_kt", "clattn_stage_v", NULL},
     .preference = preference,
     .defaults = defaults,
     .check = check,
