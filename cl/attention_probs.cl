@@ -25,35 +25,6 @@
  * Build macros: HEAD_DIM, VEC (16, 8, 4, 2 or 1: the widest that divides HEAD_DIM), TILE_N
  * (columns per work-item); QO_DTYPE and KV_DTYPE, the storage of Q and of K (common.cl). */
 
-#if VEC == 16
-typedef float16 vec_t;
-inline float vsum(float16 x) {
-  float8 a = x.lo + x.hi;
-  float4 b = a.lo + a.hi;
-  float2 c = b.lo + b.hi;
-  return c.x + c.y;
-}
-#elif VEC == 8
-typedef float8 vec_t;
-inline float vsum(float8 x) {
-  float4 b = x.lo + x.hi;
-  float2 c = b.lo + b.hi;
-  return c.x + c.y;
-}
-#elif VEC == 4
-typedef float4 vec_t;
-inline float vsum(float4 x) {
-  float2 c = x.lo + x.hi;
-  return c.x + c.y;
-}
-#elif VEC == 2
-typedef float2 vec_t;
-inline float vsum(float2 x) { return x.x + x.y; }
-#else
-typedef float vec_t;
-inline float vsum(float x) { return x; }
-#endif
-
 #define DV (HEAD_DIM / VEC)
 
 /* What both kernels take after the core's argument list (whose v, o and has_lse they ignore):

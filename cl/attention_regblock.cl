@@ -77,21 +77,6 @@ __kernel void clattn_stage_v(__global const KV_T* restrict v, uint v_off, uint v
   for (int i = 0; i < PV_VECS; ++i) CLATTN_STORE(0, PV_VEC, PV_LOAD(i, src), i, dst);
 }
 
-/* max, not fmax: NaN handling is not needed here (a NaN score makes the row NaN anyway). */
-inline float hmax16(float16 x) {
-  float8 a = max(x.lo, x.hi);
-  float4 b = max(a.lo, a.hi);
-  float2 c = max(b.lo, b.hi);
-  return max(c.x, c.y);
-}
-
-inline float hsum16(float16 x) {
-  float8 a = x.lo + x.hi;
-  float4 b = a.lo + a.hi;
-  float2 c = b.lo + b.hi;
-  return c.x + c.y;
-}
-
 /* One row's online-softmax step over a tile of scores s[r] (see the main kernel): new running
  * maximum, the correction of the old sum and accumulators, and the weights p[r]. With MASK,
  * keys from limit[r] on get a score of CLATTN_MASKED and a weight of exactly 0. */

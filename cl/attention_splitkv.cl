@@ -20,35 +20,6 @@
  * Build macros: HEAD_DIM, ROWS (query rows per work-item), BLOCK_N (keys per step),
  * VEC (16, 8, 4, 2 or 1: the widest that divides HEAD_DIM). */
 
-#if VEC == 16
-typedef float16 vec_t;
-inline float vsum(float16 x) {
-  float8 a = x.lo + x.hi;
-  float4 b = a.lo + a.hi;
-  float2 c = b.lo + b.hi;
-  return c.x + c.y;
-}
-#elif VEC == 8
-typedef float8 vec_t;
-inline float vsum(float8 x) {
-  float4 b = x.lo + x.hi;
-  float2 c = b.lo + b.hi;
-  return c.x + c.y;
-}
-#elif VEC == 4
-typedef float4 vec_t;
-inline float vsum(float4 x) {
-  float2 c = x.lo + x.hi;
-  return c.x + c.y;
-}
-#elif VEC == 2
-typedef float2 vec_t;
-inline float vsum(float2 x) { return x.x + x.y; }
-#else
-typedef float vec_t;
-inline float vsum(float x) { return x; }
-#endif
-
 #define DV (HEAD_DIM / VEC)
 
 /* VEC elements of Q or O (QO_DTYPE), of K or V (KV_DTYPE), and of the float workspace. */
@@ -57,21 +28,6 @@ inline float vsum(float x) { return x; }
 #define VLOAD_KV(i, p) LOAD_KV(VEC, i, p)
 #define VLOAD_WS(i, p) CLATTN_LOAD(0, VEC, i, p)
 #define VSTORE_WS(x, i, p) CLATTN_STORE(0, VEC, x, i, p)
-
-/* max, not fmax: a NaN score makes the row NaN either way. */
-inline float hmax16(float16 x) {
-  float8 a = max(x.lo, x.hi);
-  float4 b = max(a.lo, a.hi);
-  float2 c = max(b.lo, b.hi);
-  return max(c.x, c.y);
-}
-
-inline float hsum16(float16 x) {
-  float8 a = x.lo + x.hi;
-  float4 b = a.lo + a.hi;
-  float2 c = b.lo + b.hi;
-  return c.x + c.y;
-}
 
 __kernel void clattn_attention_splitkv(CLATTN_ATTENTION_ARGS, __global float* restrict ws,
                                        uint ws_off, uint ml_off, uint num_splits,

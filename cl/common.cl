@@ -115,3 +115,52 @@ inline float clattn_inv_sum(float l) { return l > 0.0f ? 1.0f / l : (l == 0.0f ?
 inline float clattn_lse(float m, float l) {
   return l > 0.0f ? (m + log2(l)) * M_LN2_F : (l == 0.0f ? -INFINITY : l);
 }
+
+/* Horizontal max and sum of 16 lanes. max, not fmax: a NaN score makes its row NaN either
+ * way. */
+inline float hmax16(float16 x) {
+  float8 a = max(x.lo, x.hi);
+  float4 b = max(a.lo, a.hi);
+  float2 c = max(b.lo, b.hi);
+  return max(c.x, c.y);
+}
+
+inline float hsum16(float16 x) {
+  float8 a = x.lo + x.hi;
+  float4 b = a.lo + a.hi;
+  float2 c = b.lo + b.hi;
+  return c.x + c.y;
+}
+
+/* Kernels built with -DVEC=n (16, 8, 4, 2 or 1) work in float vectors of n lanes along the
+ * head dim: vec_t, and vsum, the sum of its lanes. */
+#ifdef VEC
+#if VEC == 16
+typedef float16 vec_t;
+inline float vsum(float16 x) {
+  float8 a = x.lo + x.hi;
+  float4 b = a.lo + a.hi;
+  float2 c = b.lo + b.hi;
+  return c.x + c.y;
+}
+#elif VEC == 8
+typedef float8 vec_t;
+inline float vsum(float8 x) {
+  float4 b = x.lo + x.hi;
+  float2 c = b.lo + b.hi;
+  return c.x + c.y;
+}
+#elif VEC == 4
+typedef float4 vec_t;
+inline float vsum(float4 x) {
+  float2 c = x.lo + x.hi;
+  return c.x + c.y;
+}
+#elif VEC == 2
+typedef float2 vec_t;
+inline float vsum(float2 x) { return x.x + x.y; }
+#else
+typedef float vec_t;
+inline float vsum(float x) { return x; }
+#endif
+#endif

@@ -117,21 +117,14 @@ clattn_status clattn_attention(clattn_context* ctx, const clattn_attention_desc*
                                cl_event* event) {
   if (!ctx) return CLATTN_ERROR_INVALID_ARGUMENT;
   if (event) *event = NULL;
-  if (num_wait_events && !wait_events) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
-  }
-  clattn_status status;
+  clattn_status status = clattn__wait_list_check(ctx, num_wait_events, wait_events);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__attention_shape sh;
   clattn_attention_buffers b;
   clattn__plan* plan = NULL;
   CLATTN__CHECK(clattn__attention_shape_resolve(ctx, desc, &sh));
   CLATTN__CHECK(clattn__attention_buffers_check(ctx, &sh, buffers, 0, &b));
-  if (queue && queue != ctx->queue) {
-    CLATTN__CHECK(clattn__queue_check(ctx, queue));
-  } else {
-    queue = ctx->queue;
-  }
+  CLATTN__CHECK(clattn__call_queue(ctx, &queue));
   CLATTN__CHECK(clattn__plan_get(ctx, &sh, config, &plan));
   status = clattn__plan_enqueue(ctx, plan, &sh, &b, b.workspace, b.workspace_offset, queue,
                                 num_wait_events, wait_events, event, NULL);

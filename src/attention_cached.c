@@ -242,22 +242,16 @@ clattn_status clattn_attention_cached(clattn_kv_cache* c, const clattn_attention
   if (!c) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = c->ctx;
   if (event) *event = NULL;
-  if (num_wait_events && !wait_events) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
-  }
+  clattn_status status = clattn__wait_list_check(ctx, num_wait_events, wait_events);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__attention_shape sh;
   clattn_attention_buffers b;
-  clattn_status status = clattn__kv_cached_shape(c, desc, &sh);
+  status = clattn__kv_cached_shape(c, desc, &sh);
   if (status != CLATTN_SUCCESS) return status;
   status = clattn__attention_buffers_check(ctx, &sh, buffers, 1, &b);
   if (status != CLATTN_SUCCESS) return status;
-  if (queue && queue != ctx->queue) {
-    status = clattn__queue_check(ctx, queue);
-    if (status != CLATTN_SUCCESS) return status;
-  } else {
-    queue = ctx->queue;
-  }
+  status = clattn__call_queue(ctx, &queue);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__kv_step step;
   status = clattn__kv_step_begin(c, sh.batch, seq_ids, 0, queue, &step);
   if (status != CLATTN_SUCCESS) return status;

@@ -145,6 +145,23 @@ clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue qu
   return CLATTN_SUCCESS;
 }
 
+clattn_status clattn__call_queue(const clattn_context* ctx, cl_command_queue* queue) {
+  if (!*queue || *queue == ctx->queue) {
+    *queue = ctx->queue;
+    return CLATTN_SUCCESS;
+  }
+  return clattn__queue_check(ctx, *queue);
+}
+
+clattn_status clattn__wait_list_check(const clattn_context* ctx, cl_uint num_wait,
+                                      const cl_event* wait) {
+  if (num_wait && !wait) {
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "num_wait_events is %u but wait_events is NULL", num_wait);
+  }
+  return CLATTN_SUCCESS;
+}
+
 clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
                                             cl_command_queue queue,
                                             const clattn_context_options* given,

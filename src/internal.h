@@ -133,6 +133,14 @@ void clattn__set_build_log(const clattn_context* ctx, const char* log);
 /* Checks that a queue is in-order and belongs to the context's cl_context and device. */
 clattn_status clattn__queue_check(const clattn_context* ctx, cl_command_queue queue);
 
+/* The queue a call enqueues on: *queue NULL (or the context's own) becomes the context's;
+ * another is checked with clattn__queue_check. */
+clattn_status clattn__call_queue(const clattn_context* ctx, cl_command_queue* queue);
+
+/* Checks a call's wait list: INVALID_ARGUMENT for num_wait events and a NULL array. */
+clattn_status clattn__wait_list_check(const clattn_context* ctx, cl_uint num_wait,
+                                      const cl_event* wait);
+
 /* ------------------------------------------------------------ storage types (src/dtype.c) */
 
 /* Bytes of one element of a dtype; 0 for a value that names none. */

@@ -497,13 +497,11 @@ clattn_status clattn_kv_cache_append(clattn_kv_cache* c, const clattn_kv_append_
   if (!c) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = c->ctx;
   if (event) *event = NULL;
-  if (num_wait_events && !wait_events) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
-  }
+  clattn_status status = clattn__wait_list_check(ctx, num_wait_events, wait_events);
+  if (status != CLATTN_SUCCESS) return status;
   clattn_kv_append_desc d;
   clattn__attention_shape sh;
-  clattn_status status = append_shape(c, desc, &d, &sh);
+  status = append_shape(c, desc, &d, &sh);
   if (status != CLATTN_SUCCESS) return status;
   if (!k || !v) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "k and v must not be NULL");
   const size_t item = clattn__dtype_size(c->dtype);
@@ -514,12 +512,8 @@ clattn_status clattn_kv_cache_append(clattn_kv_cache* c, const clattn_kv_append_
                                   MAX_INDEX + 1);
   }
   if (status != CLATTN_SUCCESS) return status;
-  if (queue && queue != ctx->queue) {
-    status = clattn__queue_check(ctx, queue);
-    if (status != CLATTN_SUCCESS) return status;
-  } else {
-    queue = ctx->queue;
-  }
+  status = clattn__call_queue(ctx, &queue);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__kv_step step;
   status = clattn__kv_step_begin(c, d.count, d.seq_ids, d.tokens, queue, &step);
   if (status != CLATTN_SUCCESS) return status;

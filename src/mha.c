@@ -1011,14 +1011,12 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
   if (event) *event = NULL;
   if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = m->ctx;
-  if (num_wait_events && !wait_events) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
-  }
+  clattn_status status = clattn__wait_list_check(ctx, num_wait_events, wait_events);
+  if (status != CLATTN_SUCCESS) return status;
   if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
   clattn_mha_buffers copy;
-  clattn_status status = clattn__struct_copy(ctx, "clattn_mha_buffers", given, MHA_BUFFERS_V0_3,
-                                             sizeof(clattn_mha_buffers), &copy);
+  status = clattn__struct_copy(ctx, "clattn_mha_buffers", given, MHA_BUFFERS_V0_3,
+                               sizeof(clattn_mha_buffers), &copy);
   if (status != CLATTN_SUCCESS) return status;
   const clattn_mha_buffers* b = &copy;
   if (!b->x || !b->y) {
@@ -1038,11 +1036,7 @@ clattn_status clattn_mha_forward(clattn_mha* m, const clattn_mha_forward_desc* f
   CLATTN__CHECK(plan_make(m, fwd, b->key != NULL, &p));
   CLATTN__CHECK(buffers_check(m, &p, b));
   CLATTN__CHECK(weights_check(m, &p, b, p.seq_kv));
-  if (queue && queue != ctx->queue) {
-    CLATTN__CHECK(clattn__queue_check(ctx, queue));
-  } else {
-    queue = ctx->queue;
-  }
+  CLATTN__CHECK(clattn__call_queue(ctx, &queue));
   pthread_mutex_lock(&m->lock);
   status = forward_locked(m, &p, b, queue, num_wait_events, wait_events, event);
   pthread_mutex_unlock(&m->lock);
@@ -1258,14 +1252,12 @@ clattn_status clattn_mha_forward_cached(clattn_mha* m, clattn_kv_cache* cache,
   if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = m->ctx;
   if (!cache) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "cache is NULL");
-  if (num_wait_events && !wait_events) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
-  }
+  clattn_status status = clattn__wait_list_check(ctx, num_wait_events, wait_events);
+  if (status != CLATTN_SUCCESS) return status;
   if (!given) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "buffers is NULL");
   clattn_mha_buffers copy;
-  clattn_status status = clattn__struct_copy(ctx, "clattn_mha_buffers", given, MHA_BUFFERS_V0_3,
-                                             sizeof(clattn_mha_buffers), &copy);
+  status = clattn__struct_copy(ctx, "clattn_mha_buffers", given, MHA_BUFFERS_V0_3,
+                               sizeof(clattn_mha_buffers), &copy);
   if (status != CLATTN_SUCCESS) return status;
   const clattn_mha_buffers* b = &copy;
   if (!b->x || !b->y) {
@@ -1279,11 +1271,7 @@ clattn_status clattn_mha_forward_cached(clattn_mha* m, clattn_kv_cache* cache,
   mha_plan p;
   CLATTN__CHECK(cached_plan(m, cache, fwd, &p));
   CLATTN__CHECK(buffers_check(m, &p, b));
-  if (queue && queue != ctx->queue) {
-    CLATTN__CHECK(clattn__queue_check(ctx, queue));
-  } else {
-    queue = ctx->queue;
-  }
+  CLATTN__CHECK(clattn__call_queue(ctx, &queue));
   pthread_mutex_lock(&m->lock);
   clattn__kv_step step;
   status = clattn__kv_step_begin(cache, p.batch, seq_ids, p.seq, queue, &step);

@@ -316,11 +316,8 @@ clattn_status clattn_attention_probs(clattn_context* ctx, const clattn_attention
                                      const cl_event* wait_events, cl_event* event) {
   if (!ctx) return CLATTN_ERROR_INVALID_ARGUMENT;
   if (event) *event = NULL;
-  if (num_wait_events && !wait_events) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
-  }
-  clattn_status status;
+  clattn_status status = clattn__wait_list_check(ctx, num_wait_events, wait_events);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__attention_shape sh;
   clattn_attention_buffers b;
   clattn__probs_region r;
@@ -328,11 +325,7 @@ clattn_status clattn_attention_probs(clattn_context* ctx, const clattn_attention
   CLATTN__CHECK(inputs_check(ctx, &sh, buffers, 0, &b));
   CLATTN__CHECK(clattn__probs_region_resolve(ctx, block, sh.heads_q, sh.seq_q, sh.seq_kv, &r));
   CLATTN__CHECK(output_check(ctx, &sh, &b, p, p_offset, region_elements(&r, sh.batch, 0)));
-  if (queue && queue != ctx->queue) {
-    CLATTN__CHECK(clattn__queue_check(ctx, queue));
-  } else {
-    queue = ctx->queue;
-  }
+  CLATTN__CHECK(clattn__call_queue(ctx, &queue));
   b.v = NULL;
   b.o = NULL;
   status = clattn__probs_enqueue(ctx, &sh, &b, &r, 0, p, p_offset, queue, num_wait_events,
@@ -398,23 +391,17 @@ clattn_status clattn_attention_probs_cached(clattn_kv_cache* c, const clattn_att
   if (!c) return CLATTN_ERROR_INVALID_ARGUMENT;
   clattn_context* ctx = c->ctx;
   if (event) *event = NULL;
-  if (num_wait_events && !wait_events) {
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "num_wait_events is %u but wait_events is NULL", num_wait_events);
-  }
+  clattn_status status = clattn__wait_list_check(ctx, num_wait_events, wait_events);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__attention_shape sh;
   clattn_attention_buffers b;
-  clattn_status status = clattn__kv_cached_shape(c, desc, &sh);
+  status = clattn__kv_cached_shape(c, desc, &sh);
   if (status != CLATTN_SUCCESS) return status;
   status = inputs_check(ctx, &sh, buffers, 1, &b);
   if (status != CLATTN_SUCCESS) return status;
   if (!p) return clattn__fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "p is NULL");
-  if (queue && queue != ctx->queue) {
-    status = clattn__queue_check(ctx, queue);
-    if (status != CLATTN_SUCCESS) return status;
-  } else {
-    queue = ctx->queue;
-  }
+  status = clattn__call_queue(ctx, &queue);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__kv_step step;
   status = clattn__kv_step_begin(c, sh.batch, seq_ids, 0, queue, &step);
   if (status != CLATTN_SUCCESS) return status;
