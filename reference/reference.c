@@ -331,6 +331,26 @@ static void ref_rope(const clattn_ref_mha_layer* L, size_t rows, size_t seq, siz
   }
 }
 
+/* Keys query row i of sequence b of a layer call sees (a prefix 0 .. n-1): its key length
+ * (clamped to [0, seq_kv]), and with causal masks j <= i + seq_kv - seq. */
+static size_t ref_mha_visible(size_t seq, size_t seq_kv, int causal, const int32_t* kv_lengths,
+                              size_t b, size_t i) {
+  size_t n = seq_kv;
+  if (kv_lengths != NULL) {
+    n = kv_lengths[b] < 0 ? 0 : (size_t)kv_lengths[b];
+    if (n > seq_kv) n = seq_kv;
+  }
+  if (causal) {
+    const int64_t last = (int64_t)i + (int64_t)seq_kv - (int64_t)seq;
+    if (last < 0) {
+      n = 0;
+    } else if ((uint64_t)last + 1 < (uint64_t)n) {
+      n = (size_t)last + 1;
+    }
+  }
+  return n;
+}
+
 /* K or V stored in a 16-bit type: each element rounds once more, by up to half an ulp (at most
  * clattn_ref_dtype_rounding), a worst case counted as one more independent term of that
  * standard deviation (as point 2 of the model counts the core's own rounding). */
@@ -390,21 +410,8 @@ int clattn_ref_mha_forward(const clattn_ref_mha_layer* L, size_t batch, size_t s
 
   const double u = REF_U;
   for (size_t b = 0; b < batch; ++b) {
-    size_t len = seq_kv;
-    if (kv_lengths != NULL) {
-      len = kv_lengths[b] < 0 ? 0 : (size_t)kv_lengths[b];
-      if (len > seq_kv) len = seq_kv;
-    }
     for (size_t i = 0; i < seq; ++i) {
-      size_t n = len;
-      if (causal) {
-        const int64_t last = (int64_t)i + (int64_t)seq_kv - (int64_t)seq;
-        if (last < 0) {
-          n = 0;
-        } else if ((uint64_t)last + 1 < (uint64_t)n) {
-          n = (size_t)last + 1;
-        }
-      }
+      const size_t n = ref_mha_visible(seq, seq_kv, causal, kv_lengths, b, i);
       const size_t r = b * seq + i;
       for (size_t h = 0; h < H; ++h) {
         const double* qr = q + r * HD + h * D;
@@ -604,23 +611,11 @@ int clattn_ref_mha_weights(const clattn_ref_mha_layer* L, size_t batch, size_t s
     ref_rope(L, rows, seq, H, q, sq);
     ref_rope(L, rows_kv, seq_kv, Hkv, k, sk);
   }
+  ref_storage(L->kv_storage, rows_kv * KD, k, sk);
   const double u = REF_U;
   for (size_t b = 0; b < batch; ++b) {
-    size_t len = seq_kv;
-    if (kv_lengths != NULL) {
-      len = kv_lengths[b] < 0 ? 0 : (size_t)kv_lengths[b];
-      if (len > seq_kv) len = seq_kv;
-    }
     for (size_t i = 0; i < seq; ++i) {
-      size_t n = len;
-      if (causal) {
-        const int64_t last = (int64_t)i + (int64_t)seq_kv - (int64_t)seq;
-        if (last < 0) {
-          n = 0;
-        } else if ((uint64_t)last + 1 < (uint64_t)n) {
-          n = (size_t)last + 1;
-        }
-      }
+      const size_t n = ref_mha_visible(seq, seq_kv, causal, kv_lengths, b, i);
       const size_t r = b * seq + i;
       double* mrow = mean != NULL ? mean + r * seq_kv : NULL;
       double* mtol = mean_tol != NULL ? mean_tol + r * seq_kv : NULL;
