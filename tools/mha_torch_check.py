@@ -28,121 +28,25 @@ import sys
 import numpy as np
 import torch
 
-size_t = C.c_size_t
+from clattn_ctypes import DTYPES, Clattn, ForwardDesc, fptr, from_storage, storage
 
 
-class ContextOptions(C.Structure):
-    _fields_ = [("struct_size", size_t), ("device", C.c_char_p), ("kernel_dir", C.c_char_p)]
-
-
-class MhaDesc(C.Structure):
-    _fields_ = [(n, size_t) for n in ("struct_size", "d_model", "heads", "heads_kv", "head_dim",
-                                      "k_dim", "v_dim")] + [
-        ("scale", C.c_float), ("rope", C.c_int), ("rope_dims", size_t), ("rope_theta", C.c_float),
-        ("dtype", C.c_int)]
-
-
-DTYPES = {"f32": (0, torch.float32), "f16": (1, torch.float16), "bf16": (2, torch.bfloat16)}
-
-
-def storage(tensor, dtype):
-    """A tensor's elements in clattn's storage of dtype: float32, or the 16-bit patterns."""
-    t = tensor.detach().to(DTYPES[dtype][1]).contiguous()
-    if dtype == "f32":
-        return np.ascontiguousarray(t.numpy())
-    return np.ascontiguousarray(t.view(torch.int16).numpy().view(np.uint16))
-
-
-def from_storage(a, dtype):
-    """float64 values of an array in clattn's storage of dtype."""
-    if dtype == "f32":
-        return a.astype(np.float64)
-    t = torch.from_numpy(a.view(np.int16).copy()).view(DTYPES[dtype][1])
-    return t.to(torch.float64).numpy()
-
-
-class Tensor(C.Structure):
-    _fields_ = [("host", C.c_void_p), ("mem", C.c_void_p), ("offset", size_t)]
-
-
-WEIGHT_FIELDS = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight",
-                 "v_proj_weight", "q_proj_bias", "k_proj_bias", "v_proj_bias", "out_proj_weight",
-                 "out_proj_bias")
-
-
-class Weights(C.Structure):
-    _fields_ = [("struct_size", size_t)] + [(n, Tensor) for n in WEIGHT_FIELDS]
-
-
-class ForwardDesc(C.Structure):
-    _fields_ = [("struct_size", size_t), ("batch", size_t), ("seq", size_t), ("seq_kv", size_t),
-                ("causal", C.c_int)]
-
-
-def fptr(a):
-    return a.ctypes.data_as(C.c_void_p)
-
-
-class Clattn:
-    def __init__(self, path, device):
-        self.lib = C.CDLL(path)
-        L = self.lib
-        for name in ("clattn_context_create", "clattn_mha_create", "clattn_mha_forward_host",
-                     "clattn_mha_destroy", "clattn_context_destroy",
-                     "clattn_context_get_last_error"):
-            getattr(L, name).restype = C.c_int
-        L.clattn_status_name.restype = C.c_char_p
-        opts = ContextOptions(C.sizeof(ContextOptions), device.encode() if device else None, None)
-        self.ctx = C.c_void_p()
-        self.check(L.clattn_context_create(C.byref(opts), C.byref(self.ctx)), "context_create")
-
-    def check(self, st, what):
-        if st != 0:
-            buf = C.create_string_buffer(2048)
-            self.lib.clattn_context_get_last_error(self.ctx, buf, C.c_size_t(2048), None)
-            raise RuntimeError("%s: %s (%s)" % (what, self.lib.clattn_status_name(st).decode(),
-                                                buf.value.decode()))
-
-    def forward(self, m, x, kv, lengths, causal, dtype="f32"):
-        """clattn's y (float64) for module m, its weights, x and kv in dtype's storage."""
-        E, H = m.embed_dim, m.num_heads
-        desc = MhaDesc(C.sizeof(MhaDesc), E, H, 0, 0, m.kdim, m.vdim, 0.0, 0, 0, 0.0,
-                       DTYPES[dtype][0])
-        keep = []
-
-        def t(tensor):
-            if tensor is None:
-                return Tensor(None, None, 0)
-            a = storage(tensor, dtype)
-            keep.append(a)
-            return Tensor(fptr(a), None, 0)
-
-        w = Weights(C.sizeof(Weights))
-        if m._qkv_same_embed_dim:
-            w.in_proj_weight = t(m.in_proj_weight)
-        else:
-            w.q_proj_weight = t(m.q_proj_weight)
-            w.k_proj_weight = t(m.k_proj_weight)
-            w.v_proj_weight = t(m.v_proj_weight)
-        w.in_proj_bias = t(m.in_proj_bias)
-        w.out_proj_weight = t(m.out_proj.weight)
-        w.out_proj_bias = t(m.out_proj.bias)
-        mha = C.c_void_p()
-        self.check(self.lib.clattn_mha_create(self.ctx, C.byref(desc), C.byref(w), C.byref(mha)),
-                   "mha_create")
-        B, N, _ = x.shape
-        Nkv = kv.shape[1] if kv is not None else 0
-        fwd = ForwardDesc(C.sizeof(ForwardDesc), B, N, Nkv, 1 if causal else 0)
-        xa = storage(x, dtype)
-        ka = storage(kv, dtype) if kv is not None else None
-        y = np.empty((B, N, E), dtype=np.float32 if dtype == "f32" else np.uint16)
-        la = np.ascontiguousarray(np.array(lengths, dtype=np.int32)) if lengths else None
-        st = self.lib.clattn_mha_forward_host(mha, C.byref(fwd), fptr(xa),
-                                              fptr(ka) if ka is not None else None, None, fptr(y),
-                                              fptr(la) if la is not None else None)
-        self.lib.clattn_mha_destroy(mha)
-        self.check(st, "mha_forward_host")
-        return from_storage(y, dtype)
+def clattn_forward(cl, m, x, kv, lengths, causal, dtype="f32"):
+    """clattn's y (float64) for module m, its weights, x and kv in dtype's storage."""
+    mha = cl.layer(m, dtype)
+    B, N, E = x.shape
+    Nkv = kv.shape[1] if kv is not None else 0
+    fwd = ForwardDesc(C.sizeof(ForwardDesc), B, N, Nkv, 1 if causal else 0)
+    xa = storage(x, dtype)
+    ka = storage(kv, dtype) if kv is not None else None
+    y = np.empty((B, N, E), dtype=np.float32 if dtype == "f32" else np.uint16)
+    la = np.ascontiguousarray(np.array(lengths, dtype=np.int32)) if lengths else None
+    st = cl.lib.clattn_mha_forward_host(mha, C.byref(fwd), fptr(xa),
+                                        fptr(ka) if ka is not None else None, None, fptr(y),
+                                        fptr(la) if la is not None else None)
+    cl.lib.clattn_mha_destroy(mha)
+    cl.check(st, "mha_forward_host")
+    return from_storage(y, dtype)
 
 
 def torch_forward(m, x, kv, lengths, causal, dtype):
@@ -208,7 +112,7 @@ def main():
         ref = torch_forward(m, x, kv, lengths, causal, torch.float64)
         tt = torch_forward(m, x, kv, lengths, causal, tdtype)
         m = m.to(torch.float32)
-        y = cl.forward(m, x, kv, lengths, causal, args.dtype)
+        y = clattn_forward(cl, m, x, kv, lengths, causal, args.dtype)
         finite = np.isfinite(ref)
         scale = np.abs(ref[finite]).max()
         err = np.abs(y - ref)[finite].max()
