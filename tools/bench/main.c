@@ -68,8 +68,8 @@ static int warm_up(bench* B, impl* m) {
   for (long w = 0; w < calls; ++w) {
     int last = w == calls - 1 || m->spent_ms > 0.5e3 * o->max_seconds;
     if (last && m->id != IMPL_REFERENCE) {
-      cl_int e = clEnqueueFillBuffer(B->queue, B->out_mem, nan_value, item, 0,
-                                     B->out_elems * item, 0, NULL, NULL);
+      cl_int e = clEnqueueFillBuffer(B->queue, B->out_mem, nan_value, item, 0, B->out_elems * item,
+                                     0, NULL, NULL);
       if (e == CL_SUCCESS) e = clFinish(B->queue);
       if (e != CL_SUCCESS) {
         bench_set_error(m, "clEnqueueFillBuffer failed: %d", (int)e);
