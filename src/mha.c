@@ -44,10 +44,10 @@ struct clattn_mha {
   cl_mem rope_freq;
   cl_kernel rope_kernel;
   size_t rope_local; /* its work-group size */
-  /* A 16-bit layer's conversions (cl/convert.cl): x, key and value widened into the
+  /* A 16-bit layer's conversions (cl/convert.cl, kernels the context keeps for every layer of
+   * the dtype; their arguments are set under their own lock): x, key and value widened into the
    * workspace, y rounded from it; NULL in a float32 layer. Arguments set under `lock`. */
-  cl_kernel widen, narrow;
-  size_t convert_local;
+  clattn__op_kernel *widen, *narrow;
 
   /* Everything below is per-call state, guarded by `lock`. */
   pthread_mutex_t lock;
@@ -338,31 +338,18 @@ cleanup:
   return status;
 }
 
-/* The rotary embeddings' table and kernel (ctx->queue; finished before returning). */
-/* A 16-bit layer's conversion kernels (none for float32). */
+/* A 16-bit layer's conversion kernels (none for float32), from the context's. */
 static clattn_status convert_create(clattn_context* ctx, clattn_mha* m) {
   if (m->dtype == CLATTN_DTYPE_F32) return CLATTN_SUCCESS;
-  clattn_status status = CLATTN_SUCCESS;
   char options[32];
   snprintf(options, sizeof options, "-DQO_DTYPE=%d", (int)m->dtype);
-  CLATTN__CHECK(clattn__kernel_create(ctx, "convert", options, "clattn_convert_widen", &m->widen));
-  CLATTN__CHECK(
-      clattn__kernel_create(ctx, "convert", options, "clattn_convert_narrow", &m->narrow));
-  size_t limit = clattn__max_group(&ctx->info);
-  cl_kernel kernels[2] = {m->widen, m->narrow};
-  for (int i = 0; i < 2; ++i) {
-    size_t wg = 0;
-    CLATTN__CL_CHECK(
-        ctx, clGetKernelWorkGroupInfo(kernels[i], ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg,
-                                      &wg, NULL));
-    if (wg && wg < limit) limit = wg;
-  }
-  m->convert_local = 64;
-  while (m->convert_local > 1 && m->convert_local > limit) m->convert_local /= 2;
-cleanup:
-  return status;
+  clattn_status status =
+      clattn__op_kernel_get(ctx, "convert", options, "clattn_convert_widen", &m->widen);
+  if (status != CLATTN_SUCCESS) return status;
+  return clattn__op_kernel_get(ctx, "convert", options, "clattn_convert_narrow", &m->narrow);
 }
 
+/* The rotary embeddings' table and kernel (ctx->queue; finished before returning). */
 static clattn_status rope_create(clattn_context* ctx, clattn_mha* m) {
   if (!m->rope_half) return CLATTN_SUCCESS;
   clattn_status status = CLATTN_SUCCESS;
@@ -422,8 +409,6 @@ clattn_status clattn_mha_destroy(clattn_mha* m) {
     if (mems[i]) clReleaseMemObject(mems[i]);
   }
   if (m->rope_kernel) clReleaseKernel(m->rope_kernel);
-  if (m->widen) clReleaseKernel(m->widen);
-  if (m->narrow) clReleaseKernel(m->narrow);
   for (int i = 0; i < WS_COUNT; ++i) {
     if (m->ws[i].mem) clReleaseMemObject(m->ws[i].mem);
   }
@@ -730,28 +715,33 @@ static clattn_mha_buffers f32_view(const clattn_mha* m, const clattn_mha_buffers
   return f;
 }
 
-/* One conversion launch of n elements (the caller holds m->lock: the kernel's arguments). */
-static clattn_status convert(clattn_mha* m, cl_kernel kernel, cl_mem src, size_t src_offset,
+/* One conversion launch of n elements, in work-groups of a fixed size (the same for every
+ * call, so that no driver compiles the kernel again for a new global size). */
+static clattn_status convert(clattn_mha* m, clattn__op_kernel* op, cl_mem src, size_t src_offset,
                              cl_mem dst, size_t dst_offset, size_t n, cl_command_queue queue,
                              cl_event* event) {
   clattn_context* ctx = m->ctx;
-  clattn_status status = CLATTN_SUCCESS;
-  const size_t local = m->convert_local, global = add(n, local - 1) / local * local;
+  size_t local = 64;
+  while (local > 1 && local > op->group_limit) local /= 2;
+  const size_t global = add(n, local - 1) / local * local;
   if (global > MAX_INDEX) {
     return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED, "a conversion beyond 32-bit indexing");
   }
   cl_uint i = 0;
   cl_int err = CL_SUCCESS;
-  clattn__arg_mem(kernel, &i, src, &err);
-  clattn__arg_uint(kernel, &i, src_offset, &err);
-  clattn__arg_mem(kernel, &i, dst, &err);
-  clattn__arg_uint(kernel, &i, dst_offset, &err);
-  clattn__arg_uint(kernel, &i, n, &err);
-  CLATTN__CL_CHECK(ctx, err);
-  CLATTN__CL_CHECK(ctx,
-                   clEnqueueNDRangeKernel(queue, kernel, 1, NULL, &global, &local, 0, NULL, event));
-cleanup:
-  return status;
+  pthread_mutex_lock(&op->lock);
+  clattn__arg_mem(op->kernel, &i, src, &err);
+  clattn__arg_uint(op->kernel, &i, src_offset, &err);
+  clattn__arg_mem(op->kernel, &i, dst, &err);
+  clattn__arg_uint(op->kernel, &i, dst_offset, &err);
+  clattn__arg_uint(op->kernel, &i, n, &err);
+  if (err == CL_SUCCESS) {
+    err = clEnqueueNDRangeKernel(queue, op->kernel, 1, NULL, &global, &local, 0, NULL, event);
+  }
+  pthread_mutex_unlock(&op->lock);
+  if (err != CL_SUCCESS)
+    return clattn__fail_cl(ctx, err, "clEnqueueNDRangeKernel (conversion)", __FILE__, __LINE__);
+  return CLATTN_SUCCESS;
 }
 
 /* A 16-bit layer's inputs widened into the float32 view f (nothing in a float32 layer). */
