@@ -52,6 +52,8 @@ static clattn_status context_finish(clattn_context* ctx) {
   }
   clattn__log("context on \"%s\" (%s, driver %s)", ctx->info.name, ctx->info.platform_name,
               ctx->info.driver_version);
+  status = clattn__gemm_choose(ctx);
+  if (status != CLATTN_SUCCESS) return status;
   clattn__gemm_device_defaults(ctx); /* before the tuning file, whose entries win */
   clattn__tuning_context_init(ctx);  /* never fails: a bad tuning file means defaults */
   return CLATTN_SUCCESS;

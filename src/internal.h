@@ -122,6 +122,10 @@ struct clattn_context {
   char last_error[2048];
   char* build_log; /* malloc'd, NULL when none */
 
+  /* 1: the layer's GEMMs without transposes run clattn's own kernel (cl/gemm.cl), 0: all
+   * GEMMs go to CLBlast (src/gemm.c, set at creation). */
+  int gemm_own;
+
   /* Tuning (src/tuning/lookup.c): the file read at creation, never changed afterwards. */
   struct clattn_tuning_table* tuning;
   clattn_tuning_info tuning_info;
@@ -489,15 +493,21 @@ clattn_status clattn__workspace_acquire(clattn_context* ctx, size_t bytes,
 void clattn__workspace_release(clattn_context* ctx, const clattn__workspace_lease* lease,
                                cl_event last);
 
-/* ------------------------------------------------------------ GEMM (src/gemm.c, CLBlast) */
+/* ------------------------------------------------------------ GEMM (src/gemm.c) */
 
-/* One row-major single-precision GEMM: C = alpha·op(A)·op(B) + beta·C, with op(A) m×k,
- * op(B) k×n and C m×n; offsets and leading dimensions in floats. CLBlast's Xgemm kernel
- * runs on the caller's buffers only when A, B and C are at offset 0 with leading dimensions
- * k, n and n, no transposition is asked for (with clattn's kernel-1 parameters; kernel 0
- * transposes A and C) and m, n, k are multiples of its tiles; otherwise it first copies
- * them, padded, into a temporary buffer: `temp` (at least clattn__gemm_temp_size bytes), or
- * one CLBlast creates for the call when temp is NULL. */
+/* One row-major single-precision GEMM: C = alpha·op(A)·op(B) + bias + beta·C, with op(A)
+ * m×k, op(B) k×n, C m×n and bias (may be NULL; then beta must be 0) a row of n floats added
+ * to every row of C; offsets and leading dimensions in floats.
+ *
+ * Where the context runs clattn's own GEMM kernel (ctx->gemm_own: CPU devices), a GEMM with
+ * no transposition, alpha 1 and beta 0 or 1 runs it on the buffers as they are, in one
+ * launch, the bias added as C is stored. Any other goes to CLBlast (the bias first broadcast
+ * into C by buffer copies, then beta 1), whose Xgemm kernel runs on the caller's buffers only
+ * when A, B and C are at offset 0 with leading dimensions k, n and n, no transposition is
+ * asked for (with clattn's kernel-1 parameters; kernel 0 transposes A and C) and m, n, k are
+ * multiples of its tiles; otherwise it first copies them, padded, into a temporary buffer:
+ * `temp` (at least clattn__gemm_temp_size bytes), or one CLBlast creates for the call when
+ * temp is NULL. */
 typedef struct clattn__gemm_args {
   int trans_a, trans_b;
   size_t m, n, k;
@@ -505,17 +515,25 @@ typedef struct clattn__gemm_args {
   cl_mem a, b, c;
   size_t a_offset, b_offset, c_offset;
   size_t lda, ldb, ldc;
+  cl_mem bias; /* may be NULL */
+  size_t bias_offset;
   cl_mem temp; /* may be NULL */
 } clattn__gemm_args;
 
-/* Enqueues one GEMM on `queue` (event may be NULL). CLBlast takes no wait list: enqueue a
- * marker with the caller's wait list first on an in-order queue. */
+/* Enqueues one GEMM on `queue` (event may be NULL: else the GEMM's last command). Takes no
+ * wait list (CLBlast takes none): enqueue a marker with the caller's wait list first on an
+ * in-order queue. */
 clattn_status clattn__gemm(clattn_context* ctx, cl_command_queue queue, const clattn__gemm_args* g,
                            cl_event* event);
 
-/* Bytes of temporary buffer CLBlast needs for a GEMM of these sizes, offsets and leading
- * dimensions with the parameters now in force for the context's device (0 where it runs
- * on the buffers themselves, or takes its direct kernel). g's buffers are not used. */
+/* The same GEMM always through CLBlast (the GEMM search times CLBlast's kernels). */
+clattn_status clattn__gemm_clblast(clattn_context* ctx, cl_command_queue queue,
+                                   const clattn__gemm_args* g, cl_event* event);
+
+/* Bytes of temporary buffer a GEMM of these sizes, offsets and leading dimensions needs:
+ * 0 where clattn's kernel runs it, else what CLBlast needs with the parameters now in force
+ * for the context's device (0 where it runs on the buffers themselves, or takes its direct
+ * kernel). g's buffers are not used. */
 clattn_status clattn__gemm_temp_size(clattn_context* ctx, const clattn__gemm_args* g,
                                      size_t* bytes);
 
@@ -572,9 +590,15 @@ int clattn__xgemm_params_valid(const size_t* p, const clattn_device_info* info, 
 #define CLATTN__GEMM_MIN_INDIRECT_NAME "XGEMM_MIN_INDIRECT_SIZE"
 #define CLATTN__GEMM_MIN_INDIRECT 32
 
-/* Sets clattn's own default GEMM parameters where CLBlast has none worth using (PoCL's CPU
- * devices); called when a context is created, before the tuning file's entries. Returns 1
- * when it set them, 0 where CLBlast's own stay (or CLBlast refused). */
+/* Chooses the context's GEMM kernel when it is created: ctx->gemm_own is 1 (clattn's own
+ * for the GEMMs it runs) on CPU devices, 0 (CLBlast for all) elsewhere; CLATTN_GEMM=clattn
+ * or =clblast in the environment chooses instead, and any other value fails with
+ * INVALID_ARGUMENT. */
+clattn_status clattn__gemm_choose(clattn_context* ctx);
+
+/* Sets clattn's own default CLBlast parameters where CLBlast has none worth using (PoCL's
+ * CPU devices); called when a context is created, before the tuning file's entries. Returns
+ * 1 when it set them, 0 where CLBlast's own stay (or CLBlast refused). */
 int clattn__gemm_device_defaults(clattn_context* ctx);
 
 /* Drops CLBlast's cached programs (CLBlastClearCache). They retain their cl_context, so a

@@ -1,7 +1,8 @@
-/* The multi-head attention layer: weights on the device in the layout CLBlast's GEMM kernel
- * reads as it is, the input projections as CLBlast GEMMs (src/gemm.c) into Q, K and V, the
- * fused attention core reading the projected heads through strides, and the output
- * projection as one more GEMM; biases are broadcast into C first, the GEMMs add to them. */
+/* The multi-head attention layer: weights on the device in the layout the GEMM kernels read
+ * as it is (B [k, n] row-major), the input projections as GEMMs with their biases
+ * (src/gemm.c: clattn's kernel or CLBlast's) into Q, K and V, the fused attention core
+ * reading the projected heads through strides, and the output projection as one more
+ * GEMM. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,8 +28,8 @@ struct clattn_mha {
   size_t q_width;  /* H·D: width of Q, of O and of the attention output */
   size_t kv_width; /* Hkv·D: width of K and of V */
   /* The weights transposed, each in its own buffer: the GEMMs' B matrices [k, n], read by
-   * CLBlast's kernel without a copy (row-major B is read as it is, and offset 0 with a
-   * leading dimension of n is what lets it skip its copy). */
+   * clattn's GEMM kernel and by CLBlast's without a copy (row-major B is read as it is, and
+   * offset 0 with a leading dimension of n is what lets CLBlast skip its copy). */
   cl_mem w_q;   /* Wqᵀ [E, H·D] */
   cl_mem w_k;   /* Wkᵀ [k_dim, Hkv·D] */
   cl_mem w_v;   /* Wvᵀ [v_dim, Hkv·D] */
@@ -469,16 +470,17 @@ static clattn_status core_plan(const clattn_mha* m, mha_plan* p) {
  * layer has biases. */
 enum { GEMM_Q, GEMM_K, GEMM_V, GEMM_OUT, GEMM_COUNT };
 
-/* C [m, n] (+)= A [m, k] (leading dimension k, at a_offset) · B [k, n], all row-major, with
- * B one of the layer's transposed weights and C at c_offset with leading dimension n. */
+/* C [m, n] = A [m, k] (leading dimension k, at a_offset) · B [k, n] (+ bias [n] from
+ * bias_offset on every row; bias may be NULL), all row-major, with B one of the layer's
+ * transposed weights and C at c_offset with leading dimension n. */
 static clattn__gemm_args projection(size_t m, size_t n, size_t k, cl_mem a, size_t a_offset,
-                                    cl_mem w, cl_mem c, size_t c_offset, int accumulate,
-                                    cl_mem temp) {
+                                    cl_mem w, cl_mem c, size_t c_offset, cl_mem bias,
+                                    size_t bias_offset, cl_mem temp) {
   clattn__gemm_args g = {.m = m,
                          .n = n,
                          .k = k,
                          .alpha = 1.0f,
-                         .beta = accumulate ? 1.0f : 0.0f,
+                         .beta = 0.0f,
                          .a = a,
                          .b = w,
                          .c = c,
@@ -487,6 +489,8 @@ static clattn__gemm_args projection(size_t m, size_t n, size_t k, cl_mem a, size
                          .lda = k,
                          .ldb = n,
                          .ldc = n,
+                         .bias = bias,
+                         .bias_offset = bias_offset,
                          .temp = temp};
   return g;
 }
@@ -498,21 +502,21 @@ static void gemms_make(const clattn_mha* m, const mha_plan* p, const clattn_mha_
   const clattn_mha_buffers none = CLATTN_MHA_BUFFERS_INIT;
   const int sizing = b == NULL;
   if (sizing) b = &none;
-  const int bias = m->b_in != NULL;
+  const size_t hq = m->q_width, hk = m->kv_width;
   cl_mem key = p->cross ? b->key : b->x;
   size_t key_offset = p->cross ? b->key_offset : b->x_offset;
   cl_mem value = p->cross && b->value ? b->value : key;
   size_t value_offset = p->cross && b->value ? b->value_offset : key_offset;
   cl_mem ws[WS_COUNT] = {NULL};
   for (int i = 0; i < WS_COUNT && !sizing; ++i) ws[i] = m->ws[i].mem;
-  g[GEMM_Q] = projection(p->rows, m->q_width, m->d_model, b->x, b->x_offset, m->w_q, ws[WS_Q], 0,
-                         bias, ws[WS_TEMP]);
-  g[GEMM_K] = projection(p->rows_kv, m->kv_width, m->k_dim, key, key_offset, m->w_k, ws[WS_K], 0,
-                         bias, ws[WS_TEMP]);
-  g[GEMM_V] = projection(p->rows_kv, m->kv_width, m->v_dim, value, value_offset, m->w_v, ws[WS_V],
-                         0, bias, ws[WS_TEMP]);
-  g[GEMM_OUT] = projection(p->rows, m->d_model, m->q_width, ws[WS_O], 0, m->w_out, b->y,
-                           b->y_offset, m->b_out != NULL, ws[WS_TEMP]);
+  g[GEMM_Q] = projection(p->rows, hq, m->d_model, b->x, b->x_offset, m->w_q, ws[WS_Q], 0, m->b_in,
+                         0, ws[WS_TEMP]);
+  g[GEMM_K] = projection(p->rows_kv, hk, m->k_dim, key, key_offset, m->w_k, ws[WS_K], 0, m->b_in,
+                         hq, ws[WS_TEMP]);
+  g[GEMM_V] = projection(p->rows_kv, hk, m->v_dim, value, value_offset, m->w_v, ws[WS_V], 0,
+                         m->b_in, hq + hk, ws[WS_TEMP]);
+  g[GEMM_OUT] = projection(p->rows, m->d_model, hq, ws[WS_O], 0, m->w_out, b->y, b->y_offset,
+                           m->b_out, 0, ws[WS_TEMP]);
 }
 
 /* Sets p->temp_bytes for the caller's offsets (b NULL: offsets 0). */
@@ -675,26 +679,6 @@ cleanup:
   return status;
 }
 
-/* C[rows, cols] (rows back to back, from c_offset) = the bias row, broadcast by copies: the
- * row is copied in, then the rows written so far after themselves, doubling them each time
- * (1 + ceil(log2(rows)) copies, and no kernel to build). */
-static clattn_status bias_rows(clattn_context* ctx, cl_command_queue queue, cl_mem c,
-                               size_t c_offset, cl_mem bias, size_t bias_offset, size_t rows,
-                               size_t cols) {
-  clattn_status status = CLATTN_SUCCESS;
-  const size_t f = sizeof(float), row = cols * f, at = c_offset * f;
-  CLATTN__CL_CHECK(ctx,
-                   clEnqueueCopyBuffer(queue, bias, c, bias_offset * f, at, row, 0, NULL, NULL));
-  for (size_t done = 1; done < rows; done *= 2) {
-    const size_t n = done < rows - done ? done : rows - done;
-    /* The same buffer, regions apart: [0, done) rows to [done, done + n). */
-    CLATTN__CL_CHECK(ctx,
-                     clEnqueueCopyBuffer(queue, c, c, at, at + done * row, n * row, 0, NULL, NULL));
-  }
-cleanup:
-  return status;
-}
-
 /* The float32 buffers a call computes on: the caller's own in a float32 layer; in a 16-bit
  * one, the workspace's widened x, key and value and the float32 y the output projection
  * writes (all at offset 0), which convert_inputs and convert_output fill and read. */
@@ -772,9 +756,8 @@ static clattn_status project_output(clattn_mha* m, const mha_plan* p, const clat
   clattn_status status = CLATTN_SUCCESS;
   const size_t e = m->d_model;
   const int narrow = m->dtype != CLATTN_DTYPE_F32;
-  /* y = bo, then y += O·Woᵀ; without bo, y = O·Woᵀ (CLBlast does not read C when beta is 0,
-   * so whatever y held, NaN included, is overwritten). */
-  if (m->b_out) CLATTN__CHECK(bias_rows(ctx, queue, f->y, f->y_offset, m->b_out, 0, p->rows, e));
+  /* y = O·Woᵀ + bo (no GEMM reads C here, so whatever y held, NaN included, is
+   * overwritten). */
   CLATTN__CHECK(clattn__gemm(ctx, queue, g, narrow ? NULL : event));
   if (narrow) {
     CLATTN__CHECK(convert(m, m->narrow, f->y, 0, b->y, b->y_offset, mul(p->rows, e), queue, event));
@@ -783,17 +766,11 @@ cleanup:
   return status;
 }
 
-/* The input projections into Q, K and V, each on its bias rows when the layer has biases. */
-static clattn_status project_inputs(clattn_mha* m, const mha_plan* p,
-                                    const clattn__gemm_args g[GEMM_COUNT], cl_command_queue queue) {
+/* The input projections into Q, K and V, each with its bias when the layer has biases. */
+static clattn_status project_inputs(clattn_mha* m, const clattn__gemm_args g[GEMM_COUNT],
+                                    cl_command_queue queue) {
   clattn_context* ctx = m->ctx;
   clattn_status status = CLATTN_SUCCESS;
-  const size_t hq = m->q_width, hk = m->kv_width;
-  if (m->b_in) {
-    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_Q].mem, 0, m->b_in, 0, p->rows, hq));
-    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_K].mem, 0, m->b_in, hq, p->rows_kv, hk));
-    CLATTN__CHECK(bias_rows(ctx, queue, m->ws[WS_V].mem, 0, m->b_in, hq + hk, p->rows_kv, hk));
-  }
   CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_Q], NULL));
   CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_K], NULL));
   CLATTN__CHECK(clattn__gemm(ctx, queue, &g[GEMM_V], NULL));
@@ -972,7 +949,7 @@ static clattn_status forward_locked(clattn_mha* m, mha_plan* p, const clattn_mha
   }
   enqueued = 1;
   CLATTN__CHECK(convert_inputs(m, p, b, &f, queue));
-  CLATTN__CHECK(project_inputs(m, p, g, queue));
+  CLATTN__CHECK(project_inputs(m, g, queue));
   CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows_kv, p->seq_kv, NULL, queue));
   CLATTN__CHECK(attend(m, p, b, queue));
   if (weights_wanted(b)) CLATTN__CHECK(weights_enqueue(m, p, b, &p->core, NULL, NULL, queue));
@@ -1163,7 +1140,7 @@ static clattn_status forward_cached_locked(clattn_mha* m, clattn_kv_cache* cache
   enqueued = 1;
   /* Q, K, V of the new tokens; Q and K rotated from each sequence's cached length on. */
   CLATTN__CHECK(convert_inputs(m, p, b, &f, queue));
-  CLATTN__CHECK(project_inputs(m, p, g, queue));
+  CLATTN__CHECK(project_inputs(m, g, queue));
   CLATTN__CHECK(rope_apply(m, p->rows, p->seq, p->rows, p->seq, step->start, queue));
   const size_t hq = m->q_width, hk = m->kv_width, dh = m->head_dim;
   const clattn_strides kv = {.batch = p->seq * hk, .head = dh, .seq = hk};
@@ -1304,12 +1281,16 @@ cleanup:
   return status;
 }
 
+/* clattn_mha_info as 0.4 published it, before gemm_kernel. */
+#define MHA_INFO_V0_4 offsetof(clattn_mha_info, gemm_kernel)
+
 clattn_status clattn_mha_get_info(const clattn_mha* m, clattn_mha_info* info) {
   if (!m) return CLATTN_ERROR_INVALID_ARGUMENT;
   if (!info) return clattn__fail(m->ctx, CLATTN_ERROR_INVALID_ARGUMENT, "info is NULL");
   clattn_mha_info i;
+  const size_t given = info->struct_size;
   clattn_status status =
-      clattn__struct_copy(m->ctx, "clattn_mha_info", info, sizeof i, sizeof i, &i);
+      clattn__struct_copy(m->ctx, "clattn_mha_info", info, MHA_INFO_V0_4, sizeof i, &i);
   if (status != CLATTN_SUCCESS) return status;
   i.dtype = m->dtype;
   i.gemm_path = m->dtype == CLATTN_DTYPE_F32 ? CLATTN_MHA_GEMM_F32 : CLATTN_MHA_GEMM_F32_CONVERTED;
@@ -1317,6 +1298,8 @@ clattn_status clattn_mha_get_info(const clattn_mha* m, clattn_mha_info* info) {
                          m->kv_width * (m->k_dim + m->v_dim); /* Wq, Wo, Wk, Wv */
   const size_t biases = (m->b_in ? m->q_width + 2 * m->kv_width : 0) + (m->b_out ? m->d_model : 0);
   i.weight_bytes = (weights + biases) * sizeof(float);
-  *info = i;
+  i.gemm_kernel = m->ctx->gemm_own ? CLATTN_GEMM_CLATTN : CLATTN_GEMM_CLBLAST;
+  i.struct_size = given;
+  memcpy(info, &i, given); /* the caller's version of the struct: no more */
   return CLATTN_SUCCESS;
 }

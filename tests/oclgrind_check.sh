@@ -62,8 +62,14 @@ for shape in "${shapes[@]}"; do
 done
 # The multi-head attention layer (clattn-run's default mode): projection GEMMs, bias rows,
 # the core on strided heads, self- and cross-attention, the attention weights (per head and
-# their mean); 16-bit layers add the conversion kernels.
+# their mean); 16-bit layers add the conversion kernels. Oclgrind's device is a GPU, so its
+# GEMMs are CLBlast's; a case starting CLATTN_GEMM=clattn runs clattn's GEMM kernel (CPU
+# devices' default) instead: row blocks past the last row, column panels past the last
+# column (widths 24 and 40), full panels (64), biases and none.
 layers=(
+  "CLATTN_GEMM=clattn --d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11"
+  "CLATTN_GEMM=clattn --d-model 64 --heads 4 --kv-heads 2 --batch 2 --seq 9 --causal --no-bias"
+  "CLATTN_GEMM=clattn --d-model 40 --heads 2 --seq 13 --dtype bf16 --weights"
   "--d-model 32 --heads 4 --kv-heads 2 --batch 2 --seq 9 --causal"
   "--d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11"
   "--d-model 16 --heads 2 --seq 7 --no-bias"
@@ -73,15 +79,21 @@ layers=(
   "--d-model 24 --heads 3 --batch 2 --seq 5 --seq-kv 11 --dtype bf16 --weights"
 )
 for layer in "${layers[@]}"; do
+  gemm=()
+  if [[ $layer == CLATTN_GEMM=* ]]; then
+    gemm=("${layer%% *}")
+    layer=${layer#* }
+  fi
   # shellcheck disable=SC2086  # layer is an argument list
-  "$oclgrind" --data-races --check-api "$run" $layer --reps 1 --warmup 0 >"$log" 2>&1
+  env "${gemm[@]}" "$oclgrind" --data-races --check-api "$run" $layer --reps 1 --warmup 0 \
+    >"$log" 2>&1
   rc=$?
   if ((rc != 0)) || grep -qiE 'invalid (read|write)|data race|uninitiali|error' "$log"; then
-    echo "FAIL: layer $layer (exit $rc)"
+    echo "FAIL: layer ${gemm[*]} $layer (exit $rc)"
     sed -n '1,40p' "$log"
     failed=1
   else
-    echo "ok:   layer $layer"
+    echo "ok:   layer ${gemm[*]} $layer"
   fi
 done
 exit $failed

@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,12 @@ static void run_case(const layer_case* c) {
   cr_assert_eq(info.dtype, c->dtype);
   cr_assert_eq(info.gemm_path,
                c->dtype == CLATTN_DTYPE_F32 ? CLATTN_MHA_GEMM_F32 : CLATTN_MHA_GEMM_F32_CONVERTED);
+  clattn_device_info dev = CLATTN_DEVICE_INFO_INIT;
+  cr_assert_eq(clattn_context_get_device_info(ctx, &dev), CLATTN_SUCCESS);
+  const char* env = getenv("CLATTN_GEMM");
+  const int own = env && *env ? strcmp(env, "clattn") == 0 : dev.type == CLATTN_DEVICE_TYPE_CPU;
+  cr_assert_eq(info.gemm_kernel, own ? CLATTN_GEMM_CLATTN : CLATTN_GEMM_CLBLAST,
+               "%s: gemm_kernel %d", label, (int)info.gemm_kernel);
   clattn_mha_forward_desc fwd = CLATTN_MHA_FORWARD_DESC_INIT;
   fwd.batch = c->batch;
   fwd.seq = c->seq;
@@ -1103,7 +1110,7 @@ cl_mem clCreateBuffer(cl_context context, cl_mem_flags flags, size_t size, void*
 
 /* Runs one traced forward call (after an untraced one, which builds and sizes everything)
  * and returns how many of its kernels are CLBlast's copies (pad, copy or transpose), with
- * the launches of Xgemm in *gemms. */
+ * the launches of GEMM kernels (CLBlast's Xgemm or clattn's clattn_gemm_nn) in *gemms. */
 static int traced_forward(clattn_mha* mha, const clattn_mha_forward_desc* fwd,
                           const clattn_mha_buffers* b, cl_command_queue queue, int* gemms) {
   for (int traced = 0; traced < 2; ++traced) {
@@ -1117,7 +1124,7 @@ static int traced_forward(clattn_mha* mha, const clattn_mha_forward_desc* fwd,
   *gemms = 0;
   for (int i = 0; i < trace_launches; ++i) {
     const char* n = trace_names[i];
-    if (strcmp(n, "Xgemm") == 0) ++*gemms;
+    if (strcmp(n, "Xgemm") == 0 || strcmp(n, "clattn_gemm_nn") == 0) ++*gemms;
     if (strncmp(n, "Copy", 4) == 0 || strncmp(n, "Pad", 3) == 0 || strstr(n, "Transpose")) {
       ++copies;
     }
@@ -1154,28 +1161,36 @@ static int core_buffers(clattn_context* ctx, cl_context cl_ctx, cl_command_queue
   return trace_buffers;
 }
 
-/* With clattn's GEMM parameters (PoCL's CPU devices), a forward call at the README's shape,
- * whose matrices are multiples of the GEMM tiles, is the four GEMM kernels on the caller's
- * buffers and the layer's, with no padding or transposing copy around them; x at an offset
- * and a length no tile divides do need copies, into the workspace: no call after the first
- * creates a buffer (beyond those the attention core creates for itself). */
-Test(mha, aligned_forward_copies_nothing, .timeout = 600.0) {
+/* A forward call at the README's shape is its four GEMM kernels on the caller's buffers and
+ * the layer's, with no padding or transposing copy around them: with clattn's GEMM kernel
+ * (own 1) at every shape and offset; with CLBlast (own 0) and clattn's parameters for it
+ * (PoCL's CPU devices) where the matrices are multiples of its tiles, while x at an offset
+ * and a length no tile divides need CLBlast's copies, into the workspace. No call after the
+ * first creates a buffer (beyond those the attention core creates for itself). */
+static void forward_copies(int own) {
+  cr_assert_eq(setenv("CLATTN_GEMM", own ? "clattn" : "clblast", 1), 0);
   clattn_context* ctx = test_context(NULL);
+  unsetenv("CLATTN_GEMM");
   clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
   clattn_tuning_info tuning = CLATTN_TUNING_INFO_INIT;
   cr_assert_eq(clattn_context_get_device_info(ctx, &info), CLATTN_SUCCESS);
   cr_assert_eq(clattn_context_get_tuning_info(ctx, &tuning), CLATTN_SUCCESS);
-  if (info.type != CLATTN_DEVICE_TYPE_CPU ||
-      !strstr(info.platform_name, "Portable Computing Language") || tuning.gemm_source) {
+  if (!own && (info.type != CLATTN_DEVICE_TYPE_CPU ||
+               !strstr(info.platform_name, "Portable Computing Language") || tuning.gemm_source)) {
     clattn_context_destroy(ctx);
     cr_skip_test(
-        "clattn's own GEMM parameters are in force on PoCL's CPU devices only, "
+        "clattn's own CLBlast parameters are in force on PoCL's CPU devices only, "
         "without tuned ones");
   }
   cl_context cl_ctx;
   cl_command_queue queue;
   cr_assert_eq(clattn_context_get_cl(ctx, &cl_ctx, NULL, &queue), CLATTN_SUCCESS);
   layer_case c = {.d_model = 768, .heads = 12, .batch = 1, .seq = 512, .bias = 1, .seed = 21};
+  if (test_small()) { /* slow simulators (Oclgrind): 4 tiles of 32 wide, 2 of 8 rows */
+    c.d_model = 128;
+    c.heads = 2;
+    c.seq = 16;
+  }
   layer_data L;
   data_init(&L, &c);
   const clattn_mha_desc desc = data_desc(&c);
@@ -1194,27 +1209,156 @@ Test(mha, aligned_forward_copies_nothing, .timeout = 600.0) {
 
   int gemms = 0;
   int copies = traced_forward(mha, &fwd, &b, queue, &gemms);
-  cr_expect_eq(gemms, 4, "%d Xgemm launches, expected 4 (Q, K, V, output)", gemms);
+  cr_expect_eq(gemms, 4, "%d GEMM launches, expected 4 (Q, K, V, output)", gemms);
   cr_expect_eq(copies, 0, "%d of CLBlast's copy kernels at an aligned shape", copies);
   int core = core_buffers(ctx, cl_ctx, queue, &L, c.batch, c.seq);
   cr_expect_eq(trace_buffers, core, "a second call created %d buffers, the core alone %d",
                trace_buffers, core);
   cr_assert_eq(clEnqueueReadBuffer(queue, y, CL_TRUE, 0, io * f, L.y, 0, NULL, NULL), CL_SUCCESS);
-  data_check(&L, &c, "aligned, traced");
+  data_check(&L, &c, own ? "aligned, clattn's GEMM" : "aligned, CLBlast");
 
-  /* x at an offset, 77 rows: CLBlast pads, in the layer's workspace. */
-  fwd.seq = 77;
+  /* x at an offset, 77 rows (13 with Oclgrind): CLBlast pads, in the layer's workspace;
+   * clattn's kernel reads x where it is. */
+  c.seq = fwd.seq = test_small() ? 13 : 77;
   b.x_offset = x_off;
   copies = traced_forward(mha, &fwd, &b, queue, &gemms);
   const int layer = trace_buffers;
   cr_expect_eq(gemms, 4);
-  cr_expect_gt(copies, 0, "no copy kernel traced where CLBlast must pad");
+  if (own) {
+    cr_expect_eq(copies, 0, "%d copy kernels traced with clattn's GEMM", copies);
+  } else {
+    cr_expect_gt(copies, 0, "no copy kernel traced where CLBlast must pad");
+  }
   core = core_buffers(ctx, cl_ctx, queue, &L, c.batch, fwd.seq);
   cr_expect_eq(layer, core, "a second unaligned call created %d buffers, the core alone %d", layer,
                core);
+  /* The unaligned call's result, against the reference on the same rows. */
+  layer_data U;
+  data_init(&U, &c);
+  cr_assert_eq(
+      clEnqueueWriteBuffer(queue, x, CL_TRUE, x_off * f, U.rows * U.e * f, U.x, 0, NULL, NULL),
+      CL_SUCCESS);
+  cr_assert_eq(clattn_mha_forward(mha, &fwd, &b, queue, 0, NULL, NULL), CLATTN_SUCCESS);
+  memcpy(U.w_in, L.w_in, sizeof(float) * (U.hd * U.e + U.kvd * (U.kd + U.vd)));
+  memcpy(U.wo, L.wo, sizeof(float) * U.e * U.hd);
+  memcpy(U.b_in, L.b_in, sizeof(float) * (U.hd + 2 * U.kvd));
+  memcpy(U.bo, L.bo, sizeof(float) * U.e);
+  cr_assert_eq(clEnqueueReadBuffer(queue, y, CL_TRUE, 0, U.rows * U.e * f, U.y, 0, NULL, NULL),
+               CL_SUCCESS);
+  data_check(&U, &c, own ? "x at an offset, clattn's GEMM" : "x at an offset, CLBlast");
+  data_free(&U);
 
   clReleaseMemObject(x);
   clReleaseMemObject(y);
+  clattn_mha_destroy(mha);
+  clattn_context_destroy(ctx);
+  data_free(&L);
+}
+
+Test(mha, aligned_forward_copies_nothing, .timeout = 600.0) { forward_copies(0); }
+
+Test(mha, own_gemm_copies_nothing, .timeout = 600.0) { forward_copies(1); }
+
+/* The layers of both GEMM kernels agree with the reference: a few of the shapes above (odd
+ * widths, cross-attention with k_dim and v_dim of their own, GQA with key lengths, no
+ * biases, 16-bit storage) with the kernel the device would not take by default. */
+Test(mha, other_gemm_kernel, .timeout = 600.0) {
+  clattn_context* ctx = test_context(NULL);
+  clattn_device_info info = CLATTN_DEVICE_INFO_INIT;
+  cr_assert_eq(clattn_context_get_device_info(ctx, &info), CLATTN_SUCCESS);
+  clattn_context_destroy(ctx);
+  const int cpu = info.type == CLATTN_DEVICE_TYPE_CPU;
+  cr_assert_eq(setenv("CLATTN_GEMM", cpu ? "clblast" : "clattn", 1), 0);
+  static const layer_case cases[] = {
+      {.d_model = 96,
+       .heads = 4,
+       .head_dim = 40,
+       .batch = 2,
+       .seq = 17,
+       .causal = 1,
+       .bias = 1,
+       .seed = 30},
+      {.d_model = 128,
+       .heads = 4,
+       .k_dim = 96,
+       .v_dim = 80,
+       .batch = 3,
+       .seq = 20,
+       .seq_kv = 9,
+       .bias = 1,
+       .lengths = 1,
+       .seed = 31},
+      {.d_model = 256,
+       .heads = 8,
+       .heads_kv = 2,
+       .batch = 3,
+       .seq = 70,
+       .causal = 1,
+       .bias = 1,
+       .lengths = 1,
+       .seed = 32},
+      {.d_model = 128, .heads = 4, .batch = 2, .seq = 33, .packed = 1, .seed = 34},
+      {.d_model = 64,
+       .heads = 2,
+       .batch = 2,
+       .seq = 21,
+       .bias = 1,
+       .dtype = CLATTN_DTYPE_BF16,
+       .seed = 36},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) run_case(&cases[i]);
+  unsetenv("CLATTN_GEMM");
+}
+
+/* CLATTN_GEMM names the GEMM kernel; any other value fails the context's creation. */
+Test(mha, gemm_kernel_from_the_environment) {
+  static const char* bad[] = {"CLBlast", "own", " clattn", "clattn2"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    cr_assert_eq(setenv("CLATTN_GEMM", bad[i], 1), 0);
+    clattn_context* ctx = (clattn_context*)&i;
+    const clattn_status st = clattn_context_create(NULL, &ctx);
+    cr_assert_eq(st, CLATTN_ERROR_INVALID_ARGUMENT, "CLATTN_GEMM=\"%s\": %s", bad[i],
+                 clattn_status_name(st));
+    cr_assert_null(ctx);
+    char msg[2048];
+    cr_assert_eq(clattn_context_get_last_error(NULL, msg, sizeof msg, NULL), CLATTN_SUCCESS);
+    cr_assert(strstr(msg, "CLATTN_GEMM"), "message: %s", msg);
+  }
+  cr_assert_eq(setenv("CLATTN_GEMM", "", 1), 0); /* empty: the default */
+  clattn_context* ctx = test_context(NULL);
+  clattn_context_destroy(ctx);
+  unsetenv("CLATTN_GEMM");
+}
+
+/* clattn_mha_info cut to 0.4's size (before gemm_kernel) is accepted and written no further;
+ * one byte short of it, or past the current size, is refused. */
+Test(mha, info_of_an_older_size) {
+  clattn_context* ctx = test_context(NULL);
+  layer_case c = {.d_model = 32, .heads = 2, .batch = 1, .seq = 4, .bias = 1, .seed = 40};
+  layer_data L;
+  data_init(&L, &c);
+  const clattn_mha_desc desc = data_desc(&c);
+  const clattn_mha_weights w = data_weights(&L, 1);
+  clattn_mha* mha = NULL;
+  cr_assert_eq(clattn_mha_create(ctx, &desc, &w, &mha), CLATTN_SUCCESS, "%s", test_last_error(ctx));
+  const size_t old = offsetof(clattn_mha_info, gemm_kernel);
+  unsigned char raw[sizeof(clattn_mha_info) + 8];
+  memset(raw, 0xab, sizeof raw);
+  memcpy(raw, &old, sizeof old);
+  cr_assert_eq(clattn_mha_get_info(mha, (clattn_mha_info*)(void*)raw), CLATTN_SUCCESS, "%s",
+               test_last_error(ctx));
+  clattn_mha_info got;
+  memcpy(&got, raw, old);
+  cr_assert_eq(got.struct_size, old);
+  cr_assert_eq(got.dtype, CLATTN_DTYPE_F32);
+  cr_assert_eq(got.weight_bytes, (4 * 32 * 32 + 4 * 32) * sizeof(float));
+  for (size_t i = old; i < sizeof raw; ++i) cr_assert_eq(raw[i], 0xab, "byte %zu written", i);
+  const size_t bad[] = {old - 1, sizeof(clattn_mha_info) + 1};
+  for (size_t i = 0; i < 2; ++i) {
+    memcpy(raw, &bad[i], sizeof bad[i]);
+    cr_assert_eq(clattn_mha_get_info(mha, (clattn_mha_info*)(void*)raw),
+                 CLATTN_ERROR_INVALID_ARGUMENT, "struct_size %zu", bad[i]);
+  }
   clattn_mha_destroy(mha);
   clattn_context_destroy(ctx);
   data_free(&L);

@@ -632,13 +632,19 @@ CLATTN_API clattn_status clattn_attention_probs_cached(
  * k_dim = v_dim = E these are exactly nn.MultiheadAttention's q/k/v_proj_weight (or the
  * thirds of in_proj_weight), in_proj_bias and out_proj.
  *
- * Data path of one forward call, all on one in-order queue: three CLBlast GEMMs project x
- * (or key and value) into Q [batch·seq, H·D], K and V [batch·seq_kv, Hkv·D] in the layer's
- * workspace, biases broadcast into them first by buffer copies; with rope set, one kernel
- * rotates Q and K; the attention core reads the heads through strides and writes
- * [batch, seq, H·D], which is the heads' concatenation; y gets bo by buffer copies and one
- * CLBlast GEMM adds the output projection. Memory is O(batch·seq·E); no seq × seq buffer is
- * ever made.
+ * Data path of one forward call, all on one in-order queue: three GEMMs project x (or key
+ * and value) into Q [batch·seq, H·D], K and V [batch·seq_kv, Hkv·D] in the layer's
+ * workspace, with their biases; with rope set, one kernel rotates Q and K; the attention
+ * core reads the heads through strides and writes [batch, seq, H·D], which is the heads'
+ * concatenation; one more GEMM projects it into y, with bo. Memory is O(batch·seq·E); no
+ * seq × seq buffer is ever made.
+ *
+ * The GEMMs (since 0.5): on CPU devices clattn's own kernel (cl/gemm.cl: register blocks of
+ * float vectors, the bias added as it stores), which reads the caller's x and writes y where
+ * they are, at any shape and offset, and launches nothing else; on other devices CLBlast's
+ * SGEMM, the biases broadcast into C by buffer copies first. The environment variable
+ * CLATTN_GEMM=clattn or =clblast, read when a context is created, chooses for every device
+ * (any other value fails the creation with CLATTN_ERROR_INVALID_ARGUMENT).
  *
  * A layer of dtype F16 or BF16 (since 0.4) keeps its weights and computes in float32: they
  * are widened once at creation, a conversion kernel widens x (key, value) into the
@@ -827,8 +833,9 @@ CLATTN_API clattn_status clattn_mha_forward_weights_host(
 
 /* Bytes of device workspace a forward call of these sizes needs (self-attention when
  * cross is 0), for planning memory: the projected Q, K, V, the heads' output, the attention
- * core's scratch and CLBlast's temporary copies, for inputs and outputs at offset 0 (an x,
- * key, value or y at another offset may add CLBlast's padded copy of that matrix). The layer
+ * core's scratch and CLBlast's temporary copies (none with clattn's GEMM kernel), for inputs
+ * and outputs at offset 0 (with CLBlast, an x, key, value or y at another offset may add its
+ * padded copy of that matrix). The layer
  * owns its workspace: it grows to the largest call and is reused, so forwards after the
  * first of a shape allocate nothing. A call that returns attention weights needs
  * 4 * batch * heads * seq bytes more (the rows' LSE). May build the core's kernels (its plan). */
@@ -866,24 +873,32 @@ CLATTN_API clattn_status clattn_mha_forward_cached_host(clattn_mha* mha, clattn_
 
 /* How a layer runs its projections (since 0.4). */
 typedef enum clattn_mha_gemm_path {
-  /* float32 storage: CLBlast's SGEMM reads x and writes y where they are. */
+  /* float32 storage: the GEMMs read x and write y where they are. */
   CLATTN_MHA_GEMM_F32 = 0,
   /* 16-bit storage: weights widened to float32 at creation; x (key, value) widened into the
-   * workspace and y rounded from it by a conversion kernel around SGEMM. */
+   * workspace and y rounded from it by a conversion kernel around the float32 GEMMs. */
   CLATTN_MHA_GEMM_F32_CONVERTED = 1
 } clattn_mha_gemm_path;
 
+/* The kernel a layer's GEMMs run (since 0.5; see the layer's data path above). */
+typedef enum clattn_gemm_kernel {
+  CLATTN_GEMM_CLBLAST = 0, /* CLBlast's SGEMM */
+  CLATTN_GEMM_CLATTN = 1   /* clattn's own (cl/gemm.cl), the default on CPU devices */
+} clattn_gemm_kernel;
+
 typedef struct clattn_mha_info {
-  size_t struct_size; /* sizeof(clattn_mha_info), set by the caller */
+  size_t struct_size; /* sizeof(clattn_mha_info), set by the caller; 0.4's size (without
+                         gemm_kernel) is accepted, and only that much is written */
   clattn_dtype dtype; /* the layer's storage type */
   clattn_mha_gemm_path gemm_path;
-  size_t weight_bytes; /* device memory the layer's weights and biases take */
+  size_t weight_bytes;            /* device memory the layer's weights and biases take */
+  clattn_gemm_kernel gemm_kernel; /* since 0.5 */
 } clattn_mha_info;
 
 #define CLATTN_MHA_INFO_INIT \
   { .struct_size = sizeof(clattn_mha_info) }
 
-/* Fills *info: the layer's dtype and how it computes (since 0.4). */
+/* Fills *info: the layer's dtype and how it computes (since 0.4; gemm_kernel since 0.5). */
 CLATTN_API clattn_status clattn_mha_get_info(const clattn_mha* mha, clattn_mha_info* info);
 
 /* ---------------------------------------------------------------- workspace */

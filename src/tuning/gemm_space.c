@@ -144,7 +144,7 @@ static clattn_status gemm_once(clattn__tune_run* t, gemm_bufs* gb, size_t m, siz
   cl_event marker = NULL;
   CLATTN__CL_CHECK(t->ctx, clFinish(t->ctx->queue));
   CLATTN__CL_CHECK(t->ctx, clEnqueueMarkerWithWaitList(t->ctx->queue, 0, NULL, &marker));
-  CLATTN__CHECK(clattn__gemm(t->ctx, t->ctx->queue, &g, &ev));
+  CLATTN__CHECK(clattn__gemm_clblast(t->ctx, t->ctx->queue, &g, &ev));
   CLATTN__CL_CHECK(t->ctx, clWaitForEvents(1, &ev));
   cl_ulong a = 0, b = 0;
   CLATTN__CL_CHECK(t->ctx,

@@ -54,16 +54,23 @@ int bench_layer_fused_setup(bench* B, impl* m) {
     bench_clattn_error(B, m, "clattn_attention_get_config", st);
     return -1;
   }
+  clattn_mha_info info = CLATTN_MHA_INFO_INIT;
+  st = clattn_mha_get_info(B->mha, &info);
+  if (st != CLATTN_SUCCESS) {
+    bench_clattn_error(B, m, "clattn_mha_get_info", st);
+    return -1;
+  }
+  const char* gemm = info.gemm_kernel == CLATTN_GEMM_CLATTN ? "clattn" : "clblast";
   const clattn_attention_config* c = &m->used;
   snprintf(m->config_json, sizeof m->config_json,
-           "{\"layer\":\"clattn_mha_forward\",\"gemm_tuning\":\"%s\",\"core\":{\"variant\":\"%s\","
-           "\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,\"threads_per_row\":%u,"
-           "\"source\":\"%s\"}}",
-           bench_gemm_tuning_label(B), clattn_variant_name(c->variant), c->block_m, c->block_n,
-           c->rows_per_item, c->threads_per_row, bench_config_origin(c->source));
+           "{\"layer\":\"clattn_mha_forward\",\"gemm\":\"%s\",\"gemm_tuning\":\"%s\","
+           "\"core\":{\"variant\":\"%s\",\"block_m\":%u,\"block_n\":%u,\"rows_per_item\":%u,"
+           "\"threads_per_row\":%u,\"source\":\"%s\"}}",
+           gemm, bench_gemm_tuning_label(B), clattn_variant_name(c->variant), c->block_m,
+           c->block_n, c->rows_per_item, c->threads_per_row, bench_config_origin(c->source));
   char tiles[96];
   clattn_attention_config_describe(c, tiles, sizeof tiles, NULL);
-  snprintf(m->config_text, sizeof m->config_text, "mha, core %s (%s)", tiles,
+  snprintf(m->config_text, sizeof m->config_text, "mha, gemm %s, core %s (%s)", gemm, tiles,
            bench_config_origin(c->source));
   return 0;
 }
