@@ -31,7 +31,7 @@
   } while (0)
 
 /* 16 lanes of a row of B (or of the bias) from column j, each lane clamped to column last. */
-static float16 gather16(__global const float* p, uint j, uint last) {
+inline float16 clattn_gather16(__global const float* p, uint j, uint last) {
   float x[16];
 #pragma unroll
   for (int t = 0; t < 16; ++t) x[t] = p[min(j + t, last)];
@@ -63,7 +63,7 @@ __kernel void clattn_gemm_nn(uint m, uint n, uint k, __global const float* restr
 #undef B_FULL
   } else {
     const uint last = n - 1 - j0;
-#define B_EDGE(v) gather16(bp + kk * ldb, 16 * (v), last)
+#define B_EDGE(v) clattn_gather16(bp + kk * ldb, 16 * (v), last)
     for (uint kk = 0; kk < k; ++kk) GEMM_STEP(B_EDGE);
 #undef B_EDGE
   }
@@ -73,7 +73,7 @@ __kernel void clattn_gemm_nn(uint m, uint n, uint k, __global const float* restr
     bias_v[v] = (float16)(0.0f);
     if (flags & GEMM_BIAS) {
       __global const float* q = bias + bias_off + j0;
-      bias_v[v] = full ? vload16(v, q) : gather16(q, 16 * v, n - 1 - j0);
+      bias_v[v] = full ? vload16(v, q) : clattn_gather16(q, 16 * v, n - 1 - j0);
     }
   }
 #pragma unroll
